@@ -1,0 +1,35 @@
+# kdistill: every target installs what it needs first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+
+.PHONY: install data demo test teacher clean
+
+install: $(VENV)/.installed
+
+# torch is pinned here to the local CPU wheel (a looser pin pulls a multi-GB CUDA build);
+# the package itself asks only for torch>=2.4.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0 numpy
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+data:
+	@test -f $(FMNIST) || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)
+
+demo: install data
+	$(VENV)/bin/kdistill demo --overwrite
+
+test: install data
+	$(PY) -m pytest -q
+
+# retrain the demo's teacher checkpoint (about 40 min on 2 CPU cores)
+teacher: install data
+	$(VENV)/bin/kdistill run kdistill/recipes/fmnist_teacher.yaml --overwrite
+	cp runs/fmnist-teacher/teacher.safetensors kdistill/recipes/fmnist_teacher.safetensors
+
+clean:
+	rm -rf runs .pytest_cache

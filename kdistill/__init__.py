@@ -1,0 +1,9 @@
+"""kdistill: distil a big teacher into a small student from a YAML recipe or from Python."""
+
+from kdistill.data import ArraySource
+from kdistill.errors import KDistillError
+from kdistill.recipe import Recipe, load_recipe
+from kdistill.run import RunResult, evaluate_run, run
+
+__all__ = ["ArraySource", "KDistillError", "Recipe", "RunResult", "evaluate_run", "load_recipe", "run"]
+__version__ = "0.1.0"

@@ -1,0 +1,70 @@
+"""The ``kdistill`` command: subcommands mapped to plain functions of the Python API."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from kdistill.errors import KDistillError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a teacher into a student.")
+
+Overrides = typer.Argument(None, help="key.sub=value overrides, e.g. stages.distil.epochs=3")
+RunsDir = typer.Option(Path("runs"), "--runs-dir", help="where run directories are written")
+Overwrite = typer.Option(False, "--overwrite", help="replace an existing run directory of the same name")
+Quiet = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+def demo_recipe() -> Path:
+    """The embedded default: Fashion-MNIST, 600 labels, KD + hint from a shipped teacher."""
+    return Path(str(resources.files("kdistill") / "recipes" / "demo.yaml"))
+
+
+def _run(recipe: Path, overrides: list[str], runs_dir: Path, overwrite: bool, quiet: bool) -> None:
+    from kdistill.report import comparison_table
+    from kdistill.run import run as run_recipe
+
+    result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet)
+    typer.echo("\n" + comparison_table(result.summary))
+    typer.echo(f"\nrun directory: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
+
+
+@app.command()
+def run(recipe: Path = typer.Argument(..., help="a YAML recipe"), overrides: Optional[list[str]] = Overrides,
+        runs_dir: Path = RunsDir, overwrite: bool = Overwrite, quiet: bool = Quiet) -> None:
+    """Run a recipe: train its stages, evaluate, write runs/<name>/."""
+    _run(recipe, overrides, runs_dir, overwrite, quiet)
+
+
+@app.command()
+def demo(overrides: Optional[list[str]] = Overrides, runs_dir: Path = RunsDir,
+         overwrite: bool = Overwrite, quiet: bool = Quiet) -> None:
+    """The main job on the embedded default: Fashion-MNIST with 600 labels."""
+    _run(demo_recipe(), overrides, runs_dir, overwrite, quiet)
+
+
+@app.command("eval")
+def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"),
+             weights: Optional[Path] = typer.Option(None, help="a student .safetensors to evaluate instead"),
+             latency: bool = typer.Option(True, help="measure CPU latency")) -> None:
+    """Evaluate a finished run's models on the test set and print the table."""
+    from kdistill.report import comparison_table
+    from kdistill.run import evaluate_run
+
+    typer.echo(comparison_table(evaluate_run(run_dir, weights, latency)))
+
+
+def main() -> None:
+    try:
+        app()
+    except KDistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""A data source held in memory: a user's tensors or numpy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kdistill.errors import KDistillError
+
+
+@dataclass
+class ArraySource:
+    """Inputs and labels in memory.
+
+    Args:
+        x: inputs, ``(N, ...)``; images as ``(N, C, H, W)`` float.
+        y: integer class labels ``(N,)``.
+        num_classes: number of classes (default: ``max(y) + 1``).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    num_classes: int = 0
+
+    def __post_init__(self):
+        self.x = torch.as_tensor(np.asarray(self.x) if not torch.is_tensor(self.x) else self.x)
+        self.y = torch.as_tensor(np.asarray(self.y) if not torch.is_tensor(self.y) else self.y)
+        if not self.x.is_floating_point():
+            self.x = self.x.float()
+        self.y = self.y.long()
+        if len(self.x) != len(self.y):
+            raise KDistillError(
+                f"data: {len(self.x)} inputs but {len(self.y)} labels; give one label per input."
+            )
+        if not self.num_classes:
+            self.num_classes = int(self.y.max()) + 1 if len(self.y) else 0
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> "ArraySource":
+        return ArraySource(self.x[index], self.y[index], self.num_classes)

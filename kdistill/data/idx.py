@@ -1,0 +1,59 @@
+"""Fashion-MNIST / MNIST from the standard IDX ``.gz`` files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+from kdistill.data.arrays import ArraySource
+from kdistill.errors import KDistillError
+
+DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+INSTALL_HINT = (
+    "install the default with `sudo apt-get install -y dataset-fashion-mnist`, "
+    "or set data.path to a folder holding the four IDX .gz files of (Fashion-)MNIST"
+)
+FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (gzipped or not) into a numpy array of its stored shape."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise KDistillError(f"data: {path} is not an unsigned-byte IDX file.")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / name.removesuffix(".gz")):
+        if candidate.exists():
+            return candidate
+    raise KDistillError(f"data: {folder / name} not found; {INSTALL_HINT}.")
+
+
+def load_idx_folder(path: str | None = None) -> tuple[ArraySource, ArraySource]:
+    """Load the train and test splits of (Fashion-)MNIST.
+
+    Returns:
+        (train, test) sources with images ``(N, 1, 28, 28)`` float32 in [0, 1], labels ``(N,)``.
+    """
+    folder = Path(path or DEFAULT_DIR)
+    if not folder.is_dir():
+        raise KDistillError(f"data: folder {folder} not found; {INSTALL_HINT}.")
+    splits = []
+    for split in ("train", "test"):
+        images_file, labels_file = FILES[split]
+        images = read_idx(_find(folder, images_file))
+        labels = read_idx(_find(folder, labels_file))
+        x = images.astype(np.float32)[:, None] / 255.0  # (N, 1, 28, 28)
+        splits.append(ArraySource(x, labels.astype(np.int64), num_classes=int(labels.max()) + 1))
+    return splits[0], splits[1]

@@ -1,0 +1,21 @@
+"""scikit-learn's bundled digits: 1,797 8x8 images, small enough for tests in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kdistill.data.arrays import ArraySource
+
+
+def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArraySource, ArraySource]:
+    """Digits as ``(N, 1, 8, 8)`` images in [0, 1], split into (train, test), stratified."""
+    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sk_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return ArraySource(x_tr, y_tr, 10), ArraySource(x_te, y_te, 10)

@@ -1,0 +1,90 @@
+"""Split a training source into a labelled set, an unlabelled transfer set and a validation set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdistill.data.arrays import ArraySource
+from kdistill.errors import KDistillError
+
+UNLABELLED = -1  # the label every transfer-set sample carries: no loss can use it
+
+
+@dataclass
+class Splits:
+    labelled_set: ArraySource
+    transfer_set: ArraySource  # labels replaced by UNLABELLED
+    val_set: ArraySource | None
+    test_set: ArraySource
+    # the transfer set's true labels: read only by stages with data 'full', which train a teacher
+    transfer_labels: torch.Tensor | None = None
+
+
+def _count(value: float | int, total: int, field: str) -> int:
+    n = int(round(value * total)) if isinstance(value, float) and value <= 1 else int(value)
+    if not 0 <= n <= total:
+        raise KDistillError(f"data.{field}: {value} is outside 0..{total}; give a count or a fraction.")
+    return n
+
+
+def stratified_pick(y: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Pick ``n`` indices of ``y`` with the classes in proportion (seeded, exact total)."""
+    classes, counts = torch.unique(y, return_counts=True)
+    quota = (counts.double() * n / len(y)).floor().long()
+    remainder = n - int(quota.sum())
+    # hand the leftover picks to the classes with the largest fractional parts
+    fractions = counts.double() * n / len(y) - quota
+    quota[torch.argsort(fractions, descending=True)[:remainder]] += 1
+    picked = []
+    for c, q in zip(classes, quota):
+        members = torch.nonzero(y == c).flatten()
+        picked.append(members[torch.randperm(len(members), generator=generator)[:q]])
+    return torch.cat(picked).sort().values
+
+
+def split(
+    train: ArraySource,
+    test: ArraySource,
+    labelled: float | int,
+    val: float | int = 0,
+    transfer: float | int | None = None,
+    seed: int = 0,
+) -> Splits:
+    """Split ``train`` into labelled / transfer / validation sets.
+
+    Args:
+        labelled: labelled samples, a count (600) or a fraction (0.01), stratified.
+        val: held-out labelled samples for choosing hyper-parameters, stratified.
+        transfer: how many of the remaining samples form the transfer set (default: all).
+        seed: the split depends on this seed alone.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n_lab = _count(labelled, len(train), "labelled")
+    n_val = _count(val, len(train), "val")
+    if n_lab + n_val > len(train):
+        raise KDistillError(
+            f"data: labelled ({n_lab}) + val ({n_val}) exceed the {len(train)} training samples."
+        )
+    everything = torch.arange(len(train))
+    val_idx = stratified_pick(train.y, n_val, g) if n_val else everything[:0]
+    rest = torch.ones(len(train), dtype=torch.bool)
+    rest[val_idx] = False
+    pool = everything[rest]
+    lab_idx = pool[stratified_pick(train.y[pool], n_lab, g)] if n_lab else everything[:0]
+    rest[lab_idx] = False
+    transfer_idx = everything[rest]
+    if transfer is not None:
+        n_tr = _count(transfer, len(transfer_idx), "transfer")
+        transfer_idx = transfer_idx[torch.randperm(len(transfer_idx), generator=g)[:n_tr]].sort().values
+    transfer_set = train.subset(transfer_idx)
+    transfer_labels = transfer_set.y.clone()
+    transfer_set.y = torch.full_like(transfer_set.y, UNLABELLED)
+    return Splits(
+        labelled_set=train.subset(lab_idx),
+        transfer_set=transfer_set,
+        val_set=train.subset(val_idx) if n_val else None,
+        test_set=test,
+        transfer_labels=transfer_labels,
+    )

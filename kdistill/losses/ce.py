@@ -1,0 +1,39 @@
+"""Cross-entropy on the labelled samples of a batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdistill.data.splits import UNLABELLED
+from kdistill.losses.registry import register
+
+
+def labelled_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Mean cross-entropy over samples whose label is not ``UNLABELLED``; 0 when there are none.
+
+    Args:
+        logits: ``(B, K)``. target: ``(B,)`` class indices, ``-1`` for unlabelled samples.
+    """
+    if target is None or not bool((target != UNLABELLED).any()):
+        return logits.sum() * 0.0  # keeps the graph, contributes nothing
+    return F.cross_entropy(
+        logits.float(), target, ignore_index=UNLABELLED, label_smoothing=label_smoothing
+    )
+
+
+@register("ce")
+class CrossEntropy(nn.Module):
+    """Cross-entropy with the labels; unlabelled samples (label -1) are left out."""
+
+    uses_teacher = False
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, student, teacher=None, target=None):
+        return labelled_cross_entropy(student, target, self.label_smoothing)

@@ -1,0 +1,260 @@
+"""The recipe: a validated schema, YAML loading and ``key.sub=value`` overrides.
+
+Only this module and the entry points read the recipe tree; everything downstream takes
+plain keyword arguments.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kdistill.errors import KDistillError
+from kdistill.losses.registry import LOSSES, check_loss_name
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Amount = Union[int, float]  # a count (600) or a fraction of the training set (0.01)
+
+
+class DataSpec(Strict):
+    source: Literal["fashion_mnist", "digits", "custom"] = "fashion_mnist"
+    path: str | None = None  # folder of IDX .gz files; MNIST's work the same
+    labelled: Amount = 600
+    val: Amount = 0
+    transfer: Amount | None = None
+    normalize: bool = True
+    split_seed: int | None = None  # default: the recipe's seed
+
+
+class ModelSpec(Strict):
+    model: str  # a registered name (cnn, resnet, mlp) or 'package.module:callable'
+    args: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = None  # a .safetensors file
+
+
+class TermSpec(Strict):
+    loss: str
+    weight: float = 1.0
+    student: str = "logits"  # a student module path, or 'logits'
+    teacher: str = "logits"  # a teacher module path, or 'logits'
+    args: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None  # logged name, default the loss name
+
+    @field_validator("loss")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return check_loss_name(value)
+
+
+class OptimizerSpec(Strict):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+
+class ScheduleSpec(Strict):
+    name: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: float = 0.0
+    step_size: int = 10  # epochs, for 'step'
+    gamma: float = 0.1  # for 'step'
+
+
+class AugmentSpec(Strict):
+    shift: int = 0  # random translation, pixels
+    flip: bool = False  # random horizontal flip
+
+
+class StageSpec(Strict):
+    name: str
+    train: Literal["student", "teacher", "baseline"] = "student"
+    data: Literal["labelled", "transfer", "labelled+transfer", "full"] = "labelled"
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    grad_clip: float | None = 5.0
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    amp: Literal[False, "bf16", "fp16"] = False  # CUDA only; ignored on CPU
+    loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1)
+    init_from: str | None = None  # start from the weights another stage ended with
+    cache_teacher: bool = True  # teacher outputs computed once when there is no augmentation
+
+
+class Recipe(Strict):
+    name: str = "run"
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    threads: int | None = None  # CPU threads for torch; default: torch's choice
+    data: DataSpec = Field(default_factory=DataSpec)
+    teacher: ModelSpec | None = None
+    student: ModelSpec
+    stages: list[StageSpec] = Field(min_length=1)
+    latency: bool = True  # measure CPU latency in the final evaluation
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if value not in ("auto", "cpu", "mps") and not value.startswith("cuda"):
+            raise ValueError("use auto, cpu, cuda or cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _stages_consistent(self) -> "Recipe":
+        names = [s.name for s in self.stages]
+        for i, stage in enumerate(self.stages):
+            if names.count(stage.name) > 1:
+                raise ValueError(f"stage name {stage.name!r} is used twice; stage names must be unique")
+            if stage.init_from is not None and stage.init_from not in names[:i]:
+                raise ValueError(
+                    f"stages.{i}.init_from: {stage.init_from!r} is not an earlier stage "
+                    f"(earlier: {names[:i]})"
+                )
+            needs_teacher = stage.train != "teacher" and any(
+                getattr(LOSSES[t.loss], "uses_teacher", True) for t in stage.loss
+            )
+            if needs_teacher and self.teacher is None:
+                raise ValueError(f"stages.{i} ({stage.name}) uses a teacher loss but no teacher is set")
+            if stage.data == "full" and stage.train != "teacher":
+                raise ValueError(
+                    f"stages.{i}.data: 'full' uses the transfer set's labels and is only for "
+                    "train: teacher; use labelled, transfer or labelled+transfer"
+                )
+            if stage.train == "teacher" and self.teacher is None:
+                raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
+            term_names = [t.name or t.loss for t in stage.loss]
+            if len(set(term_names)) != len(term_names):
+                raise ValueError(f"stages.{i}.loss: two terms share a name; give them distinct 'name's")
+        return self
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names valid at ``loc`` (the parent of an unknown key)."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ()) or ()
+        candidates = [annotation, *args]
+        for a in list(candidates):
+            candidates += list(getattr(a, "__args__", ()) or ())
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(current.model_fields) if current is not None else []
+
+
+def _format_error(err: ValidationError) -> str:
+    # a misspelt key also makes its correct spelling "missing": report the misspelling
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    where = ".".join(str(p) for p in loc) or "recipe"
+    if first["type"] == "extra_forbidden":
+        valid = _valid_keys(Recipe, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        fix = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+        return f"recipe: unknown key {where!r}; {fix}"
+    message = first["msg"].removeprefix("Value error, ")
+    got = f" (got {first['input']!r})" if first["type"] not in ("missing",) and "input" in first and not isinstance(first["input"], dict) else ""
+    return f"recipe: {where}: {message}{got}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise KDistillError(f"override {text!r}: write it as key.sub=value, e.g. stages.distil.epochs=3")
+    key, _, raw = text.partition("=")
+    try:
+        value = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_override(tree: dict, text: str) -> None:
+    """Set ``key.sub=value`` in a raw recipe tree. List items are addressed by index or by name."""
+    path, value = parse_override(text)
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            index = _list_index(node, part, text)
+            if last:
+                node[index] = value
+            else:
+                node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise KDistillError(f"override {text!r}: {'.'.join(path[:i])} is not a section")
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+
+
+def _list_index(items: list, part: str, text: str) -> int:
+    if part.lstrip("-").isdigit() and -len(items) <= int(part) < len(items):
+        return int(part)
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name", item.get("loss")) == part:
+            return index
+    names = [str(it.get("name", it.get("loss"))) for it in items if isinstance(it, dict)]
+    raise KDistillError(f"override {text!r}: no item {part!r}; use an index or one of {names}")
+
+
+def validate(tree: dict) -> Recipe:
+    """Validate a raw recipe tree; the first problem becomes a one-line ``KDistillError``."""
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as err:
+        raise KDistillError(_format_error(err)) from None
+
+
+def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] = ()) -> Recipe:
+    """Load a recipe from a YAML file, a dict or a Recipe, apply overrides, validate.
+
+    Relative weight paths in a file are resolved against the file's folder.
+    """
+    if isinstance(source, Recipe):
+        tree = source.model_dump()
+    elif isinstance(source, dict):
+        tree = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise KDistillError(f"recipe: file {path} not found; give the path to a .yaml recipe.")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise KDistillError(f"recipe: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise KDistillError(f"recipe: {path} must hold a mapping of keys at the top level.")
+        _resolve_weight_paths(tree, path.parent)
+    for text in overrides:
+        apply_override(tree, text)
+    return validate(tree)
+
+
+def _resolve_weight_paths(tree: dict, folder: Path) -> None:
+    for role in ("teacher", "student"):
+        spec = tree.get(role)
+        if isinstance(spec, dict) and isinstance(spec.get("weights"), str):
+            weights = Path(spec["weights"])
+            if not weights.is_absolute():
+                spec["weights"] = str((folder / weights).resolve())
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

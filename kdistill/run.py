@@ -1,0 +1,292 @@
+"""A whole run from a recipe: setup -> stages -> final evaluation -> run directory.
+
+This is the Python API; the CLI is a thin layer over :func:`run`. A user's own modules and
+data can stand in for the names in the recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdistill.data import ArraySource, Splits, as_source, load_source, normalize, split
+from kdistill.errors import KDistillError
+from kdistill.evaluate import evaluate_model, predict
+from kdistill.models.adapters import adapter_key, build_adapters
+from kdistill.models.taps import FeatureTaps
+from kdistill.models.weights import load_weights, save_weights, snapshot
+from kdistill.models.zoo import build_model, count_params
+from kdistill.objective import Objective, build_objective
+from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
+from kdistill.report import write_report
+from kdistill.train import StageConfig, train_stage
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+    models: dict[str, nn.Module] = field(default_factory=dict)  # student, teacher, baseline
+
+    @property
+    def student(self) -> nn.Module:
+        return self.models["student"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KDistillError(f"device: {name!r} asked for but CUDA is not available; use device=cpu or auto.")
+    return torch.device(name)
+
+
+def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
+    """Load, normalise and split the data. ``data`` may be ``(train, test)`` of user data."""
+    spec = recipe.data
+    if data is None:
+        train, test = load_source(spec.source, spec.path)
+    elif isinstance(data, Splits):
+        return data, {}
+    else:
+        train, test = (as_source(d, w) for d, w in zip(data, ("training", "test")))
+        train, test = copy.copy(train), copy.copy(test)
+    info = {"train": len(train), "test": len(test)}
+    if spec.normalize:
+        info["mean"], info["std"] = normalize(train, test)
+    split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
+    splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
+    return splits, info
+
+
+def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y) a stage trains on; transfer-set labels are -1 (withheld)."""
+    lab, tra = splits.labelled_set, splits.transfer_set
+    if which == "labelled":
+        return lab.x, lab.y
+    if which == "transfer":
+        return tra.x, tra.y
+    if which == "labelled+transfer":
+        return torch.cat([lab.x, tra.x]), torch.cat([lab.y, tra.y])
+    # 'full': the whole training split with every label, only for stages that train a teacher
+    return torch.cat([lab.x, tra.x]), torch.cat([lab.y, splits.transfer_labels])
+
+
+def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:
+    """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
+    the same student architecture from the same initial weights, trained without distillation."""
+    torch.manual_seed(recipe.seed)
+    models: dict[str, nn.Module] = {}
+    if student is None:
+        student = build_model(recipe.student.model, **recipe.student.args)
+    if recipe.student.weights:
+        load_weights(student, recipe.student.weights, "student")
+    models["student"] = student
+    if any(s.train == "baseline" for s in recipe.stages):
+        models["baseline"] = copy.deepcopy(student)
+    if recipe.teacher is not None or teacher is not None:
+        if teacher is None:
+            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
+        if recipe.teacher is not None and recipe.teacher.weights:
+            load_weights(teacher, recipe.teacher.weights, "teacher")
+        models["teacher"] = teacher
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor) -> dict[str, Objective]:
+    """One objective per stage, with taps checked and adapters built from one dry forward pass.
+
+    Runs before any training, so a bad tap name or loss argument fails early.
+    """
+    shared = nn.ModuleDict()
+    objectives = {}
+    for stage in recipe.stages:
+        objective = build_objective([t.model_dump() for t in stage.loss])
+        if objective.uses_teacher and stage.train != "teacher":
+            pairs = objective.feature_pairs()
+            s_names, t_names = objective.taps()
+            trained = models[stage.train]
+            with FeatureTaps(trained, s_names, "student") as s_taps, \
+                    FeatureTaps(models["teacher"], t_names, "teacher") as t_taps, torch.no_grad():
+                was_training = trained.training
+                trained.eval()
+                s_feats = s_taps.collect(trained(sample))
+                t_feats = t_taps.collect(models["teacher"](sample))
+                trained.train(was_training)
+            for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
+                if key not in shared:
+                    shared[key] = adapter.to(sample.device)
+            objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
+        objectives[stage.name] = objective.to(sample.device)
+    return objectives
+
+
+def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
+    return StageConfig(
+        epochs=stage.epochs, batch_size=stage.batch_size, optimizer=stage.optimizer.model_dump(),
+        schedule=stage.schedule.model_dump(), grad_clip=stage.grad_clip,
+        augment=stage.augment.model_dump(), amp=stage.amp, cache_teacher=stage.cache_teacher, seed=seed,
+    )
+
+
+def check_run_dir(runs_dir: str | Path, name: str, overwrite: bool) -> Path:
+    final = Path(runs_dir) / name
+    if final.exists() and not overwrite:
+        raise KDistillError(
+            f"run directory {final} already exists; choose another name (name=...) or pass --overwrite."
+        )
+    return final
+
+
+class RunDir:
+    """Writes into ``<name>.incomplete`` and renames to ``<name>`` only when the run completes,
+    so a crashed run is never passed off as complete and an existing run is never overwritten
+    unless asked."""
+
+    def __init__(self, runs_dir: str | Path, name: str, overwrite: bool):
+        self.final = check_run_dir(runs_dir, name, overwrite)
+        self.path = self.final.with_name(self.final.name + ".incomplete")
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        self.metrics = (self.path / "metrics.jsonl").open("a")
+
+    def log(self, record: dict) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+
+    def complete(self) -> Path:
+        self.metrics.close()
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        self.path.rename(self.final)
+        return self.final
+
+
+def run(
+    recipe: Recipe | dict | str | Path,
+    overrides: list[str] = (),
+    *,
+    teacher: nn.Module | None = None,
+    student: nn.Module | None = None,
+    data=None,
+    runs_dir: str | Path = "runs",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run a recipe end to end and write ``runs/<name>/``.
+
+    Args:
+        recipe: a Recipe, a dict or a YAML path; ``overrides`` are ``key.sub=value`` strings.
+        teacher, student: the user's own modules, used in place of the recipe's model names.
+        data: the user's own ``(train, test)`` data (see ``kdistill.data.as_source``) or Splits.
+        overwrite: replace an existing run directory of the same name.
+    Returns:
+        RunResult with the run directory, the summary dict and the trained models.
+    """
+    recipe = load_recipe(recipe, list(overrides))
+    device = resolve_device(recipe.device)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    check_run_dir(runs_dir, recipe.name, overwrite)
+    started = time.perf_counter()
+    splits, data_info = prepare_data(recipe, data)
+    models = build_models(recipe, teacher, student, device)
+    if "teacher" in models and not any(s.train == "teacher" for s in recipe.stages):
+        freeze(models["teacher"])
+    objectives = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device))
+
+    out = RunDir(runs_dir, recipe.name, overwrite)
+    (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
+    eval_set = splits.val_set or splits.test_set
+    eval_name = "val" if splits.val_set is not None else "test"
+    ends: dict[str, dict[str, torch.Tensor]] = {}
+    stage_times = {}
+    for i, stage in enumerate(recipe.stages):
+        model = models[stage.train]
+        if stage.init_from:
+            model.load_state_dict(ends[stage.init_from])
+        x, y = stage_data(splits, stage.data)
+        teacher_model = models.get("teacher") if stage.train != "teacher" else None
+        if teacher_model is not None:
+            freeze(teacher_model)
+        if stage.train == "teacher":
+            for p in models["teacher"].parameters():
+                p.requires_grad_(True)
+
+        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model, teacher_model=teacher_model):
+            metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
+            out.log({"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms,
+                     eval_name: {k: v for k, v in metrics.items() if k != "params"}})
+            print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f} "
+                  f"{eval_name} acc {metrics['accuracy']:.4f}", flush=True)
+
+        result = train_stage(model, objectives[stage.name], x, y, _stage_config(stage, recipe.seed + i),
+                             device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)
+        stage_times[stage.name] = result["seconds"]
+        ends[stage.name] = snapshot(model)
+
+    summary = final_evaluation(recipe, models, splits, device)
+    summary.update({"name": recipe.name, "device": str(device), "data": {
+        **data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
+        "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},
+        "stage_seconds": stage_times, "total_seconds": time.perf_counter() - started})
+    metadata = {"recipe": recipe.name, **{k: json.dumps(v) for k, v in data_info.items() if k in ("mean", "std")}}
+    save_weights(models["student"], out.path / "student.safetensors", metadata)
+    for role in ("teacher", "baseline"):
+        if any(s.train == role for s in recipe.stages):
+            save_weights(models[role], out.path / f"{role}.safetensors", metadata)
+    (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out.path, summary)
+    run_dir = out.complete()
+    return RunResult(run_dir=run_dir, summary=summary, models=models)
+
+
+def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> dict:
+    """Metrics of every model on the test set; the student's and baseline's against the teacher."""
+    test = splits.test_set
+    teacher_logits = predict(models["teacher"], test.x, device) if "teacher" in models else None
+    results = {}
+    for role in ("teacher", "baseline", "student"):
+        if role in models:
+            against = teacher_logits if role != "teacher" else None
+            results[role] = evaluate_model(models[role], test.x, test.y, device, against, recipe.latency)
+    if "teacher" in results and "student" in results:
+        results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
+    return {"test": results}
+
+
+def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True) -> dict:
+    """Re-evaluate a finished run: rebuild its models from ``recipe.yaml`` and its safetensors files.
+
+    Args:
+        weights: a student .safetensors to evaluate instead of the run's own.
+    Returns:
+        {"test": {role: metrics}} as in ``summary.json``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise KDistillError(f"eval: {run_dir} is not a finished run directory (no recipe.yaml).")
+    recipe = load_recipe(run_dir / "recipe.yaml", [f"latency={str(latency).lower()}"])
+    device = resolve_device(recipe.device)
+    splits, _ = prepare_data(recipe)
+    models = build_models(recipe, None, None, device)
+    load_weights(models["student"], weights or run_dir / "student.safetensors", "student")
+    for role in ("teacher", "baseline"):
+        if (run_dir / f"{role}.safetensors").is_file() and role in models:
+            load_weights(models[role], run_dir / f"{role}.safetensors", role)
+    return final_evaluation(recipe, models, splits, device)

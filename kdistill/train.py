@@ -1,0 +1,172 @@
+"""The training loop: one stage, read top to bottom.
+
+The teacher is frozen (eval mode, no gradients) and, when the stage has no random
+augmentation, its outputs are computed once and reused every epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kdistill.data.augment import random_shift_flip
+from kdistill.models.taps import FeatureTaps
+from kdistill.objective import Objective
+
+
+@dataclass
+class StageConfig:
+    """Plain settings of one stage (the recipe's stage section, minus data and losses)."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: dict = field(default_factory=lambda: {"name": "sgd", "lr": 0.05})
+    schedule: dict = field(default_factory=lambda: {"name": "cosine"})
+    grad_clip: float | None = 5.0
+    augment: dict = field(default_factory=dict)
+    amp: str | bool = False
+    cache_teacher: bool = True
+    seed: int = 0
+
+
+def make_optimizer(params, name: str = "sgd", lr: float = 0.05, momentum: float = 0.9,
+                   nesterov: bool = True, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0,
+                               weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def make_schedule(optimizer, total_steps: int, steps_per_epoch: int, name: str = "cosine",
+                  warmup_epochs: float = 0.0, step_size: int = 10, gamma: float = 0.1):
+    """A per-step LR multiplier: linear warm-up, then cosine to 0, step decay or constant."""
+    warmup = int(warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if name == "cosine":
+            progress = (step - warmup) / max(1, total_steps - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        if name == "step":
+            return gamma ** (step // (step_size * steps_per_epoch))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def teacher_outputs(teacher: nn.Module, taps: FeatureTaps, x: torch.Tensor, device: torch.device,
+                    batch_size: int = 512) -> dict[str, torch.Tensor]:
+    """Run the frozen teacher once over ``x``; returns {tap: (N, ...)} on ``device``.
+
+    Intermediate features are kept in half precision to halve their memory; logits in fp32.
+    """
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(x), batch_size):
+        feats = taps.collect(teacher(x[i : i + batch_size].to(device)))
+        for name, value in feats.items():
+            chunks.setdefault(name, []).append(value.float() if name == "logits" else value.half())
+    return {name: torch.cat(parts) for name, parts in chunks.items()}
+
+
+def _autocast(device: torch.device, amp: str | bool):
+    if not amp or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def train_stage(
+    model: nn.Module,
+    objective: Objective,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: StageConfig,
+    device: torch.device,
+    teacher: nn.Module | None = None,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train ``model`` (and the objective's adapters) on ``(x, y)`` for ``config.epochs``.
+
+    Args:
+        x: inputs ``(N, ...)``; y: labels ``(N,)``, ``-1`` where a label is withheld.
+        teacher: the frozen teacher, needed when the objective reads teacher features.
+        on_epoch_end: called with (epoch, mean of each logged term) after every epoch.
+    Returns:
+        the last epoch's mean terms, plus ``seconds``.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    student_names, teacher_names = objective.taps()
+    student_taps = FeatureTaps(model, student_names, "student")
+    teacher_taps = FeatureTaps(teacher, teacher_names, "teacher") if objective.uses_teacher else None
+
+    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    optimizer = make_optimizer(params, **config.optimizer)
+    steps_per_epoch = math.ceil(len(x) / config.batch_size)
+    schedule = make_schedule(optimizer, config.epochs * steps_per_epoch, steps_per_epoch, **config.schedule)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and device.type == "cuda")
+    augment = config.augment.get("shift", 0) or config.augment.get("flip", False)
+
+    cached = None
+    if teacher_taps is not None and config.cache_teacher and not augment:
+        cached = teacher_outputs(teacher, teacher_taps, x, device)
+
+    start = time.perf_counter()
+    try:
+        for epoch in range(config.epochs):
+            model.train()
+            objective.train()
+            sums: dict[str, float] = {}
+            order = torch.randperm(len(x), generator=generator)
+            bar = tqdm(order.split(config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
+                       disable=not progress, leave=False, dynamic_ncols=True)
+            for index in bar:
+                xb = x[index].to(device, non_blocking=True)  # (B, ...)
+                yb = y[index].to(device, non_blocking=True)  # (B,)
+                if augment:
+                    xb = random_shift_flip(xb, config.augment.get("shift", 0),
+                                           config.augment.get("flip", False), generator)
+                teacher_feats = None
+                if cached is not None:
+                    idx = index.to(device)
+                    teacher_feats = {k: v[idx].float() for k, v in cached.items()}
+                elif teacher_taps is not None:
+                    with torch.no_grad(), _autocast(device, config.amp):
+                        teacher_feats = teacher_taps.collect(teacher(xb))
+                with _autocast(device, config.amp):
+                    student_feats = student_taps.collect(model(xb))
+                    loss, terms = objective(student_feats, teacher_feats, yb)
+
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+
+                step = {"loss": loss.detach(), **terms}
+                for name, value in step.items():
+                    sums[name] = sums.get(name, 0.0) + float(value) * len(index)
+                bar.set_postfix({k: f"{float(v):.3f}" for k, v in step.items()}, refresh=False)
+            means = {name: total / len(x) for name, total in sums.items()}
+            means["lr"] = schedule.get_last_lr()[0]
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, means)
+    finally:
+        student_taps.remove()
+        if teacher_taps is not None:
+            teacher_taps.remove()
+    return {**means, "seconds": time.perf_counter() - start}

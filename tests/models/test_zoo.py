@@ -1,0 +1,59 @@
+import sys
+import types
+
+import pytest
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.weights import load_weights, save_weights
+from kdistill.models.zoo import build_model, count_params
+
+
+@pytest.mark.parametrize("name, args", [
+    ("mlp", {"hidden": [32]}),
+    ("cnn", {"channels": [8, 16]}),
+    ("resnet", {"widths": [8, 16], "blocks_per_stage": 1}),
+])
+def test_builders_give_logits(name, args):
+    model = build_model(name, **args)
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_width_and_depth_change_size():
+    small = count_params(build_model("resnet", widths=[8, 16], blocks_per_stage=1))
+    deep = count_params(build_model("resnet", widths=[8, 16], blocks_per_stage=2))
+    wide = count_params(build_model("resnet", widths=[16, 32], blocks_per_stage=1))
+    assert small < deep and small < wide
+
+
+def test_user_model_by_import_path(monkeypatch):
+    module = types.ModuleType("user_models")
+    module.tiny = lambda width=4: nn.Sequential(nn.Flatten(), nn.Linear(64, width))
+    monkeypatch.setitem(sys.modules, "user_models", module)
+    model = build_model("user_models:tiny", width=5)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 5)
+
+
+def test_unknown_names_fail_clearly():
+    with pytest.raises(KDistillError, match="cnn"):
+        build_model("cnnn")
+    with pytest.raises(KDistillError, match="cannot import"):
+        build_model("no_such_package.models:net")
+
+
+def test_weights_round_trip_as_safetensors(tmp_path):
+    a, b = build_model("cnn", channels=[4, 8]), build_model("cnn", channels=[4, 8])
+    save_weights(a, tmp_path / "w.safetensors")
+    load_weights(b, tmp_path / "w.safetensors")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_weights_that_do_not_fit_or_are_pickles_are_refused(tmp_path):
+    save_weights(build_model("cnn", channels=[4, 8]), tmp_path / "w.safetensors")
+    with pytest.raises(KDistillError, match="does not fit"):
+        load_weights(build_model("cnn", channels=[4, 16]), tmp_path / "w.safetensors", "student")
+    torch.save({}, tmp_path / "w.pt")
+    with pytest.raises(KDistillError, match="safetensors"):
+        load_weights(build_model("cnn"), tmp_path / "w.pt")

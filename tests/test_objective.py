@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from kdistill.models.adapters import build_adapters
+from kdistill.objective import build_objective
+
+
+def test_weighted_sum_of_named_terms():
+    objective = build_objective([
+        {"loss": "kd", "weight": 2.0, "args": {"temperature": 1.0, "alpha": 1.0}},
+        {"loss": "ce", "weight": 0.5},
+        {"loss": "hint", "weight": 0.0, "student": "a", "teacher": "b"},  # switched off
+    ])
+    s = {"logits": torch.tensor([[0.0, 0.0]])}
+    t = {"logits": torch.tensor([[1.0, 0.0]])}
+    total, terms = objective(s, t, torch.tensor([0]))
+    assert set(terms) == {"kd", "ce"}
+    assert total.item() == pytest.approx(2 * terms["kd"].item() + 0.5 * terms["ce"].item())
+
+
+def test_labels_only_loss_reads_no_teacher():
+    objective = build_objective([{"loss": "ce"}])
+    assert not objective.uses_teacher
+    total, _ = objective({"logits": torch.zeros(1, 3)}, None, torch.tensor([2]))
+    assert total.item() > 0
+
+
+def test_gradients_reach_student_and_adapter_not_teacher():
+    objective = build_objective([{"loss": "hint", "student": "s", "teacher": "t"}])
+    student_feat = torch.randn(2, 4, 3, 3, requires_grad=True)
+    teacher_feat = torch.randn(2, 8, 6, 6, requires_grad=True)
+    objective.adapters = build_adapters([("s", "t")], {"s": student_feat}, {"t": teacher_feat})
+    total, _ = objective({"s": student_feat, "logits": None}, {"t": teacher_feat.detach()}, None)
+    total.backward()
+    assert student_feat.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in objective.adapters.parameters())
+    assert teacher_feat.grad is None

@@ -1,0 +1,61 @@
+"""The Python API with the user's own modules and tensors."""
+
+import torch
+from torch import nn
+
+from kdistill import run
+from kdistill.data.sklearn_sets import load_digits
+
+
+class UserStudent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU())
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.classifier(self.encoder(x))
+
+
+def _recipe(name):
+    return {
+        "name": name,
+        "teacher": {"model": "cnn", "args": {"channels": [16, 32], "image_size": 8}},
+        "student": {"model": "user"},  # replaced by the module passed in
+        "data": {"source": "custom", "labelled": 100},
+        "stages": [
+            {"name": "teacher", "train": "teacher", "data": "full", "epochs": 3, "batch_size": 64},
+            {"name": "distil", "data": "transfer", "epochs": 2, "batch_size": 64,
+             "loss": [{"loss": "kd"}, {"loss": "hint", "student": "encoder", "teacher": "head.0"}]},
+            {"name": "finetune", "data": "labelled", "epochs": 2, "batch_size": 32,
+             "optimizer": {"lr": 0.01}, "loss": [{"loss": "kd", "args": {"alpha": 0.5}}]},
+        ],
+        "latency": False,
+    }
+
+
+def _numpy_data():
+    train, test = load_digits()
+    return (train.x.numpy(), train.y.numpy()), (test.x.numpy(), test.y.numpy())
+
+
+def test_run_with_user_objects(tmp_path):
+    result = run(_recipe("api"), student=UserStudent(), data=_numpy_data(), runs_dir=tmp_path, progress=False)
+    assert isinstance(result.student, UserStudent)
+    assert (tmp_path / "api" / "student.safetensors").is_file()
+    assert result.summary["test"]["student"]["accuracy"] > 0.5
+    assert result.summary["data"]["transfer"] == len(_numpy_data()[0][0]) - 100
+
+
+def _seeded_student():
+    torch.manual_seed(0)
+    return UserStudent()
+
+
+def test_same_seed_same_student(tmp_path):
+    a = run(_recipe("a"), ["stages.0.epochs=1", "stages.1.epochs=1", "stages.2.epochs=1"],
+            student=_seeded_student(), data=_numpy_data(), runs_dir=tmp_path, progress=False)
+    b = run(_recipe("b"), ["stages.0.epochs=1", "stages.1.epochs=1", "stages.2.epochs=1"],
+            student=_seeded_student(), data=_numpy_data(), runs_dir=tmp_path, progress=False)
+    for (k, va), vb in zip(a.student.state_dict().items(), b.student.state_dict().values()):
+        assert torch.equal(va, vb), k
