@@ -55,7 +55,13 @@ class Objective(nn.Module):
         return list(dict.fromkeys(student)), list(dict.fromkeys(teacher))
 
     def feature_pairs(self) -> list[tuple[str, str]]:
-        return [(t.student, t.teacher) for t in self.terms if t.teacher is not None]
+        """(student tap, teacher tap) pairs that need an adapter where their shapes differ.
+
+        Losses that compare within-sample summaries (attention maps, batch relations) set
+        ``adapt = False`` and see the raw student feature.
+        """
+        return [(t.student, t.teacher) for t in self.terms
+                if t.teacher is not None and getattr(t.loss, "adapt", True)]
 
     def forward(
         self,

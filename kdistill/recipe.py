@@ -89,6 +89,7 @@ class StageSpec(Strict):
     loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1)
     init_from: str | None = None  # start from the weights another stage ended with
     cache_teacher: bool = True  # teacher outputs computed once when there is no augmentation
+    eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
 
 
 class Recipe(Strict):

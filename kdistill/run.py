@@ -228,12 +228,15 @@ def run(
             for p in models["teacher"].parameters():
                 p.requires_grad_(True)
 
-        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model, teacher_model=teacher_model):
-            metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
-            out.log({"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms,
-                     eval_name: {k: v for k, v in metrics.items() if k != "params"}})
-            print(f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f} "
-                  f"{eval_name} acc {metrics['accuracy']:.4f}", flush=True)
+        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
+            record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
+            line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
+            if (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs:
+                metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
+                record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
+                line += f" {eval_name} acc {metrics['accuracy']:.4f}"
+            out.log(record)
+            print(line, flush=True)
 
         result = train_stage(model, objectives[stage.name], x, y, _stage_config(stage, recipe.seed + i),
                              device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)

@@ -1,0 +1,35 @@
+"""Entropy of the student's predictions (entropy minimisation: Grandvalet and Bengio, NeurIPS 2004;
+maximisation as a confidence penalty: Pereyra et al., ICLR 2017 workshop, arXiv:1701.06548)."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from kdistill.losses.registry import register
+
+
+@register("entropy")
+class PredictiveEntropy(nn.Module):
+    """``loss = mean_b H(q_b)``, ``H(q) = -sum_k q_k log q_k``, ``q = softmax(logits / T)``.
+
+    Returns +H: a positive weight in the recipe minimises the entropy (sharper predictions),
+    a negative weight maximises it. Uses every sample, labelled or not.
+
+    Args:
+        temperature: T (> 0).
+    Inputs:
+        student: logits ``(B, K)``.
+    """
+
+    uses_teacher = False
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__()
+        if temperature <= 0:
+            raise TypeError("temperature must be > 0")
+        self.temperature = temperature
+
+    def forward(self, student, teacher=None, target=None):
+        log_q = F.log_softmax(student.float() / self.temperature, dim=-1)  # (B, K)
+        return -(log_q.exp() * log_q).sum(dim=-1).mean()
