@@ -43,6 +43,10 @@ class Objective(nn.Module):
         self.terms = [t for t in terms if t.weight != 0]
         self.losses = nn.ModuleList(t.loss for t in self.terms)
         self.adapters = nn.ModuleDict()
+        # features computed from a tap: {name: (source tap, module)}, e.g. a teacher embedding
+        self.student_derived: dict[str, tuple[str, nn.Module]] = {}
+        self.teacher_derived: dict[str, tuple[str, nn.Module]] = {}
+        self.heads = nn.ModuleDict()  # trainable modules of student_derived features
 
     @property
     def uses_teacher(self) -> bool:
@@ -90,13 +94,13 @@ def build_objective(specs: list[dict]) -> Objective:
     terms = []
     for spec in specs:
         loss = build_loss(spec["loss"], **spec.get("args", {}))
-        teacher = spec.get("teacher", OUTPUT) if getattr(loss, "uses_teacher", True) else None
+        teacher = (spec.get("teacher") or OUTPUT) if getattr(loss, "uses_teacher", True) else None
         terms.append(
             Term(
                 name=spec.get("name") or spec["loss"],
                 loss=loss,
                 weight=spec.get("weight", 1.0),
-                student=spec.get("student", OUTPUT),
+                student=spec.get("student") or getattr(loss, "reads", OUTPUT),
                 teacher=teacher,
             )
         )

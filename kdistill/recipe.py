@@ -44,8 +44,8 @@ class ModelSpec(Strict):
 class TermSpec(Strict):
     loss: str
     weight: float = 1.0
-    student: str = "logits"  # a student module path, or 'logits'
-    teacher: str = "logits"  # a teacher module path, or 'logits'
+    student: str | None = None  # a student module path, 'logits' (default) or 'weights'
+    teacher: str | None = None  # a teacher module path, or 'logits' (default)
     args: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None  # logged name, default the loss name
 
@@ -53,6 +53,17 @@ class TermSpec(Strict):
     @classmethod
     def _known(cls, value: str) -> str:
         return check_loss_name(value)
+
+
+class EmbeddingSpec(Strict):
+    """Shallow distillation: the teacher feature 'embedding' is a PCA of a teacher tap."""
+
+    teacher: str  # the teacher tap the space is drawn from
+    student: str  # the student tap whose adapted output is the student's embedding
+    dim: int = Field(32, ge=1)
+    method: Literal["pca"] = "pca"
+    max_samples: int = Field(10000, ge=2)  # transfer-set samples the PCA is fitted on
+    shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 50])  # labels a class in the report
 
 
 class OptimizerSpec(Strict):
@@ -101,6 +112,7 @@ class Recipe(Strict):
     teacher: ModelSpec | None = None
     student: ModelSpec
     stages: list[StageSpec] = Field(min_length=1)
+    embedding: EmbeddingSpec | None = None
     latency: bool = True  # measure CPU latency in the final evaluation
 
     @field_validator("device")
@@ -133,6 +145,20 @@ class Recipe(Strict):
                 )
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
+            for t in stage.loss:
+                start = t.args.get("start", "stage") if t.loss == "l2_start" else "stage"
+                if start not in ("init", "stage", *names[:i]):
+                    raise ValueError(
+                        f"stages.{i}.loss: l2_start start {start!r} must be init, stage or an "
+                        f"earlier stage ({names[:i]})"
+                    )
+            for t in stage.loss:
+                if "embedding" in (t.student, t.teacher) or t.student == "prototypes":
+                    if self.embedding is None:
+                        raise ValueError(
+                            f"stages.{i}.loss: {t.loss} reads the embedding space but the recipe "
+                            "has no 'embedding' section (teacher tap, student tap, dim)"
+                        )
             term_names = [t.name or t.loss for t in stage.loss]
             if len(set(term_names)) != len(term_names):
                 raise ValueError(f"stages.{i}.loss: two terms share a name; give them distinct 'name's")

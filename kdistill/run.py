@@ -19,13 +19,15 @@ from torch import nn
 from kdistill.data import ArraySource, Splits, as_source, load_source, normalize, split
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate_model, predict
-from kdistill.models.adapters import adapter_key, build_adapters
+from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
 from kdistill.models.taps import FeatureTaps
 from kdistill.models.weights import load_weights, save_weights, snapshot
 from kdistill.models.zoo import build_model, count_params
 from kdistill.objective import Objective, build_objective
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from kdistill.report import write_report
+from kdistill.shallow import (EMBEDDING, PROTOTYPES, PrototypeHead, embedding_metrics, fit_teacher_embedding,
+                              init_prototypes)
 from kdistill.train import StageConfig, train_stage
 
 
@@ -107,32 +109,74 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor) -> dict[str, Objective]:
+def _dry_features(model: nn.Module, names: list[str], owner: str, derived: dict, sample: torch.Tensor) -> dict:
+    """Features of one forward pass in eval mode, without gradients (shapes for adapters)."""
+    was_training = model.training
+    model.eval()
+    with FeatureTaps(model, names, owner, derived) as taps, torch.no_grad():
+        feats = taps.collect(model(sample))
+    model.train(was_training)
+    return feats
+
+
+def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, pca=None,
+                           num_classes: int = 0) -> tuple[dict[str, Objective], nn.Module | None]:
     """One objective per stage, with taps checked and adapters built from one dry forward pass.
 
-    Runs before any training, so a bad tap name or loss argument fails early.
+    Runs before any training, so a bad tap name or loss argument fails early. Adapters are
+    shared across stages by (student tap, teacher tap); with an embedding section the teacher
+    feature ``embedding`` (the PCA) and the student feature ``prototypes`` are available.
+    Returns (objectives by stage name, the student's embedding adapter or None).
     """
     shared = nn.ModuleDict()
+    teacher_derived, student_derived, heads = {}, {}, nn.ModuleDict()
+    spec = recipe.embedding
+    if spec is not None:
+        teacher_derived = {EMBEDDING: (spec.teacher, pca)}
+        s_feats = _dry_features(models["student"], [spec.student], "student", {}, sample)
+        adapter = build_adapter(s_feats[spec.student].shape[1:], (spec.dim,)).to(sample.device)
+        shared[adapter_key(spec.student, EMBEDDING)] = adapter
+        heads[PROTOTYPES] = nn.Sequential(adapter, PrototypeHead(num_classes, spec.dim)).to(sample.device)
+        student_derived = {PROTOTYPES: (spec.student, heads[PROTOTYPES])}
     objectives = {}
     for stage in recipe.stages:
         objective = build_objective([t.model_dump() for t in stage.loss])
+        objective.teacher_derived, objective.student_derived = teacher_derived, student_derived
+        s_names, t_names = objective.taps()
+        if PROTOTYPES in s_names:
+            objective.heads = nn.ModuleDict({PROTOTYPES: heads[PROTOTYPES]})
+        trained = models[stage.train]
+        s_feats = _dry_features(trained, s_names, "student", student_derived, sample)
         if objective.uses_teacher and stage.train != "teacher":
+            t_feats = _dry_features(models["teacher"], t_names, "teacher", teacher_derived, sample)
             pairs = objective.feature_pairs()
-            s_names, t_names = objective.taps()
-            trained = models[stage.train]
-            with FeatureTaps(trained, s_names, "student") as s_taps, \
-                    FeatureTaps(models["teacher"], t_names, "teacher") as t_taps, torch.no_grad():
-                was_training = trained.training
-                trained.eval()
-                s_feats = s_taps.collect(trained(sample))
-                t_feats = t_taps.collect(models["teacher"](sample))
-                trained.train(was_training)
             for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
                 if key not in shared:
                     shared[key] = adapter.to(sample.device)
             objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
         objectives[stage.name] = objective.to(sample.device)
-    return objectives
+    embedder = heads[PROTOTYPES][0] if PROTOTYPES in heads else None
+    return objectives, embedder
+
+
+def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict) -> None:
+    """Give every pull-to-start term its theta_0: ``init``, ``stage`` (now) or an earlier stage's end."""
+    for term in objective.terms:
+        if not hasattr(term.loss, "set_start"):
+            continue
+        start = term.loss.start
+        if start == "stage":
+            source = snapshot(model)
+        elif start == "init":
+            source = initial
+        elif start in ends:
+            source = ends[start]
+        else:
+            raise KDistillError(
+                f"loss {term.name!r}: start {start!r} is not init, stage or an earlier stage ({list(ends)})."
+            )
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        term.loss.set_start([source[n] for n in names])
 
 
 def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
@@ -177,6 +221,64 @@ class RunDir:
         return self.final
 
 
+def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, out: "RunDir",
+        progress: bool = True, pca=None) -> dict[str, float]:
+    """Train the recipe's stages in order; returns the seconds each stage took."""
+    eval_set = splits.val_set or splits.test_set
+    eval_name = "val" if splits.val_set is not None else "test"
+    initial = {role: snapshot(m) for role, m in models.items()}
+    ends: dict[str, dict[str, torch.Tensor]] = {}
+    stage_times = {}
+    teacher_trained = False
+    for i, stage in enumerate(recipe.stages):
+        model, objective = models[stage.train], objectives[stage.name]
+        if stage.init_from:
+            model.load_state_dict(ends[stage.init_from])
+        set_weight_anchors(objective, model, initial[stage.train], ends)
+        teacher_model = models.get("teacher") if stage.train != "teacher" else None
+        if teacher_model is not None:
+            freeze(teacher_model)
+        else:
+            teacher_trained = teacher_trained or stage.train == "teacher"
+            for p in models.get("teacher", nn.Identity()).parameters():
+                p.requires_grad_(True)
+        prepare_embedding(recipe, objective, model, models, splits, device, pca, teacher_trained)
+        x, y = stage_data(splits, stage.data)
+
+        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
+            record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
+            line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
+            if (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs:
+                metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
+                record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
+                line += f" {eval_name} acc {metrics['accuracy']:.4f}"
+            out.log(record)
+            print(line, flush=True)
+
+        result = train_stage(model, objective, x, y, _stage_config(stage, recipe.seed + i),
+                             device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)
+        stage_times[stage.name] = result["seconds"]
+        ends[stage.name] = snapshot(model)
+    return stage_times
+
+
+def prepare_embedding(recipe: Recipe, objective: Objective, model: nn.Module, models: dict, splits: Splits,
+                      device, pca, teacher_trained: bool) -> None:
+    """Before a stage: refit the teacher's PCA if the teacher was trained in this run, and start
+    the class prototypes at the mean student embedding of each labelled class."""
+    spec = recipe.embedding
+    if spec is None:
+        return
+    s_names, t_names = objective.taps()
+    if EMBEDDING in t_names and teacher_trained:
+        refit = fit_teacher_embedding(models["teacher"], spec.teacher, splits.transfer_set.x, spec.dim,
+                                      device, spec.max_samples, recipe.seed)
+        pca.load_state_dict(refit.state_dict())
+    if PROTOTYPES in s_names:
+        embedder, head = objective.heads[PROTOTYPES]
+        init_prototypes(head, model, spec.student, embedder, splits.labelled_set.x, splits.labelled_set.y, device)
+
+
 def run(
     recipe: Recipe | dict | str | Path,
     overrides: list[str] = (),
@@ -208,42 +310,25 @@ def run(
     models = build_models(recipe, teacher, student, device)
     if "teacher" in models and not any(s.train == "teacher" for s in recipe.stages):
         freeze(models["teacher"])
-    objectives = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device))
+    pca = None
+    if recipe.embedding is not None:
+        pca = fit_teacher_embedding(models["teacher"], recipe.embedding.teacher, splits.transfer_set.x,
+                                    recipe.embedding.dim, device, recipe.embedding.max_samples, recipe.seed)
+    num_classes = int(splits.test_set.y.max()) + 1
+    objectives, embedder = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
+                                                  num_classes)
 
     out = RunDir(runs_dir, recipe.name, overwrite)
     (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
-    eval_set = splits.val_set or splits.test_set
-    eval_name = "val" if splits.val_set is not None else "test"
-    ends: dict[str, dict[str, torch.Tensor]] = {}
-    stage_times = {}
-    for i, stage in enumerate(recipe.stages):
-        model = models[stage.train]
-        if stage.init_from:
-            model.load_state_dict(ends[stage.init_from])
-        x, y = stage_data(splits, stage.data)
-        teacher_model = models.get("teacher") if stage.train != "teacher" else None
-        if teacher_model is not None:
-            freeze(teacher_model)
-        if stage.train == "teacher":
-            for p in models["teacher"].parameters():
-                p.requires_grad_(True)
-
-        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
-            record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
-            line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
-            if (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs:
-                metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
-                record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
-                line += f" {eval_name} acc {metrics['accuracy']:.4f}"
-            out.log(record)
-            print(line, flush=True)
-
-        result = train_stage(model, objectives[stage.name], x, y, _stage_config(stage, recipe.seed + i),
-                             device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)
-        stage_times[stage.name] = result["seconds"]
-        ends[stage.name] = snapshot(model)
+    stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca)
 
     summary = final_evaluation(recipe, models, splits, device)
+    if recipe.embedding is not None:
+        spec = recipe.embedding
+        summary["embedding"] = embedding_metrics(
+            models["student"], spec.student, embedder, models["teacher"], spec.teacher, pca,
+            splits.labelled_set, splits.test_set, device, tuple(spec.shots), recipe.seed)
+        save_weights(embedder, out.path / "embedding_adapter.safetensors")
     summary.update({"name": recipe.name, "device": str(device), "data": {
         **data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},

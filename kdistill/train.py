@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kdistill.data.augment import random_shift_flip
-from kdistill.models.taps import FeatureTaps
+from kdistill.models.taps import WEIGHTS, FeatureTaps
 from kdistill.objective import Objective
 
 
@@ -108,10 +108,13 @@ def train_stage(
     """
     generator = torch.Generator().manual_seed(config.seed)
     student_names, teacher_names = objective.taps()
-    student_taps = FeatureTaps(model, student_names, "student")
-    teacher_taps = FeatureTaps(teacher, teacher_names, "teacher") if objective.uses_teacher else None
+    student_taps = FeatureTaps(model, student_names, "student", objective.student_derived)
+    teacher_taps = None
+    if objective.uses_teacher:
+        teacher_taps = FeatureTaps(teacher, teacher_names, "teacher", objective.teacher_derived)
 
-    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params = trainable + [p for p in objective.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, **config.optimizer)
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
     schedule = make_schedule(optimizer, config.epochs * steps_per_epoch, steps_per_epoch, **config.schedule)
@@ -146,6 +149,8 @@ def train_stage(
                         teacher_feats = teacher_taps.collect(teacher(xb))
                 with _autocast(device, config.amp):
                     student_feats = student_taps.collect(model(xb))
+                    if WEIGHTS in student_names:
+                        student_feats[WEIGHTS] = trainable
                     loss, terms = objective(student_feats, teacher_feats, yb)
 
                 optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ def _tree():
 def test_valid_recipe_and_defaults():
     recipe = load_recipe(_tree())
     assert recipe.stages[0].optimizer.name == "sgd" and recipe.device == "auto"
-    assert recipe.stages[1].loss[0].student == "logits"
+    assert recipe.stages[1].loss[0].student is None  # the loss decides: logits for ce
 
 
 def test_unknown_key_names_field_and_closest():
@@ -78,3 +78,12 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("stages: [\n")
     with pytest.raises(KDistillError, match="not valid YAML"):
         load_recipe(tmp_path / "bad.yaml")
+
+
+def test_l2_start_must_point_backwards():
+    tree = _tree()
+    tree["stages"][0]["loss"].append({"loss": "l2_start", "args": {"start": "finetune"}})
+    with pytest.raises(KDistillError, match="l2_start start 'finetune'"):
+        load_recipe(tree)
+    tree["stages"][0]["loss"][-1]["args"]["start"] = "init"
+    assert load_recipe(tree).stages[0].loss[-1].loss == "l2_start"

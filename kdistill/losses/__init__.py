@@ -9,6 +9,7 @@ from kdistill.losses import (  # noqa: F401  (registration)
     entropy,
     hint,
     kd,
+    l2_start,
     ovr,
     prototype_kl,
     residual_smooth,

@@ -41,7 +41,7 @@ class DistanceKL(nn.Module):
         student: ``(B, Ds)``. teacher: ``(B, Dt)``.
     """
 
-    adapt = False  # compares within-sample summaries: channels may differ
+    adapt = False  # compares distances within each embedding space: widths may differ
 
     def __init__(self, tau: float = 1.0):
         super().__init__()

@@ -1,7 +1,8 @@
 """Feature taps: forward hooks on modules named by their dotted path.
 
 No model's ``forward`` is edited, so any ``nn.Module`` works as it is. ``"logits"`` is not a
-module name: it means the model's own output and is filled in by the caller.
+module name: it means the model's own output and is filled in by the caller; nor is
+``"weights"``, the model's trainable parameters (for a pull to the starting weights).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from kdistill.errors import KDistillError
 
 OUTPUT = "logits"
+WEIGHTS = "weights"  # not a module either: the trainable parameters, for losses on the weights
 
 
 def resolve_module(model: nn.Module, name: str, owner: str = "model") -> nn.Module:
@@ -43,16 +45,20 @@ class FeatureTaps:
         model: any module.
         names: dotted module paths (``model.named_modules()``); ``"logits"`` is skipped.
         owner: a word for error messages ("student", "teacher").
+        derived: features computed from a tapped one, ``{name: (source path, fn)}``, e.g. a
+            teacher layer projected to a low-dimensional embedding.
 
     After a forward pass, ``taps.features`` maps each name to its output tensor.
     Use as a context manager, or call ``remove()`` when done.
     """
 
-    def __init__(self, model: nn.Module, names: list[str], owner: str = "model"):
+    def __init__(self, model: nn.Module, names: list[str], owner: str = "model", derived: dict | None = None):
         self.features: dict[str, torch.Tensor] = {}
         self._handles = []
-        for name in dict.fromkeys(names):
-            if name == OUTPUT:
+        self.derived = {n: fn for n, fn in (derived or {}).items() if n in names}
+        sources = [self.derived[n][0] if n in self.derived else n for n in names]
+        for name in dict.fromkeys(sources):
+            if name in (OUTPUT, WEIGHTS):
                 continue
             module = resolve_module(model, name, owner)
             self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -66,6 +72,8 @@ class FeatureTaps:
     def collect(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """The captured features plus the model output under ``"logits"``; clears the store."""
         feats, self.features = {**self.features, OUTPUT: logits}, {}
+        for name, (source, fn) in self.derived.items():
+            feats[name] = fn(feats[source])
         return feats
 
     def remove(self) -> None:
