@@ -40,6 +40,20 @@ def comparison_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def embedding_table(summary: dict) -> str:
+    """Few-label accuracy by distances in the embedding space, teacher (PCA) versus student."""
+    emb = summary.get("embedding")
+    if not emb:
+        return ""
+    keys = list(emb["teacher"])
+    lines = ["| embedding space | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for role, label in (("teacher", "teacher (PCA)"), ("student", "student (adapted tap)")):
+        lines.append(f"| {label} | " + " | ".join(_fmt(emb[role].get(k), "pct") for k in keys) + " |")
+    head = emb["student"].get("prototype_head")
+    note = f"\n\nThe student's prototype head, trained on the labelled set: {_fmt(head, 'pct')} test accuracy." if head is not None else ""
+    return "\n".join(lines) + note + "\n\n`prototype@S` / `knn@S`: S labels a class, drawn from the labelled set.\n"
+
+
 def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
     """Write ``report.md`` into a run directory (reads ``summary.json`` when not given)."""
     run_dir = Path(run_dir)
@@ -52,6 +66,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
         "",
         comparison_table(summary),
         "",
+        embedding_table(summary),
         f"Data: {data.get('labelled', '?')} labelled, {data.get('transfer', '?')} unlabelled transfer, "
         f"{data.get('val', 0)} validation, {data.get('test', '?')} test samples. Device: {summary.get('device')}.",
         "",

@@ -126,7 +126,7 @@ def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, p
     Runs before any training, so a bad tap name or loss argument fails early. Adapters are
     shared across stages by (student tap, teacher tap); with an embedding section the teacher
     feature ``embedding`` (the PCA) and the student feature ``prototypes`` are available.
-    Returns (objectives by stage name, the student's embedding adapter or None).
+    Returns (objectives by stage name, ``Sequential(embedding adapter, PrototypeHead)`` or None).
     """
     shared = nn.ModuleDict()
     teacher_derived, student_derived, heads = {}, {}, nn.ModuleDict()
@@ -155,8 +155,7 @@ def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, p
                     shared[key] = adapter.to(sample.device)
             objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
         objectives[stage.name] = objective.to(sample.device)
-    embedder = heads[PROTOTYPES][0] if PROTOTYPES in heads else None
-    return objectives, embedder
+    return objectives, heads[PROTOTYPES] if PROTOTYPES in heads else None
 
 
 def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict) -> None:
@@ -315,7 +314,7 @@ def run(
         pca = fit_teacher_embedding(models["teacher"], recipe.embedding.teacher, splits.transfer_set.x,
                                     recipe.embedding.dim, device, recipe.embedding.max_samples, recipe.seed)
     num_classes = int(splits.test_set.y.max()) + 1
-    objectives, embedder = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
+    objectives, prototype_head = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
                                                   num_classes)
 
     out = RunDir(runs_dir, recipe.name, overwrite)
@@ -326,9 +325,9 @@ def run(
     if recipe.embedding is not None:
         spec = recipe.embedding
         summary["embedding"] = embedding_metrics(
-            models["student"], spec.student, embedder, models["teacher"], spec.teacher, pca,
+            models["student"], spec.student, prototype_head, models["teacher"], spec.teacher, pca,
             splits.labelled_set, splits.test_set, device, tuple(spec.shots), recipe.seed)
-        save_weights(embedder, out.path / "embedding_adapter.safetensors")
+        save_weights(prototype_head, out.path / "embedding_head.safetensors")
     summary.update({"name": recipe.name, "device": str(device), "data": {
         **data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},

@@ -70,19 +70,23 @@ def init_prototypes(head: PrototypeHead, student: nn.Module, tap: str, adapter: 
             head.prototypes[c] = members.mean(0).to(head.prototypes.device)
 
 
-def embedding_metrics(student: nn.Module, student_tap: str, adapter: nn.Module, teacher: nn.Module,
+def embedding_metrics(student: nn.Module, student_tap: str, prototype_head: nn.Sequential, teacher: nn.Module,
                       teacher_tap: str, pca: PCAProjection, labelled, test, device,
                       shots: tuple[int, ...], seed: int) -> dict[str, dict[str, float]]:
-    """Few-label accuracy (prototypes, k-NN) in the teacher's and the student's embedding spaces.
+    """Few-label accuracy (prototypes, k-NN) in the teacher's and the student's embedding spaces,
+    and the test accuracy of the student's trained prototype head (``prototype_head``).
 
     The few labels are drawn from the labelled set; accuracy is measured on the test set.
     """
+    adapter = prototype_head[0]
     adapter_mode = adapter.training
-    adapter.eval()
+    prototype_head.eval()
     result = {}
     for role, model, tap, fn in (("teacher", teacher, teacher_tap, pca), ("student", student, student_tap, adapter)):
         support = tap_outputs(model, tap, labelled.x, device, fn)
         query = tap_outputs(model, tap, test.x, device, fn)
         result[role] = few_label_accuracy(support, labelled.y, query, test.y, shots, seed=seed)
-    adapter.train(adapter_mode)
+    logits = tap_outputs(student, student_tap, test.x, device, prototype_head)
+    result["student"]["prototype_head"] = (logits.argmax(1) == test.y).float().mean().item()
+    prototype_head.train(adapter_mode)
     return result

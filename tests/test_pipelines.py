@@ -28,11 +28,13 @@ def test_shallow_pipeline_embeds_and_classifies_by_distance(tmp_path):
     ], embedding={"teacher": "head.2", "student": "stages.1", "dim": 8, "shots": [1, 5, 10]})
     result = run(recipe, runs_dir=tmp_path, progress=False)
     emb = json.loads((result.run_dir / "summary.json").read_text())["embedding"]
-    assert set(emb["student"]) == {"prototype@1", "knn@1", "prototype@5", "knn@5", "prototype@10", "knn@10"}
+    shots = {"prototype@1", "knn@1", "prototype@5", "knn@5", "prototype@10", "knn@10"}
+    assert set(emb["teacher"]) == shots and set(emb["student"]) == shots | {"prototype_head"}
+    assert emb["student"]["prototype_head"] > 0.5
     # ten well-separated digit classes: even one label a class is far above chance (0.1)
     assert emb["teacher"]["prototype@10"] > 0.8
     assert emb["student"]["prototype@10"] > 0.5
-    assert (result.run_dir / "embedding_adapter.safetensors").is_file()
+    assert (result.run_dir / "embedding_head.safetensors").is_file()
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"embed_mse", "distance_kl"} <= set(records[4]["train"])
     assert {"prototype_kl", "ce"} <= set(records[-1]["train"])
