@@ -76,9 +76,9 @@ def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     if which == "transfer":
         return tra.x, tra.y
     if which == "labelled+transfer":
-        return torch.cat([lab.x, tra.x]), torch.cat([lab.y, tra.y])
+        return splits.pool_set.x, splits.pool_set.y
     # 'full': the whole training split with every label, only for stages that train a teacher
-    return torch.cat([lab.x, tra.x]), torch.cat([lab.y, splits.transfer_labels])
+    return splits.pool_set.x, splits.pool_labels
 
 
 def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:

@@ -7,6 +7,7 @@ augmentation, its outputs are computed once and reused every epoch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kdistill.data.augment import random_shift_flip
-from kdistill.models.taps import WEIGHTS, FeatureTaps
+from kdistill.models.taps import OUTPUT, WEIGHTS, FeatureTaps, apply_derived
 from kdistill.objective import Objective
 
 
@@ -64,19 +65,44 @@ def make_schedule(optimizer, total_steps: int, steps_per_epoch: int, name: str =
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def fingerprint(tensors) -> str:
+    """A content hash of tensors (a model's state or a data set), to key cached teacher outputs."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# Teacher outputs of the last (teacher, data) pair, tap by tap: later stages and runs in the
+# same process that ask for the same teacher on the same inputs reuse them.
+_memo: dict = {"key": None, "outputs": {}}
+
+
 @torch.no_grad()
-def teacher_outputs(teacher: nn.Module, taps: FeatureTaps, x: torch.Tensor, device: torch.device,
+def teacher_outputs(teacher: nn.Module, names: list[str], x: torch.Tensor, device: torch.device,
                     batch_size: int = 512) -> dict[str, torch.Tensor]:
     """Run the frozen teacher once over ``x``; returns {tap: (N, ...)} on ``device``.
 
-    Intermediate features are kept in half precision to halve their memory; logits in fp32.
+    Keyed by a fingerprint of the teacher's state and of ``x``, so a changed teacher or data
+    set never reuses stale outputs. Intermediate features are kept in half precision to halve
+    their memory; logits in fp32.
     """
-    chunks: dict[str, list[torch.Tensor]] = {}
-    for i in range(0, len(x), batch_size):
-        feats = taps.collect(teacher(x[i : i + batch_size].to(device)))
-        for name, value in feats.items():
-            chunks.setdefault(name, []).append(value.float() if name == "logits" else value.half())
-    return {name: torch.cat(parts) for name, parts in chunks.items()}
+    key = (fingerprint(teacher.state_dict().values()), fingerprint([x]), str(device))
+    if _memo["key"] != key:
+        _memo.update(key=key, outputs={})
+    outputs = _memo["outputs"]
+    missing = [n for n in names if n not in outputs]
+    if missing:
+        chunks: dict[str, list[torch.Tensor]] = {n: [] for n in missing}
+        with FeatureTaps(teacher, missing, "teacher") as taps:
+            for i in range(0, len(x), batch_size):
+                feats = taps.collect(teacher(x[i : i + batch_size].to(device)))
+                for n in missing:
+                    chunks[n].append(feats[n].float() if n == OUTPUT else feats[n].half())
+        outputs.update({n: torch.cat(parts) for n, parts in chunks.items()})
+    return {n: outputs[n] for n in names}
 
 
 def _autocast(device: torch.device, amp: str | bool):
@@ -123,7 +149,8 @@ def train_stage(
 
     cached = None
     if teacher_taps is not None and config.cache_teacher and not augment:
-        cached = teacher_outputs(teacher, teacher_taps, x, device)
+        teacher.eval()
+        cached = teacher_outputs(teacher, teacher_taps.sources, x, device)
 
     start = time.perf_counter()
     try:
@@ -144,6 +171,7 @@ def train_stage(
                 if cached is not None:
                     idx = index.to(device)
                     teacher_feats = {k: v[idx].float() for k, v in cached.items()}
+                    teacher_feats = apply_derived(teacher_feats, teacher_taps.derived)
                 elif teacher_taps is not None:
                     with torch.no_grad(), _autocast(device, config.amp):
                         teacher_feats = teacher_taps.collect(teacher(xb))

@@ -49,3 +49,20 @@ def test_deterministic_on_cpu_and_cache_matches_live_teacher():
     assert torch.equal(a(x), b(x))
     # the cache keeps features in half precision, so the live-teacher run differs only slightly
     assert torch.allclose(a(x), c(x), atol=1e-2)
+
+
+def test_teacher_outputs_are_reused_only_for_the_same_teacher_and_data():
+    from kdistill.train import teacher_outputs
+
+    teacher = build_model("cnn", channels=[4, 8], image_size=8).eval()
+    x = torch.randn(20, 1, 8, 8)
+    cpu = torch.device("cpu")
+    first = teacher_outputs(teacher, ["logits", "stages.1"], x, cpu)
+    assert torch.allclose(first["logits"], teacher(x), atol=1e-6)
+    assert teacher_outputs(teacher, ["logits"], x, cpu)["logits"] is first["logits"]  # reused
+    with torch.no_grad():
+        teacher.head[-1].bias += 1.0  # a changed teacher
+    changed = teacher_outputs(teacher, ["logits"], x, cpu)["logits"]
+    assert torch.allclose(changed, first["logits"] + 1.0, atol=1e-5)
+    other = teacher_outputs(teacher, ["logits"], x + 1, cpu)["logits"]  # changed data
+    assert torch.allclose(other, teacher(x + 1), atol=1e-6)

@@ -18,8 +18,11 @@ class Splits:
     transfer_set: ArraySource  # labels replaced by UNLABELLED
     val_set: ArraySource | None
     test_set: ArraySource
-    # the transfer set's true labels: read only by stages with data 'full', which train a teacher
-    transfer_labels: torch.Tensor | None = None
+    # labelled + transfer samples in their original order (transfer labels withheld), so that
+    # stages on both see the same inputs whatever the split: teacher outputs can be reused
+    pool_set: ArraySource | None = None
+    # the pool's true labels: read only by stages with data 'full', which train a teacher
+    pool_labels: torch.Tensor | None = None
 
 
 def _count(value: float | int, total: int, field: str) -> int:
@@ -79,12 +82,18 @@ def split(
         n_tr = _count(transfer, len(transfer_idx), "transfer")
         transfer_idx = transfer_idx[torch.randperm(len(transfer_idx), generator=g)[:n_tr]].sort().values
     transfer_set = train.subset(transfer_idx)
-    transfer_labels = transfer_set.y.clone()
     transfer_set.y = torch.full_like(transfer_set.y, UNLABELLED)
+    pool_idx = torch.cat([lab_idx, transfer_idx]).sort().values
+    pool_set = train.subset(pool_idx)
+    pool_labels = pool_set.y.clone()
+    is_labelled = torch.zeros(len(train), dtype=torch.bool)
+    is_labelled[lab_idx] = True
+    pool_set.y[~is_labelled[pool_idx]] = UNLABELLED
     return Splits(
         labelled_set=train.subset(lab_idx),
         transfer_set=transfer_set,
         val_set=train.subset(val_idx) if n_val else None,
         test_set=test,
-        transfer_labels=transfer_labels,
+        pool_set=pool_set,
+        pool_labels=pool_labels,
     )

@@ -38,6 +38,13 @@ def _first_tensor(output) -> torch.Tensor:
     return output
 
 
+def apply_derived(feats: dict[str, torch.Tensor], derived: dict) -> dict[str, torch.Tensor]:
+    """Add features computed from tapped ones: ``derived = {name: (source, fn)}``."""
+    for name, (source, fn) in derived.items():
+        feats[name] = fn(feats[source])
+    return feats
+
+
 class FeatureTaps:
     """Capture the outputs of named modules on every forward pass.
 
@@ -57,6 +64,7 @@ class FeatureTaps:
         self._handles = []
         self.derived = {n: fn for n, fn in (derived or {}).items() if n in names}
         sources = [self.derived[n][0] if n in self.derived else n for n in names]
+        self._sources = [n for n in dict.fromkeys(sources) if n != WEIGHTS]
         for name in dict.fromkeys(sources):
             if name in (OUTPUT, WEIGHTS):
                 continue
@@ -72,9 +80,12 @@ class FeatureTaps:
     def collect(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """The captured features plus the model output under ``"logits"``; clears the store."""
         feats, self.features = {**self.features, OUTPUT: logits}, {}
-        for name, (source, fn) in self.derived.items():
-            feats[name] = fn(feats[source])
-        return feats
+        return apply_derived(feats, self.derived)
+
+    @property
+    def sources(self) -> list[str]:
+        """The module paths (and ``logits``) the taps read, derived features mapped to their source."""
+        return list(dict.fromkeys([*self._sources, OUTPUT]))
 
     def remove(self) -> None:
         for handle in self._handles:

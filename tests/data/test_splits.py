@@ -30,6 +30,12 @@ def test_fraction_and_disjoint_sets():
 
 
 def test_transfer_set_labels_are_withheld():
-    s = split(_source(), _source(10), labelled=25, seed=0)
+    train = _source()
+    s = split(train, _source(10), labelled=25, val=50, seed=0)
     assert (s.transfer_set.y == -1).all()
-    assert (s.transfer_labels >= 0).all() and len(s.transfer_labels) == len(s.transfer_set)
+    # the pool: labelled + transfer in their original order, only the labelled keep labels
+    assert len(s.pool_set) == 450 and (s.pool_set.y >= 0).sum() == 25
+    assert torch.equal(s.pool_labels[s.pool_set.y >= 0], s.pool_set.y[s.pool_set.y >= 0])
+    assert (s.pool_labels >= 0).all()
+    rows = {tuple(r.flatten().tolist()) for r in train.x}
+    assert all(tuple(r.flatten().tolist()) in rows for r in s.pool_set.x[:5])
