@@ -110,7 +110,7 @@ class Recipe(Strict):
     threads: int | None = None  # CPU threads for torch; default: torch's choice
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: ModelSpec | None = None
-    student: ModelSpec
+    student: ModelSpec | None = None  # may be left out when the run trains only a teacher
     stages: list[StageSpec] = Field(min_length=1)
     embedding: EmbeddingSpec | None = None
     latency: bool = True  # measure CPU latency in the final evaluation

@@ -86,11 +86,15 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
     the same student architecture from the same initial weights, trained without distillation."""
     torch.manual_seed(recipe.seed)
     models: dict[str, nn.Module] = {}
-    if student is None:
+    if student is None and recipe.student is not None:
         student = build_model(recipe.student.model, **recipe.student.args)
-    if recipe.student.weights:
-        load_weights(student, recipe.student.weights, "student")
-    models["student"] = student
+    if student is not None:
+        if recipe.student is not None and recipe.student.weights:
+            load_weights(student, recipe.student.weights, "student")
+        models["student"] = student
+    elif any(s.train in ("student", "baseline") for s in recipe.stages):
+        raise KDistillError("student: a stage trains the student but the recipe names none; add a "
+                            "'student' section (model, args) or pass student= from Python.")
     if any(s.train == "baseline" for s in recipe.stages):
         models["baseline"] = copy.deepcopy(student)
     if recipe.teacher is not None or teacher is not None:
@@ -251,8 +255,8 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
                 metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
                 record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
                 line += f" {eval_name} acc {metrics['accuracy']:.4f}"
+                print(line, flush=True)
             out.log(record)
-            print(line, flush=True)
 
         result = train_stage(model, objective, x, y, _stage_config(stage, recipe.seed + i),
                              device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)
@@ -333,8 +337,7 @@ def run(
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},
         "stage_seconds": stage_times, "total_seconds": time.perf_counter() - started})
     metadata = {"recipe": recipe.name, **{k: json.dumps(v) for k, v in data_info.items() if k in ("mean", "std")}}
-    save_weights(models["student"], out.path / "student.safetensors", metadata)
-    for role in ("teacher", "baseline"):
+    for role in ("student", "teacher", "baseline"):
         if any(s.train == role for s in recipe.stages):
             save_weights(models[role], out.path / f"{role}.safetensors", metadata)
     (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -348,8 +351,10 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> di
     test = splits.test_set
     teacher_logits = predict(models["teacher"], test.x, device) if "teacher" in models else None
     results = {}
+    trained = {s.train for s in recipe.stages}
     for role in ("teacher", "baseline", "student"):
-        if role in models:
+        # a student no stage trained is not reported (a run that only trains a teacher)
+        if role in models and (role != "student" or role in trained):
             against = teacher_logits if role != "teacher" else None
             results[role] = evaluate_model(models[role], test.x, test.y, device, against, recipe.latency)
     if "teacher" in results and "student" in results:
@@ -372,8 +377,9 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
     device = resolve_device(recipe.device)
     splits, _ = prepare_data(recipe)
     models = build_models(recipe, None, None, device)
-    load_weights(models["student"], weights or run_dir / "student.safetensors", "student")
-    for role in ("teacher", "baseline"):
-        if (run_dir / f"{role}.safetensors").is_file() and role in models:
+    if weights is not None:
+        load_weights(models["student"], weights, "student")
+    for role in models:
+        if (run_dir / f"{role}.safetensors").is_file() and not (role == "student" and weights):
             load_weights(models[role], run_dir / f"{role}.safetensors", role)
     return final_evaluation(recipe, models, splits, device)

@@ -59,3 +59,23 @@ def test_same_seed_same_student(tmp_path):
             student=_seeded_student(), data=_numpy_data(), runs_dir=tmp_path, progress=False)
     for (k, va), vb in zip(a.student.state_dict().items(), b.student.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+def test_a_run_that_trains_only_a_teacher(tmp_path):
+    recipe = {"name": "teacher-only", "data": {"source": "digits", "labelled": 0}, "latency": False,
+              "teacher": {"model": "cnn", "args": {"channels": [8], "image_size": 8}},
+              "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 1}]}
+    result = run(recipe, runs_dir=tmp_path, progress=False)
+    assert set(result.summary["test"]) == {"teacher"}
+    assert sorted(p.name for p in result.run_dir.glob("*.safetensors")) == ["teacher.safetensors"]
+
+
+def test_a_student_stage_needs_a_student(tmp_path):
+    import pytest
+
+    from kdistill.errors import KDistillError
+
+    recipe = {"name": "x", "data": {"source": "digits"}, "stages": [{"name": "s", "epochs": 1}]}
+    with pytest.raises(KDistillError, match="names none"):
+        run(recipe, runs_dir=tmp_path, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.incomplete").exists()
