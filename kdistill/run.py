@@ -6,9 +6,7 @@ data can stand in for the names in the recipe.
 
 from __future__ import annotations
 
-import copy
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +14,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kdistill.data import ArraySource, Splits, as_source, load_source, normalize, split
+from kdistill.data import Splits
 from kdistill.errors import KDistillError
 from kdistill.evaluate import evaluate_model, predict
-from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
-from kdistill.models.taps import FeatureTaps
 from kdistill.models.weights import load_weights, save_weights, snapshot
-from kdistill.models.zoo import build_model, count_params
-from kdistill.objective import Objective, build_objective
+from kdistill.objective import Objective
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from kdistill.report import write_report
-from kdistill.shallow import (EMBEDDING, PROTOTYPES, PrototypeHead, embedding_metrics, fit_teacher_embedding,
-                              init_prototypes)
+from kdistill.rundir import RunDir, check_run_dir
+from kdistill.setup import (build_models, build_stage_objectives, freeze, prepare_data, resolve_device,
+                            set_weight_anchors, stage_data)
+from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
 from kdistill.train import StageConfig, train_stage
 
 
@@ -42,186 +39,12 @@ class RunResult:
         return self.models["student"]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KDistillError(f"device: {name!r} asked for but CUDA is not available; use device=cpu or auto.")
-    return torch.device(name)
-
-
-def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
-    """Load, normalise and split the data. ``data`` may be ``(train, test)`` of user data."""
-    spec = recipe.data
-    if data is None:
-        train, test = load_source(spec.source, spec.path)
-    elif isinstance(data, Splits):
-        return data, {}
-    else:
-        train, test = (as_source(d, w) for d, w in zip(data, ("training", "test")))
-        train, test = copy.copy(train), copy.copy(test)
-    info = {"train": len(train), "test": len(test)}
-    if spec.normalize:
-        info["mean"], info["std"] = normalize(train, test)
-    split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
-    splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
-    return splits, info
-
-
-def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x, y) a stage trains on; transfer-set labels are -1 (withheld)."""
-    lab, tra = splits.labelled_set, splits.transfer_set
-    if which == "labelled":
-        return lab.x, lab.y
-    if which == "transfer":
-        return tra.x, tra.y
-    if which == "labelled+transfer":
-        return splits.pool_set.x, splits.pool_set.y
-    # 'full': the whole training split with every label, only for stages that train a teacher
-    return splits.pool_set.x, splits.pool_labels
-
-
-def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:
-    """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
-    the same student architecture from the same initial weights, trained without distillation."""
-    torch.manual_seed(recipe.seed)
-    models: dict[str, nn.Module] = {}
-    if student is None and recipe.student is not None:
-        student = build_model(recipe.student.model, **recipe.student.args)
-    if student is not None:
-        if recipe.student is not None and recipe.student.weights:
-            load_weights(student, recipe.student.weights, "student")
-        models["student"] = student
-    elif any(s.train in ("student", "baseline") for s in recipe.stages):
-        raise KDistillError("student: a stage trains the student but the recipe names none; add a "
-                            "'student' section (model, args) or pass student= from Python.")
-    if any(s.train == "baseline" for s in recipe.stages):
-        models["baseline"] = copy.deepcopy(student)
-    if recipe.teacher is not None or teacher is not None:
-        if teacher is None:
-            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
-        if recipe.teacher is not None and recipe.teacher.weights:
-            load_weights(teacher, recipe.teacher.weights, "teacher")
-        models["teacher"] = teacher
-    return {k: m.to(device) for k, m in models.items()}
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def _dry_features(model: nn.Module, names: list[str], owner: str, derived: dict, sample: torch.Tensor) -> dict:
-    """Features of one forward pass in eval mode, without gradients (shapes for adapters)."""
-    was_training = model.training
-    model.eval()
-    with FeatureTaps(model, names, owner, derived) as taps, torch.no_grad():
-        feats = taps.collect(model(sample))
-    model.train(was_training)
-    return feats
-
-
-def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, pca=None,
-                           num_classes: int = 0) -> tuple[dict[str, Objective], nn.Module | None]:
-    """One objective per stage, with taps checked and adapters built from one dry forward pass.
-
-    Runs before any training, so a bad tap name or loss argument fails early. Adapters are
-    shared across stages by (student tap, teacher tap); with an embedding section the teacher
-    feature ``embedding`` (the PCA) and the student feature ``prototypes`` are available.
-    Returns (objectives by stage name, ``Sequential(embedding adapter, PrototypeHead)`` or None).
-    """
-    shared = nn.ModuleDict()
-    teacher_derived, student_derived, heads = {}, {}, nn.ModuleDict()
-    spec = recipe.embedding
-    if spec is not None:
-        teacher_derived = {EMBEDDING: (spec.teacher, pca)}
-        s_feats = _dry_features(models["student"], [spec.student], "student", {}, sample)
-        adapter = build_adapter(s_feats[spec.student].shape[1:], (spec.dim,)).to(sample.device)
-        shared[adapter_key(spec.student, EMBEDDING)] = adapter
-        heads[PROTOTYPES] = nn.Sequential(adapter, PrototypeHead(num_classes, spec.dim)).to(sample.device)
-        student_derived = {PROTOTYPES: (spec.student, heads[PROTOTYPES])}
-    objectives = {}
-    for stage in recipe.stages:
-        objective = build_objective([t.model_dump() for t in stage.loss])
-        objective.teacher_derived, objective.student_derived = teacher_derived, student_derived
-        s_names, t_names = objective.taps()
-        if PROTOTYPES in s_names:
-            objective.heads = nn.ModuleDict({PROTOTYPES: heads[PROTOTYPES]})
-        trained = models[stage.train]
-        s_feats = _dry_features(trained, s_names, "student", student_derived, sample)
-        if objective.uses_teacher and stage.train != "teacher":
-            t_feats = _dry_features(models["teacher"], t_names, "teacher", teacher_derived, sample)
-            pairs = objective.feature_pairs()
-            for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
-                if key not in shared:
-                    shared[key] = adapter.to(sample.device)
-            objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
-        objectives[stage.name] = objective.to(sample.device)
-    return objectives, heads[PROTOTYPES] if PROTOTYPES in heads else None
-
-
-def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict) -> None:
-    """Give every pull-to-start term its theta_0: ``init``, ``stage`` (now) or an earlier stage's end."""
-    for term in objective.terms:
-        if not hasattr(term.loss, "set_start"):
-            continue
-        start = term.loss.start
-        if start == "stage":
-            source = snapshot(model)
-        elif start == "init":
-            source = initial
-        elif start in ends:
-            source = ends[start]
-        else:
-            raise KDistillError(
-                f"loss {term.name!r}: start {start!r} is not init, stage or an earlier stage ({list(ends)})."
-            )
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
-        term.loss.set_start([source[n] for n in names])
-
-
 def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
     return StageConfig(
         epochs=stage.epochs, batch_size=stage.batch_size, optimizer=stage.optimizer.model_dump(),
         schedule=stage.schedule.model_dump(), grad_clip=stage.grad_clip,
         augment=stage.augment.model_dump(), amp=stage.amp, cache_teacher=stage.cache_teacher, seed=seed,
     )
-
-
-def check_run_dir(runs_dir: str | Path, name: str, overwrite: bool) -> Path:
-    final = Path(runs_dir) / name
-    if final.exists() and not overwrite:
-        raise KDistillError(
-            f"run directory {final} already exists; choose another name (name=...) or pass --overwrite."
-        )
-    return final
-
-
-class RunDir:
-    """Writes into ``<name>.incomplete`` and renames to ``<name>`` only when the run completes,
-    so a crashed run is never passed off as complete and an existing run is never overwritten
-    unless asked."""
-
-    def __init__(self, runs_dir: str | Path, name: str, overwrite: bool):
-        self.final = check_run_dir(runs_dir, name, overwrite)
-        self.path = self.final.with_name(self.final.name + ".incomplete")
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
-        self.metrics = (self.path / "metrics.jsonl").open("a")
-
-    def log(self, record: dict) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
-
-    def complete(self) -> Path:
-        self.metrics.close()
-        if self.final.exists():
-            shutil.rmtree(self.final)
-        self.path.rename(self.final)
-        return self.final
 
 
 def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, out: "RunDir",

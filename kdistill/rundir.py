@@ -1,0 +1,43 @@
+"""The run directory: written as ``<name>.incomplete`` and renamed when the run completes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from kdistill.errors import KDistillError
+
+
+def check_run_dir(runs_dir: str | Path, name: str, overwrite: bool) -> Path:
+    final = Path(runs_dir) / name
+    if final.exists() and not overwrite:
+        raise KDistillError(
+            f"run directory {final} already exists; choose another name (name=...) or pass --overwrite."
+        )
+    return final
+
+
+class RunDir:
+    """Writes into ``<name>.incomplete`` and renames to ``<name>`` only when the run completes,
+    so a crashed run is never passed off as complete and an existing run is never overwritten
+    unless asked."""
+
+    def __init__(self, runs_dir: str | Path, name: str, overwrite: bool):
+        self.final = check_run_dir(runs_dir, name, overwrite)
+        self.path = self.final.with_name(self.final.name + ".incomplete")
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True)
+        self.metrics = (self.path / "metrics.jsonl").open("a")
+
+    def log(self, record: dict) -> None:
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+
+    def complete(self) -> Path:
+        self.metrics.close()
+        if self.final.exists():
+            shutil.rmtree(self.final)
+        self.path.rename(self.final)
+        return self.final
