@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test teacher clean
+.PHONY: install data demo test teacher bench-labels clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: install data
 teacher: install data
 	$(VENV)/bin/kdistill run kdistill/recipes/fmnist_teacher.yaml --overwrite
 	cp runs/fmnist-teacher/teacher.safetensors kdistill/recipes/fmnist_teacher.safetensors
+
+# label efficiency, 7 rows x 3 label fractions x 3 seeds (about 2 h on 2 CPU cores; resumable)
+bench-labels: install data
+	$(PY) bench/label_efficiency.py --epochs 5
 
 clean:
 	rm -rf runs .pytest_cache
