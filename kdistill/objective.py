@@ -27,8 +27,16 @@ class Term:
     name: str
     loss: nn.Module
     weight: float = 1.0
-    student: str = OUTPUT
-    teacher: str | None = OUTPUT
+    student: str | tuple[str, ...] = OUTPUT  # a tuple feeds the loss a tuple of features (e.g. FSP)
+    teacher: str | tuple[str, ...] | None = OUTPUT
+
+
+def _names(tap) -> tuple[str, ...]:
+    return tap if isinstance(tap, tuple) else (tap,)
+
+
+def _gather(feats: dict[str, torch.Tensor], tap):
+    return tuple(feats[n] for n in tap) if isinstance(tap, tuple) else feats[tap]
 
 
 class Objective(nn.Module):
@@ -54,8 +62,8 @@ class Objective(nn.Module):
 
     def taps(self) -> tuple[list[str], list[str]]:
         """(student tap names, teacher tap names) the terms read."""
-        student = [t.student for t in self.terms]
-        teacher = [t.teacher for t in self.terms if t.teacher is not None]
+        student = [n for t in self.terms for n in _names(t.student)]
+        teacher = [n for t in self.terms if t.teacher is not None for n in _names(t.teacher)]
         return list(dict.fromkeys(student)), list(dict.fromkeys(teacher))
 
     def feature_pairs(self) -> list[tuple[str, str]]:
@@ -65,25 +73,31 @@ class Objective(nn.Module):
         ``adapt = False`` and see the raw student feature.
         """
         return [(t.student, t.teacher) for t in self.terms
-                if t.teacher is not None and getattr(t.loss, "adapt", True)]
+                if isinstance(t.teacher, str) and isinstance(t.student, str) and getattr(t.loss, "adapt", True)]
 
     def forward(
         self,
         student_feats: dict[str, torch.Tensor],
         teacher_feats: dict[str, torch.Tensor] | None,
         target: torch.Tensor | None,
+        index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Returns (total loss, {term name: detached value})."""
+        """Returns (total loss, {term name: detached value}).
+
+        ``index`` (``(B,)``, each sample's position in the stage's data) reaches only losses that
+        set ``wants_index = True``, such as those keeping a memory bank of samples.
+        """
         total, values = 0.0, {}
         for term in self.terms:
-            s = student_feats[term.student]
+            s = _gather(student_feats, term.student)
             t = None
             if term.teacher is not None:
-                t = teacher_feats[term.teacher]
-                key = adapter_key(term.student, term.teacher)
+                t = _gather(teacher_feats, term.teacher)
+                key = adapter_key(term.student, term.teacher) if isinstance(term.student, str) else None
                 if key in self.adapters:
                     s = self.adapters[key](s)
-            value = term.loss(s, t, target)
+            extra = {"index": index} if getattr(term.loss, "wants_index", False) else {}
+            value = term.loss(s, t, target, **extra)
             values[term.name] = value.detach()
             total = total + term.weight * value
         return total, values
@@ -95,12 +109,14 @@ def build_objective(specs: list[dict]) -> Objective:
     for spec in specs:
         loss = build_loss(spec["loss"], **spec.get("args", {}))
         teacher = (spec.get("teacher") or OUTPUT) if getattr(loss, "uses_teacher", True) else None
+        student = spec.get("student") or getattr(loss, "reads", OUTPUT)
+        student, teacher = (tuple(x) if isinstance(x, list) else x for x in (student, teacher))
         terms.append(
             Term(
                 name=spec.get("name") or spec["loss"],
                 loss=loss,
                 weight=spec.get("weight", 1.0),
-                student=spec.get("student") or getattr(loss, "reads", OUTPUT),
+                student=student,
                 teacher=teacher,
             )
         )

@@ -44,8 +44,9 @@ class ModelSpec(Strict):
 class TermSpec(Strict):
     loss: str
     weight: float = 1.0
-    student: str | None = None  # a student module path, 'logits' (default) or 'weights'
-    teacher: str | None = None  # a teacher module path, or 'logits' (default)
+    # a module path, 'logits' (the default) or 'weights'; a list feeds the loss several taps
+    student: str | list[str] | None = None
+    teacher: str | list[str] | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None  # logged name, default the loss name
 

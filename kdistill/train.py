@@ -179,7 +179,7 @@ def train_stage(
                     student_feats = student_taps.collect(model(xb))
                     if WEIGHTS in student_names:
                         student_feats[WEIGHTS] = trainable
-                    loss, terms = objective(student_feats, teacher_feats, yb)
+                    loss, terms = objective(student_feats, teacher_feats, yb, index.to(device))
 
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -35,3 +35,28 @@ def test_gradients_reach_student_and_adapter_not_teacher():
     assert student_feat.grad.abs().sum() > 0
     assert all(p.grad is not None for p in objective.adapters.parameters())
     assert teacher_feat.grad is None
+
+
+def test_a_list_of_taps_feeds_a_tuple_and_index_reaches_losses_that_want_it():
+    from torch import nn
+
+    from kdistill.losses.registry import LOSSES, register
+
+    @register("_pairs_for_test")
+    class Pairs(nn.Module):
+        adapt = False
+        wants_index = True
+
+        def forward(self, student, teacher, target=None, index=None):
+            assert isinstance(student, tuple) and len(student) == 2 and index.tolist() == [4, 7]
+            return student[0].sum() + student[1].sum() - teacher[0].sum()
+
+    try:
+        objective = build_objective([{"loss": "_pairs_for_test", "student": ["a", "b"], "teacher": ["c", "d"]}])
+        assert objective.taps() == (["a", "b"], ["c", "d"]) and objective.feature_pairs() == []
+        s = {"a": torch.ones(2, 3), "b": torch.ones(2, 3)}
+        t = {"c": torch.ones(2, 3), "d": torch.zeros(2, 3)}
+        total, _ = objective(s, t, None, torch.tensor([4, 7]))
+        assert total.item() == 6.0
+    finally:
+        del LOSSES["_pairs_for_test"]
