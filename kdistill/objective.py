@@ -72,8 +72,21 @@ class Objective(nn.Module):
         Losses that compare within-sample summaries (attention maps, batch relations) set
         ``adapt = False`` and see the raw student feature.
         """
-        return [(t.student, t.teacher) for t in self.terms
-                if isinstance(t.teacher, str) and isinstance(t.student, str) and getattr(t.loss, "adapt", True)]
+        pairs = []
+        for t in self.terms:
+            if t.teacher is None or not getattr(t.loss, "adapt", True):
+                continue
+            # several taps on each side are adapted pairwise, in order
+            pairs += zip(_names(t.student), _names(t.teacher))
+        return list(dict.fromkeys(pairs))
+
+    def _adapt(self, term: Term, s):
+        """Map student features to the teacher's shapes where an adapter exists for the pair."""
+        if isinstance(term.student, str):
+            key = adapter_key(term.student, term.teacher)
+            return self.adapters[key](s) if key in self.adapters else s
+        keys = [adapter_key(a, b) for a, b in zip(term.student, term.teacher)]
+        return tuple(self.adapters[k](f) if k in self.adapters else f for k, f in zip(keys, s))
 
     def forward(
         self,
@@ -93,9 +106,7 @@ class Objective(nn.Module):
             t = None
             if term.teacher is not None:
                 t = _gather(teacher_feats, term.teacher)
-                key = adapter_key(term.student, term.teacher) if isinstance(term.student, str) else None
-                if key in self.adapters:
-                    s = self.adapters[key](s)
+                s = self._adapt(term, s)
             extra = {"index": index} if getattr(term.loss, "wants_index", False) else {}
             value = term.loss(s, t, target, **extra)
             values[term.name] = value.detach()

@@ -53,7 +53,7 @@ def test_a_list_of_taps_feeds_a_tuple_and_index_reaches_losses_that_want_it():
 
     try:
         objective = build_objective([{"loss": "_pairs_for_test", "student": ["a", "b"], "teacher": ["c", "d"]}])
-        assert objective.taps() == (["a", "b"], ["c", "d"]) and objective.feature_pairs() == []
+        assert objective.taps() == (["a", "b"], ["c", "d"]) and objective.feature_pairs() == []  # adapt = False
         s = {"a": torch.ones(2, 3), "b": torch.ones(2, 3)}
         t = {"c": torch.ones(2, 3), "d": torch.zeros(2, 3)}
         total, _ = objective(s, t, None, torch.tensor([4, 7]))
