@@ -2,18 +2,26 @@
 
 from kdistill.losses import (  # noqa: F401  (registration)
     at,
+    cc,
     ce,
+    dist,
     distance_kl,
+    dkd,
     embed_cosine,
     embed_mse,
     entropy,
+    fsp,
     hint,
     kd,
     l2_start,
+    nst,
     ovr,
+    pkt,
     prototype_kl,
     residual_smooth,
+    rkd,
     scatter,
+    sp,
     vid,
 )
 from kdistill.losses.registry import LOSSES, build_loss, register

@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from kdistill.errors import KDistillError
+from kdistill.losses import build_loss
+
+# student: right triangle (0,0), (1,0), (0,1); teacher: equilateral triangle of side 1
+RIGHT = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+EQUILATERAL = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.5, math.sqrt(3) / 2]])
+
+
+def test_distance_term_by_hand():
+    # student distances 1, 1, sqrt2, mean mu = (2 + sqrt2) / 3: normalised 3/(2+sqrt2) (twice) and
+    # 3 sqrt2/(2+sqrt2); teacher all 1. Differences all < 1, so Huber = d^2 / 2, mean over the pairs.
+    a, b = 3 / (2 + math.sqrt(2)) - 1, 3 * math.sqrt(2) / (2 + math.sqrt(2)) - 1
+    by_hand = (2 * a**2 / 2 + b**2 / 2) / 3  # = 0.014719
+    loss = build_loss("rkd", distance_weight=1.0, angle_weight=0.0)(RIGHT, EQUILATERAL)
+    assert loss.item() == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_angle_term_by_hand():
+    # teacher: every angle 60 deg, cos 0.5. student: cos 0 at (0,0), cos(45 deg) at the others;
+    # 6 ordered triplets: 2 with difference -0.5, 4 with sqrt2/2 - 0.5; Huber = d^2 / 2
+    by_hand = (2 * 0.5**2 / 2 + 4 * (math.sqrt(2) / 2 - 0.5) ** 2 / 2) / 6  # = 0.055964
+    loss = build_loss("rkd", distance_weight=0.0, angle_weight=1.0)(RIGHT, EQUILATERAL)
+    assert loss.item() == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_zero_when_student_equals_teacher():
+    emb = torch.randn(5, 4)
+    assert build_loss("rkd")(emb, emb.clone()).item() < 1e-6
+
+
+def test_invariant_to_scaling_and_translating_the_student():
+    rkd = build_loss("rkd")
+    student, teacher = torch.randn(5, 3), torch.randn(5, 6)  # widths may differ
+    base = rkd(student, teacher).item()
+    assert rkd(4.0 * student, teacher).item() == pytest.approx(base, rel=1e-4)
+    assert rkd(student + torch.tensor([5.0, -3.0, 2.0]), teacher).item() == pytest.approx(base, rel=1e-4)
+
+
+def test_feature_maps_are_flattened_and_a_batch_of_one_gives_zero():
+    rkd = build_loss("rkd")
+    maps = torch.randn(4, 2, 3, 3)
+    assert rkd(maps, maps.flatten(1).clone()).item() < 1e-6
+    assert rkd(torch.randn(1, 3), torch.randn(1, 3)).item() == 0.0
+
+
+def test_gradient_reaches_student_only():
+    student = torch.randn(4, 3, requires_grad=True)
+    teacher = torch.randn(4, 5, requires_grad=True)
+    build_loss("rkd")(student, teacher.detach()).backward()
+    assert student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+def test_bad_arguments_name_the_loss():
+    with pytest.raises(KDistillError, match="rkd"):
+        build_loss("rkd", angle_weight=-1.0)
