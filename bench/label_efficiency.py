@@ -146,6 +146,7 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     parser.add_argument("--quick", action="store_true", help="digits, one epoch a stage: a smoke run")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--table-only", action="store_true", help="write the table from the cells so far")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     stem = "label_efficiency_quick" if args.quick else "label_efficiency"
@@ -153,6 +154,9 @@ def main() -> None:
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     done = {(r["row"], r["labels"], r["seed"]) for r in records}
     runs_dir = args.results / "runs"
+    if args.table_only:
+        print(write_table(records, args.results / f"{stem}.md", args.epochs, args.seeds))
+        return
     # seed outermost: the held-out split, hence the training images, depend on the seed alone,
     # so the teacher runs once per seed and every row and label count reuses its outputs
     for seed in args.seeds:

@@ -4,6 +4,7 @@ from kdistill.losses import (  # noqa: F401  (registration)
     at,
     cc,
     ce,
+    crd,
     dist,
     distance_kl,
     dkd,

@@ -109,7 +109,7 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
         for name in BANKS:
             saved = state_dict.get(prefix + name)
             if saved is not None and saved.shape != getattr(self, name).shape:
-                setattr(self, name, torch.empty_like(getattr(self, name)).new_empty(saved.shape))
+                setattr(self, name, getattr(self, name).new_empty(saved.shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _rng(self, device: torch.device) -> torch.Generator:
