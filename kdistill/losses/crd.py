@@ -28,6 +28,11 @@ def info_nce(anchor, positive, negatives, temperature: float) -> torch.Tensor:
     return -logits.log_softmax(dim=1)[:, 0].mean()
 
 
+def embed(x, weight, bias) -> torch.Tensor:
+    """Flatten ``(B, ...)``, project with a linear head and L2-normalise: ``(B, feat_dim)``."""
+    return F.normalize(F.linear(x.flatten(1).float(), weight, bias).float(), dim=1)
+
+
 @register("crd")
 class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
     """Contrast each sample's student embedding with teacher embeddings of other samples, and back.
@@ -122,7 +127,8 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
         for name in BANKS:
             bank = getattr(self, name).to(device)
             if len(bank) < size:
-                fresh = torch.randn(size - len(bank), self.feat_dim, generator=self._rng(device), device=device)
+                rng = self._rng(device)
+                fresh = torch.randn(size - len(bank), self.feat_dim, generator=rng, device=device)  # (new, D)
                 bank = torch.cat([bank, F.normalize(fresh, dim=1).to(bank.dtype)])
             setattr(self, name, bank)
 
@@ -130,7 +136,8 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
         """``(B, K)`` rows drawn uniformly, with replacement, from all rows but each anchor's own."""
         if k == 0:
             return index.new_empty(len(index), 0)
-        draw = torch.randint(len(self.student_bank) - 1, (len(index), k), generator=self._rng(index.device),
+        rng = self._rng(index.device)
+        draw = torch.randint(len(self.student_bank) - 1, (len(index), k), generator=rng,
                              device=index.device)  # (B, K) in [0, N - 1)
         return draw + (draw >= index[:, None]).long()  # skip the anchor's own row
 
@@ -145,9 +152,8 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
         if index is None:
             raise KDistillError("loss 'crd': needs index, each sample's position in the data set; "
                                 "call it through the objective's training loop, which passes index=")
-        s = F.normalize(F.linear(student.flatten(1).float(), self.student_weight, self.student_bias).float(), dim=1)
-        t = F.normalize(F.linear(teacher.detach().flatten(1).float(), self.teacher_weight,
-                                 self.teacher_bias).float(), dim=1)  # (B, feat_dim) each
+        s = embed(student, self.student_weight, self.student_bias)  # (B, feat_dim)
+        t = embed(teacher.detach(), self.teacher_weight, self.teacher_bias)  # (B, feat_dim)
         index = index.to(s.device).long()
         self._cover(int(index.max()) + 1, s.device)
         negatives = self._negatives(index, min(self.num_negatives, len(self.student_bank) - 1))  # (B, K)
