@@ -111,6 +111,7 @@ class Recipe(Strict):
     threads: int | None = None  # CPU threads for torch; default: torch's choice
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: ModelSpec | None = None
+    teachers: dict[str, ModelSpec] = Field(default_factory=dict)  # extra frozen teachers, tapped as 'name:path'
     student: ModelSpec | None = None  # may be left out when the run trains only a teacher
     stages: list[StageSpec] = Field(min_length=1)
     embedding: EmbeddingSpec | None = None
@@ -126,6 +127,11 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
         names = [s.name for s in self.stages]
+        for extra in self.teachers:
+            if not extra.isidentifier():
+                raise ValueError(f"teachers: name {extra!r} must be a plain identifier (letters, digits, _)")
+        if self.teachers and (self.teacher is None or any(s.train == "teacher" for s in self.stages)):
+            raise ValueError("teachers: extra teachers need a main 'teacher' and no stage that trains it")
         for i, stage in enumerate(self.stages):
             if names.count(stage.name) > 1:
                 raise ValueError(f"stage name {stage.name!r} is used twice; stage names must be unique")
@@ -276,8 +282,8 @@ def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] = ()) -
 
 
 def _resolve_weight_paths(tree: dict, folder: Path) -> None:
-    for role in ("teacher", "student"):
-        spec = tree.get(role)
+    extras = tree.get("teachers") if isinstance(tree.get("teachers"), dict) else {}
+    for spec in [tree.get("teacher"), tree.get("student"), *extras.values()]:
         if isinstance(spec, dict) and isinstance(spec.get("weights"), str):
             weights = Path(spec["weights"])
             if not weights.is_absolute():

@@ -179,7 +179,8 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> di
         # a student no stage trained is not reported (a run that only trains a teacher)
         if role in models and (role != "student" or role in trained):
             against = teacher_logits if role != "teacher" else None
-            results[role] = evaluate_model(models[role], test.x, test.y, device, against, recipe.latency)
+            model = getattr(models[role], "main", models[role])  # with extra teachers: the main one
+            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency)
     if "teacher" in results and "student" in results:
         results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
     return {"test": results}

@@ -13,6 +13,7 @@ from torch import nn
 from kdistill.data import Splits, as_source, load_source, normalize, split
 from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
+from kdistill.models.ensemble import TeacherEnsemble
 from kdistill.models.taps import FeatureTaps
 from kdistill.models.weights import load_weights, snapshot
 from kdistill.models.zoo import build_model
@@ -81,6 +82,13 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
             teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
         if recipe.teacher is not None and recipe.teacher.weights:
             load_weights(teacher, recipe.teacher.weights, "teacher")
+        if recipe.teachers:
+            extras = {}
+            for name, spec in recipe.teachers.items():
+                extras[name] = build_model(spec.model, **spec.args)
+                if spec.weights:
+                    load_weights(extras[name], spec.weights, f"teachers.{name}")
+            teacher = TeacherEnsemble(teacher, extras)
         models["teacher"] = teacher
     return {k: m.to(device) for k, m in models.items()}
 

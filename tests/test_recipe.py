@@ -87,3 +87,16 @@ def test_l2_start_must_point_backwards():
         load_recipe(tree)
     tree["stages"][0]["loss"][-1]["args"]["start"] = "init"
     assert load_recipe(tree).stages[0].loss[-1].loss == "l2_start"
+
+
+def test_extra_teachers_need_plain_names_and_a_main_teacher():
+    tree = _tree()
+    tree["teachers"] = {"second one": {"model": "cnn"}}
+    with pytest.raises(KDistillError, match="plain identifier"):
+        load_recipe(tree)
+    tree["teachers"] = {"second": {"model": "cnn"}}
+    assert "second" in load_recipe(tree).teachers
+    del tree["teacher"]
+    tree["stages"] = [{"name": "s", "loss": [{"loss": "ce"}]}]
+    with pytest.raises(KDistillError, match="need a main 'teacher'"):
+        load_recipe(tree)

@@ -79,3 +79,24 @@ def test_a_student_stage_needs_a_student(tmp_path):
     with pytest.raises(KDistillError, match="names none"):
         run(recipe, runs_dir=tmp_path, progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.incomplete").exists()
+
+
+def test_several_teachers(tmp_path):
+    teacher_spec = {"model": "cnn", "args": {"channels": [8], "image_size": 8}}
+    first = run({"name": "t", "data": {"source": "digits", "labelled": 0}, "latency": False,
+                 "teacher": teacher_spec,
+                 "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2}]},
+                runs_dir=tmp_path, progress=False)
+    weights = str(first.run_dir / "teacher.safetensors")
+    recipe = {"name": "multi", "data": {"source": "digits", "labelled": 50}, "latency": False,
+              "teacher": {**teacher_spec, "weights": weights},
+              "teachers": {"second": {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}},
+              "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 2, "loss": [
+                  {"loss": "multi_kd", "teacher": ["logits", "second:logits"],
+                   "args": {"weighting": "confidence"}},
+                  {"loss": "hint", "student": "stages.0", "teacher": "second:head.0"}]}]}
+    result = run(recipe, runs_dir=tmp_path, progress=False)
+    assert result.summary["test"]["teacher"]["accuracy"] == first.summary["test"]["teacher"]["accuracy"]
+    last = (result.run_dir / "metrics.jsonl").read_text().splitlines()[-1]
+    assert '"multi_kd"' in last and '"hint"' in last

@@ -15,6 +15,7 @@ from kdistill.losses import (  # noqa: F401  (registration)
     hint,
     kd,
     l2_start,
+    multi_kd,
     nst,
     ovr,
     pkt,

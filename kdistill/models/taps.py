@@ -65,10 +65,12 @@ class FeatureTaps:
         self.derived = {n: fn for n, fn in (derived or {}).items() if n in names}
         sources = [self.derived[n][0] if n in self.derived else n for n in names]
         self._sources = [n for n in dict.fromkeys(sources) if n != WEIGHTS]
+        # a model that holds several models (a teacher ensemble) maps tap names to its own paths
+        tap_path = getattr(model, "tap_path", lambda name: name)
         for name in dict.fromkeys(sources):
             if name in (OUTPUT, WEIGHTS):
                 continue
-            module = resolve_module(model, name, owner)
+            module = resolve_module(model, tap_path(name), owner)
             self._handles.append(module.register_forward_hook(self._hook(name)))
 
     def _hook(self, name: str):
