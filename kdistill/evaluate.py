@@ -89,9 +89,13 @@ def evaluate_model(
     device: torch.device,
     teacher_logits: torch.Tensor | None = None,
     latency: bool = True,
+    logits: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """All metrics of one model on a test set: accuracy, agreement, KL, ECE, params, latency."""
-    logits = predict(model, x, device)
+    """All metrics of one model on a test set: accuracy, agreement, KL, ECE, params, latency.
+
+    ``logits``: the model's outputs on ``x`` when already computed (e.g. a cached teacher's).
+    """
+    logits = predict(model, x, device) if logits is None else logits
     metrics = classification_metrics(logits, y, teacher_logits)
     metrics["params"] = count_params(model)
     if latency:

@@ -16,7 +16,7 @@ from torch import nn
 
 from kdistill.data import Splits
 from kdistill.errors import KDistillError
-from kdistill.evaluate import evaluate_model, predict
+from kdistill.evaluate import evaluate_model
 from kdistill.models.weights import load_weights, save_weights, snapshot
 from kdistill.objective import Objective
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
@@ -25,7 +25,8 @@ from kdistill.rundir import RunDir, check_run_dir
 from kdistill.setup import (build_models, build_stage_objectives, freeze, prepare_data, resolve_device,
                             set_weight_anchors, stage_data)
 from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
-from kdistill.train import StageConfig, train_stage
+from kdistill.models.taps import OUTPUT
+from kdistill.train import StageConfig, teacher_outputs, train_stage
 
 
 @dataclass
@@ -172,7 +173,11 @@ def run(
 def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> dict:
     """Metrics of every model on the test set; the student's and baseline's against the teacher."""
     test = splits.test_set
-    teacher_logits = predict(models["teacher"], test.x, device) if "teacher" in models else None
+    teacher_logits = None
+    if "teacher" in models:
+        teacher = getattr(models["teacher"], "main", models["teacher"])
+        teacher.eval()
+        teacher_logits = teacher_outputs(teacher, [OUTPUT], test.x, device)[OUTPUT].cpu()
     results = {}
     trained = {s.train for s in recipe.stages}
     for role in ("teacher", "baseline", "student"):
@@ -180,7 +185,8 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> di
         if role in models and (role != "student" or role in trained):
             against = teacher_logits if role != "teacher" else None
             model = getattr(models[role], "main", models[role])  # with extra teachers: the main one
-            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency)
+            known = teacher_logits if role == "teacher" else None
+            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, known)
     if "teacher" in results and "student" in results:
         results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
     return {"test": results}

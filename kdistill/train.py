@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import OrderedDict
 import math
 import time
 from dataclasses import dataclass, field
@@ -75,9 +76,10 @@ def fingerprint(tensors) -> str:
     return h.hexdigest()
 
 
-# Teacher outputs of the last (teacher, data) pair, tap by tap: later stages and runs in the
-# same process that ask for the same teacher on the same inputs reuse them.
-_memo: dict = {"key": None, "outputs": {}}
+# Teacher outputs of the last few (teacher, data) pairs, tap by tap: later stages and runs in
+# the same process that ask for the same teacher on the same inputs reuse them.
+_memo: OrderedDict = OrderedDict()
+MEMO_ENTRIES = 2
 
 
 @torch.no_grad()
@@ -90,9 +92,10 @@ def teacher_outputs(teacher: nn.Module, names: list[str], x: torch.Tensor, devic
     their memory; logits in fp32.
     """
     key = (fingerprint(teacher.state_dict().values()), fingerprint([x]), str(device))
-    if _memo["key"] != key:
-        _memo.update(key=key, outputs={})
-    outputs = _memo["outputs"]
+    outputs = _memo.pop(key, {})
+    _memo[key] = outputs  # most recently used last
+    while len(_memo) > MEMO_ENTRIES:
+        _memo.popitem(last=False)
     missing = [n for n in names if n not in outputs]
     if missing:
         chunks: dict[str, list[torch.Tensor]] = {n: [] for n in missing}

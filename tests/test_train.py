@@ -66,3 +66,6 @@ def test_teacher_outputs_are_reused_only_for_the_same_teacher_and_data():
     assert torch.allclose(changed, first["logits"] + 1.0, atol=1e-5)
     other = teacher_outputs(teacher, ["logits"], x + 1, cpu)["logits"]  # changed data
     assert torch.allclose(other, teacher(x + 1), atol=1e-6)
+    # the two most recent (teacher, data) pairs stay: alternating between them recomputes nothing
+    assert teacher_outputs(teacher, ["logits"], x, cpu)["logits"] is changed
+    assert teacher_outputs(teacher, ["logits"], x + 1, cpu)["logits"] is other
