@@ -63,7 +63,7 @@ class EmbeddingSpec(Strict):
     student: str  # the student tap whose adapted output is the student's embedding
     dim: int = Field(32, ge=1)
     method: Literal["pca"] = "pca"
-    max_samples: int = Field(10000, ge=2)  # transfer-set samples the PCA is fitted on
+    max_samples: int = Field(10000, ge=2)  # training inputs the PCA is fitted on (no labels read)
     shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 50])  # labels a class in the report
 
 

@@ -98,7 +98,7 @@ def prepare_embedding(recipe: Recipe, objective: Objective, model: nn.Module, mo
         return
     s_names, t_names = objective.taps()
     if EMBEDDING in t_names and teacher_trained:
-        refit = fit_teacher_embedding(models["teacher"], spec.teacher, splits.transfer_set.x, spec.dim,
+        refit = fit_teacher_embedding(models["teacher"], spec.teacher, splits.pool_set.x, spec.dim,
                                       device, spec.max_samples, recipe.seed)
         pca.load_state_dict(refit.state_dict())
     if PROTOTYPES in s_names:
@@ -139,7 +139,7 @@ def run(
         freeze(models["teacher"])
     pca = None
     if recipe.embedding is not None:
-        pca = fit_teacher_embedding(models["teacher"], recipe.embedding.teacher, splits.transfer_set.x,
+        pca = fit_teacher_embedding(models["teacher"], recipe.embedding.teacher, splits.pool_set.x,
                                     recipe.embedding.dim, device, recipe.embedding.max_samples, recipe.seed)
     num_classes = int(splits.test_set.y.max()) + 1
     objectives, prototype_head = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,

@@ -1,7 +1,8 @@
 """Shallow distillation: a low-dimensional embedding space drawn from a teacher layer, the
 student mapped into it, and the target task solved by distances (prototypes, k-NN).
 
-The teacher side is a PCA of one teacher tap, fitted on the transfer set; the run exposes it
+The teacher side is a PCA of one teacher tap, fitted on the training inputs (transfer set and
+labelled inputs; no labels are read); the run exposes it
 as the teacher feature ``embedding``. The student's embedding is its own tap passed through the
 automatic adapter to ``embedding``. ``prototypes`` is the student feature of negative squared
 distances to learnable class prototypes, started at the class means of the labelled set.
@@ -50,7 +51,11 @@ def tap_outputs(model: nn.Module, tap: str, x: torch.Tensor, device, fn=None, ba
 
 def fit_teacher_embedding(teacher: nn.Module, tap: str, x: torch.Tensor, dim: int, device,
                           max_samples: int, seed: int) -> PCAProjection:
-    """PCA of the teacher's ``tap`` features over (a seeded sample of) the transfer set ``x``."""
+    """PCA of the teacher's ``tap`` features over (a seeded sample of) the inputs ``x``.
+
+    The run passes the training inputs, labelled and transfer alike (no label is read), so the
+    space exists even when every training image is labelled.
+    """
     g = torch.Generator().manual_seed(seed)
     sample = x[torch.randperm(len(x), generator=g)[:max_samples]]
     return fit_pca(tap_outputs(teacher, tap, sample, device), dim).to(device)

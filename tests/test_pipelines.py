@@ -70,3 +70,14 @@ def test_embedding_terms_need_an_embedding_section(tmp_path):
                               "loss": [{"loss": "embed_mse", "student": "stages.1", "teacher": "embedding"}]}])
     with pytest.raises(KDistillError, match="no 'embedding' section"):
         run(recipe, runs_dir=tmp_path, progress=False)
+
+
+def test_shallow_pipeline_with_every_training_image_labelled(tmp_path):
+    recipe = _recipe("all-labelled", [
+        {"name": "distil", "data": "labelled+transfer", "epochs": 1, "batch_size": 128,
+         "loss": [{"loss": "embed_mse", "student": "stages.1", "teacher": "embedding"}]},
+    ], embedding={"teacher": "head.2", "student": "stages.1", "dim": 4, "shots": [1]})
+    recipe["data"]["labelled"] = 1.0  # no transfer set: the space is fitted on the labelled inputs
+    result = run(recipe, runs_dir=tmp_path, progress=False)
+    assert result.summary["data"]["transfer"] == 0
+    assert 0 <= result.summary["embedding"]["student"]["prototype@1"] <= 1
