@@ -18,8 +18,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from kdistill import run
 from kdistill.cli import demo_recipe
 from kdistill.recipe import load_recipe
@@ -176,7 +174,6 @@ def main() -> None:
                 records.append(record)
                 print(f"{row:>12} {labels:>5} seed {seed}: {100 * record['accuracy']:.2f}% "
                       f"({record['seconds']:.0f} s)", flush=True)
-                torch.manual_seed(0)
     print(write_table(records, args.results / f"{stem}.md", args.epochs, args.seeds))
 
 

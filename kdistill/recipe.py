@@ -235,7 +235,9 @@ def apply_override(tree: dict, text: str) -> None:
         if last:
             node[part] = value
         else:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # an absent or empty section
+                node[part] = {}
+            node = node[part]
 
 
 def _list_index(items: list, part: str, text: str) -> int:

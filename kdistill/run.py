@@ -56,20 +56,20 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
     initial = {role: snapshot(m) for role, m in models.items()}
     ends: dict[str, dict[str, torch.Tensor]] = {}
     stage_times = {}
-    teacher_trained = False
+    teacher_changed = False  # trained since the teacher's embedding space was fitted
     for i, stage in enumerate(recipe.stages):
         model, objective = models[stage.train], objectives[stage.name]
         if stage.init_from:
             model.load_state_dict(ends[stage.init_from])
         set_weight_anchors(objective, model, initial[stage.train], ends)
-        teacher_model = models.get("teacher") if stage.train != "teacher" else None
-        if teacher_model is not None:
-            freeze(teacher_model)
-        else:
-            teacher_trained = teacher_trained or stage.train == "teacher"
-            for p in models.get("teacher", nn.Identity()).parameters():
-                p.requires_grad_(True)
-        prepare_embedding(recipe, objective, model, models, splits, device, pca, teacher_trained)
+        teacher_model = None
+        if stage.train == "teacher":
+            teacher_changed = True
+            models["teacher"].requires_grad_(True)
+        elif "teacher" in models:
+            teacher_model = freeze(models["teacher"])
+        if prepare_embedding(recipe, objective, model, models, splits, device, pca, teacher_changed):
+            teacher_changed = False
         x, y = stage_data(splits, stage.data)
 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
@@ -90,20 +90,25 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
 
 
 def prepare_embedding(recipe: Recipe, objective: Objective, model: nn.Module, models: dict, splits: Splits,
-                      device, pca, teacher_trained: bool) -> None:
-    """Before a stage: refit the teacher's PCA if the teacher was trained in this run, and start
-    the class prototypes at the mean student embedding of each labelled class."""
+                      device, pca, teacher_changed: bool) -> bool:
+    """Before a stage: refit the teacher's PCA if the teacher changed since it was fitted, and
+    start the class prototypes at the mean student embedding of each labelled class.
+
+    Returns whether the PCA was refitted.
+    """
     spec = recipe.embedding
     if spec is None:
-        return
+        return False
     s_names, t_names = objective.taps()
-    if EMBEDDING in t_names and teacher_trained:
-        refit = fit_teacher_embedding(models["teacher"], spec.teacher, splits.pool_set.x, spec.dim,
-                                      device, spec.max_samples, recipe.seed)
-        pca.load_state_dict(refit.state_dict())
+    refit = EMBEDDING in t_names and teacher_changed
+    if refit:
+        fitted = fit_teacher_embedding(models["teacher"], spec.teacher, splits.pool_set.x, spec.dim,
+                                       device, spec.max_samples, recipe.seed)
+        pca.load_state_dict(fitted.state_dict())
     if PROTOTYPES in s_names:
         embedder, head = objective.heads[PROTOTYPES]
         init_prototypes(head, model, spec.student, embedder, splits.labelled_set.x, splits.labelled_set.y, device)
+    return refit
 
 
 def run(
@@ -127,7 +132,11 @@ def run(
     Returns:
         RunResult with the run directory, the summary dict and the trained models.
     """
-    recipe = load_recipe(recipe, list(overrides))
+    # modules passed from Python stand in for the recipe's teacher / student (a recipe may leave
+    # them out); the resolved recipe records where they came from
+    given = [f"{role}.model=(python) {type(m).__name__}" for role, m in (("teacher", teacher), ("student", student))
+             if m is not None]
+    recipe = load_recipe(recipe, [*given, *overrides])
     device = resolve_device(recipe.device)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)

@@ -165,15 +165,15 @@ def train_stage(
             bar = tqdm(order.split(config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
                        disable=not progress, leave=False, dynamic_ncols=True)
             for index in bar:
-                xb = x[index].to(device, non_blocking=True)  # (B, ...)
+                xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU
                 yb = y[index].to(device, non_blocking=True)  # (B,)
+                index = index.to(device)  # for cached teacher outputs and losses that keep a memory
                 if augment:
                     xb = random_shift_flip(xb, config.augment.get("shift", 0),
                                            config.augment.get("flip", False), generator)
                 teacher_feats = None
                 if cached is not None:
-                    idx = index.to(device)
-                    teacher_feats = {k: v[idx].float() for k, v in cached.items()}
+                    teacher_feats = {k: v[index].float() for k, v in cached.items()}
                     teacher_feats = apply_derived(teacher_feats, teacher_taps.derived)
                 elif teacher_taps is not None:
                     with torch.no_grad(), _autocast(device, config.amp):
@@ -182,7 +182,7 @@ def train_stage(
                     student_feats = student_taps.collect(model(xb))
                     if WEIGHTS in student_names:
                         student_feats[WEIGHTS] = trainable
-                    loss, terms = objective(student_feats, teacher_feats, yb, index.to(device))
+                    loss, terms = objective(student_feats, teacher_feats, yb, index)
 
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

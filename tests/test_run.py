@@ -21,7 +21,7 @@ def _recipe(name):
     return {
         "name": name,
         "teacher": {"model": "cnn", "args": {"channels": [16, 32], "image_size": 8}},
-        "student": {"model": "user"},  # replaced by the module passed in
+        # no student section: the module passed in is the student
         "data": {"source": "custom", "labelled": 100},
         "stages": [
             {"name": "teacher", "train": "teacher", "data": "full", "epochs": 3, "batch_size": 64},
@@ -43,6 +43,7 @@ def test_run_with_user_objects(tmp_path):
     result = run(_recipe("api"), student=UserStudent(), data=_numpy_data(), runs_dir=tmp_path, progress=False)
     assert isinstance(result.student, UserStudent)
     assert (tmp_path / "api" / "student.safetensors").is_file()
+    assert "(python) UserStudent" in (tmp_path / "api" / "recipe.yaml").read_text()
     assert result.summary["test"]["student"]["accuracy"] > 0.5
     assert result.summary["data"]["transfer"] == len(_numpy_data()[0][0]) - 100
 
