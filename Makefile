@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install data demo test teacher bench-labels clean
+.PHONY: install data demo test teacher bench-labels bench-methods clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,10 @@ teacher: install data
 # label efficiency, 7 rows x 3 label fractions x 3 seeds (about 2 h on 2 CPU cores; resumable)
 bench-labels: install data
 	$(PY) bench/label_efficiency.py --epochs 5
+
+# every method, 2 students x 3 seeds on all labels (about 2 h on 2 CPU cores; resumable)
+bench-methods: install data
+	$(PY) bench/methods.py
 
 clean:
 	rm -rf runs .pytest_cache

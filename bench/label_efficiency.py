@@ -13,10 +13,13 @@ resumed. The table goes to bench/results/label_efficiency.md.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import CellLog, mean_sd  # noqa: E402
 
 from kdistill import run
 from kdistill.cli import demo_recipe
@@ -105,20 +108,9 @@ def accuracy(summary: dict, row: str) -> float:
     return summary["test"]["student"]["accuracy"]
 
 
-def write_table(records: list[dict], out: Path, epochs: int, seeds: list[int]) -> str:
-    cells: dict[tuple[str, str], list[float]] = {}
-    for r in records:
-        cells.setdefault((r["row"], r["labels"]), []).append(r["accuracy"])
-    teacher = [r["teacher_accuracy"] for r in records if r.get("teacher_accuracy") is not None]
-    params = next((r["student_params"] for r in records if r.get("student_params")), None)
-    hours = sum(r["seconds"] for r in records) / 3600
-
-    def fmt(values):
-        if not values:
-            return "-"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f} (n={len(values)})"
-
+def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int]) -> str:
+    teacher = [a for a in log.values("teacher_accuracy") if a is not None]
+    params = next(iter(log.values("student_params")), None)
     lines = [
         f"Teacher test accuracy: {100 * statistics.mean(teacher):.2f}%. " if teacher else "",
         f"Student parameters: {params:,}." if params else "",
@@ -127,10 +119,11 @@ def write_table(records: list[dict], out: Path, epochs: int, seeds: list[int]) -
         "|---|" + "---:|" * len(FRACTIONS),
     ]
     for row in ROWS:
-        lines.append(f"| {row} | " + " | ".join(fmt(cells.get((row, k), [])) for k in FRACTIONS) + " |")
+        lines.append(f"| {row} | " + " | ".join(mean_sd(log.values("accuracy", row=row, labels=k))
+                                              for k in FRACTIONS) + " |")
     lines += ["", f"Test accuracy (%) at the last epoch, mean ± standard deviation over seeds {seeds}; "
               f"distillation passes: {epochs} epochs over the 55,000 training images (5,000 held out). "
-              f"Wall time of the cells so far: {hours:.2f} h on this machine."]
+              f"Wall time of the cells so far: {log.hours():.2f} h on this machine."]
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
@@ -144,37 +137,34 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     parser.add_argument("--quick", action="store_true", help="digits, one epoch a stage: a smoke run")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--table-only", action="store_true", help="write the table from the cells so far")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     stem = "label_efficiency_quick" if args.quick else "label_efficiency"
-    log = args.results / f"{stem}.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    done = {(r["row"], r["labels"], r["seed"]) for r in records}
-    runs_dir = args.results / "runs"
+    log = CellLog(args.results / f"{stem}.jsonl", key=("row", "labels", "seed"))
     if args.table_only:
-        print(write_table(records, args.results / f"{stem}.md", args.epochs, args.seeds))
+        print(write_table(log, args.results / f"{stem}.md", args.epochs, args.seeds))
         return
     # seed outermost: the held-out split, hence the training images, depend on the seed alone,
     # so the teacher runs once per seed and every row and label count reuses its outputs
     for seed in args.seeds:
         for labels in args.labels:
             for row in args.rows:
-                if (row, labels, seed) in done:
+                if log.done(row=row, labels=labels, seed=seed):
                     continue
                 recipe = cell_recipe(row, FRACTIONS[labels], seed, args.epochs, args.quick)
+                recipe["threads"] = args.threads
                 start = time.perf_counter()
-                result = run(recipe, runs_dir=runs_dir, overwrite=True, progress=False)
+                result = run(recipe, runs_dir=args.results / "runs", overwrite=True, progress=False)
                 record = {"row": row, "labels": labels, "seed": seed, "accuracy": accuracy(result.summary, row),
                           "teacher_accuracy": result.summary["test"].get("teacher", {}).get("accuracy"),
                           "student_params": result.summary["test"]["student"]["params"],
                           "seconds": time.perf_counter() - start}
-                with log.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                records.append(record)
+                log.add(record)
                 print(f"{row:>12} {labels:>5} seed {seed}: {100 * record['accuracy']:.2f}% "
                       f"({record['seconds']:.0f} s)", flush=True)
-    print(write_table(records, args.results / f"{stem}.md", args.epochs, args.seeds))
+    print(write_table(log, args.results / f"{stem}.md", args.epochs, args.seeds))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,12 @@ def test_every_cell_is_a_valid_recipe(row, labels):
 
 
 def test_table_is_mean_and_std_of_records(tmp_path):
-    records = [{"row": "KD", "labels": "1%", "seed": s, "accuracy": a, "teacher_accuracy": 0.94,
-                "student_params": 100, "seconds": 1.0} for s, a in enumerate([0.90, 0.92])]
-    text = bench.write_table(records, tmp_path / "t.md", 5, [0, 1])
+    log = bench.CellLog(tmp_path / "cells.jsonl", key=("row", "labels", "seed"))
+    for record in [{"row": "KD", "labels": "1%", "seed": s, "accuracy": a, "teacher_accuracy": 0.94,
+                "student_params": 100, "seconds": 1.0} for s, a in enumerate([0.90, 0.92])]:
+        log.add(record)
+    assert log.done(row="KD", labels="1%", seed=1) and not log.done(row="KD", labels="1%", seed=2)
+    assert len(bench.CellLog(tmp_path / "cells.jsonl", key=log.key).records) == 2  # read back
+    text = bench.write_table(log, tmp_path / "t.md", 5, [0, 1])
     assert "| KD | 91.00 ± 1.41 (n=2) | - | - |" in text
     assert "Teacher test accuracy: 94.00%" in text

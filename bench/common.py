@@ -1,0 +1,37 @@
+"""What the benchmarks share: a resumable log of finished cells and mean ± sd formatting."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+
+class CellLog:
+    """Finished cells, one JSON object a line; a rerun skips the cells already there."""
+
+    def __init__(self, path: Path, key: tuple[str, ...]):
+        self.path, self.key = path, key
+        self.records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def done(self, **cell) -> bool:
+        return any(all(r.get(k) == cell[k] for k in self.key) for r in self.records)
+
+    def add(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        self.records.append(record)
+
+    def values(self, field: str, **cell) -> list[float]:
+        return [r[field] for r in self.records if all(r.get(k) == v for k, v in cell.items())]
+
+    def hours(self) -> float:
+        return sum(r["seconds"] for r in self.records) / 3600
+
+
+def mean_sd(values: list[float], scale: float = 100.0) -> str:
+    """``mean ± sd (n=k)`` of ``values`` times ``scale``; ``-`` when there are none."""
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{scale * statistics.mean(values):.2f} ± {scale * sd:.2f} (n={len(values)})"
