@@ -1,7 +1,7 @@
 """Every distillation method on one task: Fashion-MNIST with all labels, one teacher, two
 students (a small CNN and an MLP), 3 seeds, last-epoch test accuracy.
 
-    python bench/methods.py              # the full table (about 2 h on 2 CPU cores; resumable)
+    python bench/methods.py              # the full table (about 1 h on 2 CPU cores; resumable)
     python bench/methods.py --quick      # a smoke run on digits in seconds
 
 5,000 training images are held out (data.val): never trained on, and the only data any choice
@@ -45,7 +45,7 @@ STUDENT_TAPS = {
 TEACHER_TAPS = {"map": "stages.2", "maps": ["stages.0", "stages.1", "stages.2"], "embed": "head.3"}
 # the second teacher of the multi-teacher row: a ResNet trained here on the same 55,000 images
 SECOND_TEACHER = {"model": "resnet", "args": {"widths": [16, 32, 64], "blocks_per_stage": 2}}
-SECOND_TEACHER_EPOCHS = 4
+SECOND_TEACHER_EPOCHS = 3
 
 T = 4.0
 # weight of each method's term beside CE (weight 1). RepDistiller's CIFAR weights, rescaled
@@ -200,7 +200,7 @@ def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int], second: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2, help="epochs over the 55,000 training images")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs over the 55,000 training images")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))

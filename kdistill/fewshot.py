@@ -1,12 +1,16 @@
 """Solving the target task by distances in an embedding space, with few labels.
 
-Class prototypes (the mean embedding of the few labelled samples of each class) and
-k-nearest neighbours, with 1, 5, 10 and 50 labels a class.
+Class prototypes (the mean embedding of the few labelled samples of each class),
+k-nearest neighbours and, on request, logistic regression, with 1, 5, 10 and 50 labels a class.
 """
 
 from __future__ import annotations
 
 import torch
+
+from kdistill.errors import KDistillError
+
+METHODS = ("prototype", "knn", "logreg")
 
 
 def prototypes(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -37,6 +41,24 @@ def knn_predict(query: torch.Tensor, support: torch.Tensor, support_labels: torc
     return votes.argmax(1)
 
 
+def logreg_predict(query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor) -> torch.Tensor:
+    """Classes by scikit-learn's logistic regression (lbfgs, default C) fitted on the support.
+
+    ``(Q, D), (S, D), (S,) -> (Q,)``; a support of a single class predicts that class.
+    BLAS runs on one thread: the fit is small, and more threads beside torch's oversubscribe the CPU.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    classes = support_labels.unique()
+    if len(classes) == 1:
+        return classes.expand(len(query)).clone()
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = LogisticRegression(max_iter=1000)
+        model.fit(support.detach().cpu().double().numpy(), support_labels.cpu().numpy())
+        return torch.from_numpy(model.predict(query.detach().cpu().double().numpy()))
+
+
 def pick_per_class(labels: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor | None:
     """``shots`` random indices of each class, or None when a class has fewer."""
     picked = []
@@ -48,35 +70,58 @@ def pick_per_class(labels: torch.Tensor, shots: int, generator: torch.Generator)
     return torch.cat(picked)
 
 
+def check_methods(methods: tuple[str, ...] | str) -> tuple[str, ...]:
+    """The few-label methods as a tuple, each one of ``METHODS``."""
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    if not methods:
+        raise KDistillError(f"few-label methods: none given; choose from {', '.join(METHODS)}.")
+    for m in methods:
+        if m not in METHODS:
+            raise KDistillError(f"few-label methods: unknown {m!r}; choose from {', '.join(METHODS)}.")
+    return methods
+
+
+def predict_with(method: str, query: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                 num_classes: int, k: int) -> torch.Tensor:
+    """Classes of the query ``(Q, D)`` by ``method``, given labelled embeddings ``(S, D), (S,)``: ``(Q,)``."""
+    if method == "prototype":
+        return prototype_logits(query, prototypes(x, y, num_classes)).argmax(1)
+    if method == "knn":
+        return knn_predict(query, x, y, num_classes, k)
+    return logreg_predict(query, x, y)
+
+
 def few_label_accuracy(
     support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor, query_labels: torch.Tensor,
     shots: tuple[int, ...] = (1, 5, 10, 50), k: int = 5, draws: int = 5, seed: int = 0,
+    methods: tuple[str, ...] = ("prototype", "knn"),
 ) -> dict[str, float]:
-    """Accuracy of the prototype classifier and of k-NN with ``shots`` labels a class.
+    """Accuracy of few-label classifiers (prototype, k-NN, logistic regression) with ``shots`` labels a class.
 
     Args:
         support: embeddings of the labelled pool ``(N, D)`` the few labels are drawn from.
         query: embeddings of the test set ``(Q, D)``.
         k: neighbours for k-NN (at most the number of labels drawn).
-        draws: random draws of the labels, averaged.
+        draws: random draws of the labels, averaged; every method sees the same draws.
+        methods: any of ``"prototype"``, ``"knn"`` and ``"logreg"``.
     Returns:
-        ``{"prototype@S": acc, "knn@S": acc}`` for each S the pool has enough samples for.
+        ``{"<method>@S": acc}`` for each method and each S the pool has enough samples for.
     """
+    methods = check_methods(methods)
     num_classes = int(max(support_labels.max(), query_labels.max())) + 1
     g = torch.Generator().manual_seed(seed)
     results: dict[str, float] = {}
     for s in shots:
-        proto_acc, knn_acc = [], []
+        accs: dict[str, list[float]] = {m: [] for m in methods}
         for _ in range(draws):
             idx = pick_per_class(support_labels, s, g)
             if idx is None:
                 break
             x, y = support[idx], support_labels[idx]
-            pred = prototype_logits(query, prototypes(x, y, num_classes)).argmax(1)
-            proto_acc.append((pred == query_labels).float().mean().item())
-            knn = knn_predict(query, x, y, num_classes, min(k, s))
-            knn_acc.append((knn == query_labels).float().mean().item())
-        if proto_acc:
-            results[f"prototype@{s}"] = sum(proto_acc) / len(proto_acc)
-            results[f"knn@{s}"] = sum(knn_acc) / len(knn_acc)
+            for m in methods:
+                pred = predict_with(m, query, x, y, num_classes, min(k, s))
+                accs[m].append((pred == query_labels).float().mean().item())
+        for m in methods:
+            if accs[m]:
+                results[f"{m}@{s}"] = sum(accs[m]) / len(accs[m])
     return results

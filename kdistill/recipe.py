@@ -25,9 +25,25 @@ class Strict(BaseModel):
 Amount = Union[int, float]  # a count (600) or a fraction of the training set (0.01)
 
 
+TEXT_SOURCES = ("wordnet", "text", "csv")
+
+
+class TextSpec(Strict):
+    """Text sources: which texts, how they are held out and tokenised."""
+
+    pos: str | list[str] = "noun"  # wordnet: noun, verb, adj, adv or all
+    examples: bool = True  # wordnet: the glosses' quoted example sentences too
+    text_column: str = "text"  # csv
+    label_column: str | None = "label"  # csv; null for unlabelled text
+    test: Amount = 0.1  # texts held out as the test set (a count or a fraction)
+    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
+    max_length: int = Field(128, ge=2)
+
+
 class DataSpec(Strict):
-    source: Literal["fashion_mnist", "digits", "custom"] = "fashion_mnist"
-    path: str | None = None  # folder of IDX .gz files; MNIST's work the same
+    source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv"] = "fashion_mnist"
+    path: str | None = None  # IDX folder (MNIST's work the same), WordNet folder, text or CSV file
+    text: TextSpec = Field(default_factory=TextSpec)
     labelled: Amount = 600
     val: Amount = 0
     transfer: Amount | None = None
@@ -35,10 +51,33 @@ class DataSpec(Strict):
     split_seed: int | None = None  # default: the recipe's seed
 
 
+class SubnetSpec(Strict):
+    """A student cut from the teacher: chosen blocks, started from the teacher's weights."""
+
+    keep: list[int] | dict[str, list[int]] | None = None  # indices of the teacher's layers, or {stack: indices}
+    layers: int | None = Field(None, ge=1)  # or: how many of a transformer's layers to keep ...
+    pick: Literal["even", "first_last", "first"] = "even"  # ... and which
+    heads: int | None = Field(None, ge=1)  # attention heads kept in every layer (transformers)
+    ffn: int | None = Field(None, ge=1)  # feed-forward width kept in every layer (transformers)
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> "SubnetSpec":
+        if (self.keep is None) == (self.layers is None):
+            raise ValueError("from_teacher: give exactly one of keep (indices) and layers (a count)")
+        return self
+
+
 class ModelSpec(Strict):
-    model: str  # a registered name (cnn, resnet, mlp) or 'package.module:callable'
+    model: str | None = None  # a registered name (cnn, resnet, mlp, hf) or 'package.module:callable'
     args: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = None  # a .safetensors file
+    from_teacher: SubnetSpec | None = None  # student only: a sub-network of the teacher, in place of model
+
+    @model_validator(mode="after")
+    def _model_or_subnet(self) -> "ModelSpec":
+        if (self.model is None) == (self.from_teacher is None):
+            raise ValueError("give exactly one of model (a name) and from_teacher (a sub-network of the teacher)")
+        return self
 
 
 class TermSpec(Strict):
@@ -116,6 +155,9 @@ class Recipe(Strict):
     stages: list[StageSpec] = Field(min_length=1)
     embedding: EmbeddingSpec | None = None
     latency: bool = True  # measure CPU latency in the final evaluation
+    # classify: models output class logits; embed: sentence-embedding models, judged by
+    # agreement with the teacher and few-label accuracy. Default: embed for text sources.
+    task: Literal["classify", "embed"] | None = None
 
     @field_validator("device")
     @classmethod
@@ -126,6 +168,13 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
+        if self.task is None:
+            self.task = "embed" if self.data.source in TEXT_SOURCES else "classify"
+        for role, spec in (("teacher", self.teacher), *((f"teachers.{n}", t) for n, t in self.teachers.items())):
+            if spec is not None and spec.from_teacher is not None:
+                raise ValueError(f"{role}.from_teacher: only a student can be cut from the teacher")
+        if self.student is not None and self.student.from_teacher is not None and self.teacher is None:
+            raise ValueError("student.from_teacher: needs a teacher to cut the student from")
         names = [s.name for s in self.stages]
         for extra in self.teachers:
             if not extra.isidentifier():

@@ -22,14 +22,25 @@ def _fmt(value, kind: str) -> str:
     return f"{value:.4f}" if kind == "float" else f"{value:.3f}"
 
 
+CLASSIFIER_COLUMNS = [
+    ("test accuracy", "accuracy", "pct"), ("agreement w/ teacher", "agreement", "pct"),
+    ("KL to teacher", "kl_to_teacher", "float"), ("ECE", "ece", "float"),
+    ("params", "params", "int"), ("CPU ms/sample b=1", "latency_ms_b1", "ms"),
+    ("CPU ms/sample b=256", "latency_ms_b256", "ms"),
+]
+EMBEDDER_COLUMNS = [
+    ("cosine to teacher", "mean_cosine", "float"), ("10-NN overlap", "neighbour_overlap@10", "pct"),
+    ("centre @10 labels", "prototype@10", "pct"), ("logreg @10 labels", "logreg@10", "pct"),
+    ("sentences/s b=32", "sentences_per_s", "int"), ("speed-up", "speedup", "float"),
+    ("params", "params", "int"),
+]
+
+
 def comparison_table(summary: dict) -> str:
-    """A markdown table of the test metrics of teacher, baseline and student."""
-    columns = [
-        ("test accuracy", "accuracy", "pct"), ("agreement w/ teacher", "agreement", "pct"),
-        ("KL to teacher", "kl_to_teacher", "float"), ("ECE", "ece", "float"),
-        ("params", "params", "int"), ("CPU ms/sample b=1", "latency_ms_b1", "ms"),
-        ("CPU ms/sample b=256", "latency_ms_b256", "ms"),
-    ]
+    """A markdown table of the test metrics of teacher, baseline and student (classifiers or
+    sentence embedders)."""
+    embedders = any("sentences_per_s" in m for m in summary["test"].values())
+    columns = EMBEDDER_COLUMNS if embedders else CLASSIFIER_COLUMNS
     lines = ["| model | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for role, label in ROWS.items():

@@ -16,7 +16,10 @@ from torch import nn
 
 from kdistill.data import Splits
 from kdistill.errors import KDistillError
-from kdistill.evaluate import evaluate_model
+from kdistill.embedding_eval import evaluate_embedders, mean_cosine
+from kdistill.evaluate import evaluate_model, predict
+from kdistill.export import export_sentence_transformer
+from kdistill.models.hf import HFEncoder
 from kdistill.models.weights import load_weights, save_weights, snapshot
 from kdistill.objective import Objective
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
@@ -76,9 +79,15 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
             record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
             line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
             if (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs:
-                metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
-                record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
-                line += f" {eval_name} acc {metrics['accuracy']:.4f}"
+                if recipe.task == "embed" and "teacher" in models and stage.train != "teacher":
+                    cosine = mean_cosine(predict(model, eval_set.x, device, 256),
+                                         predict(main_teacher(models), eval_set.x, device, 256))
+                    record[eval_name] = {"mean_cosine": cosine}
+                    line += f" {eval_name} cosine to teacher {cosine:.4f}"
+                else:
+                    metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
+                    record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
+                    line += f" {eval_name} acc {metrics['accuracy']:.4f}"
                 print(line, flush=True)
             out.log(record)
 
@@ -173,22 +182,37 @@ def run(
     for role in ("student", "teacher", "baseline"):
         if any(s.train == role for s in recipe.stages):
             save_weights(models[role], out.path / f"{role}.safetensors", metadata)
+    student_model = models.get("student")
+    if isinstance(student_model, HFEncoder) and not getattr(student_model, "pruned_heads", None):
+        # a folder transformers.AutoModel and sentence_transformers.SentenceTransformer load as it is
+        export_sentence_transformer(student_model, out.path / "student_hf")
     (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out.path, summary)
     run_dir = out.complete()
     return RunResult(run_dir=run_dir, summary=summary, models=models)
 
 
+def main_teacher(models: dict) -> nn.Module:
+    """The teacher, or with extra teachers the main one."""
+    return getattr(models["teacher"], "main", models["teacher"])
+
+
 def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> dict:
     """Metrics of every model on the test set; the student's and baseline's against the teacher."""
     test = splits.test_set
+    trained = {s.train for s in recipe.stages}
+    if recipe.task == "embed":
+        judged = {role: main_teacher(models) if role == "teacher" else m for role, m in models.items()
+                  if role != "student" or role in trained}
+        return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, test.x, test.y, device,
+                                           tuple(recipe.embedding.shots) if recipe.embedding else (1, 5, 10, 50),
+                                           recipe.seed)}
     teacher_logits = None
     if "teacher" in models:
-        teacher = getattr(models["teacher"], "main", models["teacher"])
+        teacher = main_teacher(models)
         teacher.eval()
         teacher_logits = teacher_outputs(teacher, [OUTPUT], test.x, device)[OUTPUT].cpu()
     results = {}
-    trained = {s.train for s in recipe.stages}
     for role in ("teacher", "baseline", "student"):
         # a student no stage trained is not reported (a run that only trains a teacher)
         if role in models and (role != "student" or role in trained):

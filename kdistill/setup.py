@@ -10,15 +10,16 @@ import copy
 import torch
 from torch import nn
 
-from kdistill.data import Splits, as_source, load_source, normalize, split
+from kdistill.data import ArraySource, Splits, as_source, load_source, normalize, split
 from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
 from kdistill.models.ensemble import TeacherEnsemble
-from kdistill.models.taps import FeatureTaps
+from kdistill.models.subnet import pick_layers, sub_network
+from kdistill.models.taps import FeatureTaps, resolve_module
 from kdistill.models.weights import load_weights, snapshot
 from kdistill.models.zoo import build_model
 from kdistill.objective import Objective, build_objective
-from kdistill.recipe import Recipe
+from kdistill.recipe import TEXT_SOURCES, Recipe
 from kdistill.shallow import EMBEDDING, PROTOTYPES, PrototypeHead
 
 
@@ -33,7 +34,9 @@ def resolve_device(name: str) -> torch.device:
 def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
     """Load, normalise and split the data. ``data`` may be ``(train, test)`` of user data."""
     spec = recipe.data
-    if data is None:
+    if data is None and spec.source in TEXT_SOURCES:
+        train, test = load_text_data(recipe)
+    elif data is None:
         train, test = load_source(spec.source, spec.path)
     elif isinstance(data, Splits):
         return data, {}
@@ -41,11 +44,32 @@ def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
         train, test = (as_source(d, w) for d, w in zip(data, ("training", "test")))
         train, test = copy.copy(train), copy.copy(test)
     info = {"train": len(train), "test": len(test)}
-    if spec.normalize:
+    if spec.normalize and train.x.is_floating_point():  # not token ids
         info["mean"], info["std"] = normalize(train, test)
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
     return splits, info
+
+
+def load_text_data(recipe: Recipe) -> tuple[ArraySource, ArraySource]:
+    """(train, test) of a text source, tokenised with the teacher's tokenizer (or data.text.tokenizer)."""
+    from kdistill.data.text import read_text_source, split_texts, tokenize_texts
+    from kdistill.models.hf import load_tokenizer
+
+    spec, text = recipe.data, recipe.data.text
+    name = text.tokenizer or (recipe.teacher.args.get("path") or recipe.teacher.args.get("tokenizer")
+                              if recipe.teacher is not None else None)
+    if not name:
+        raise KDistillError("data.text.tokenizer: text needs a tokenizer; set it, or give the teacher "
+                            "as model: hf with args.path.")
+    tokenizer = load_tokenizer(name)
+    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column)
+    split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
+    sources = []
+    for part in split_texts(texts, text.test, split_seed):
+        x = tokenize_texts(part.texts, tokenizer, text.max_length)
+        sources.append(ArraySource(x, torch.tensor(part.labels), num_classes=len(texts.classes)))
+    return sources[0], sources[1]
 
 
 def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,11 +87,28 @@ def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:
     """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
-    the same student architecture from the same initial weights, trained without distillation."""
+    the same student architecture from the same initial weights, trained without distillation.
+    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights."""
     torch.manual_seed(recipe.seed)
     models: dict[str, nn.Module] = {}
-    if student is None and recipe.student is not None:
+    subnet = recipe.student.from_teacher if student is None and recipe.student is not None else None
+    if student is None and recipe.student is not None and subnet is None:
         student = build_model(recipe.student.model, **recipe.student.args)
+    if recipe.teacher is not None or teacher is not None:
+        if teacher is None:
+            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
+        if recipe.teacher is not None and recipe.teacher.weights:
+            load_weights(teacher, recipe.teacher.weights, "teacher")
+        if subnet is not None:
+            student = cut_student(teacher, subnet)
+        if recipe.teachers:
+            extras = {}
+            for name, spec in recipe.teachers.items():
+                extras[name] = build_model(spec.model, **spec.args)
+                if spec.weights:
+                    load_weights(extras[name], spec.weights, f"teachers.{name}")
+            teacher = TeacherEnsemble(teacher, extras)
+        models["teacher"] = teacher
     if student is not None:
         if recipe.student is not None and recipe.student.weights:
             load_weights(student, recipe.student.weights, "student")
@@ -77,20 +118,19 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
                             "'student' section (model, args) or pass student= from Python.")
     if any(s.train == "baseline" for s in recipe.stages):
         models["baseline"] = copy.deepcopy(student)
-    if recipe.teacher is not None or teacher is not None:
-        if teacher is None:
-            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
-        if recipe.teacher is not None and recipe.teacher.weights:
-            load_weights(teacher, recipe.teacher.weights, "teacher")
-        if recipe.teachers:
-            extras = {}
-            for name, spec in recipe.teachers.items():
-                extras[name] = build_model(spec.model, **spec.args)
-                if spec.weights:
-                    load_weights(extras[name], spec.weights, f"teachers.{name}")
-            teacher = TeacherEnsemble(teacher, extras)
-        models["teacher"] = teacher
     return {k: m.to(device) for k, m in models.items()}
+
+
+def cut_student(teacher: nn.Module, spec) -> nn.Module:
+    """The sub-network of ``teacher`` a recipe's ``student.from_teacher`` describes."""
+    keep = spec.keep
+    if spec.layers is not None:
+        stack = getattr(teacher, "layer_stack", None)
+        if stack is None:
+            raise KDistillError("student.from_teacher.layers: needs a transformer teacher (model: hf); "
+                                "for other models name the blocks, e.g. keep: {stages.1: [0]}.")
+        keep = pick_layers(len(resolve_module(teacher, stack)), spec.layers, spec.pick)
+    return sub_network(teacher, keep, heads=spec.heads, ffn=spec.ffn)
 
 
 def freeze(model: nn.Module) -> nn.Module:

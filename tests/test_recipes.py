@@ -8,7 +8,7 @@ from kdistill.cli import demo_recipe
 from kdistill.recipe import load_recipe
 
 ROOT = Path(__file__).parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.yaml")) + sorted((ROOT / "kdistill" / "recipes").glob("*.yaml"))
+RECIPES = sorted((ROOT / "recipes").glob("**/*.yaml")) + sorted((ROOT / "kdistill" / "recipes").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -15,7 +15,8 @@ class ArraySource:
     """Inputs and labels in memory.
 
     Args:
-        x: inputs, ``(N, ...)``; images as ``(N, C, H, W)`` float.
+        x: inputs, ``(N, ...)``; images as ``(N, C, H, W)`` (uint8 becomes float), token ids
+            as int64 ``(N, 2, L)`` (ids and attention mask, for the HF encoders).
         y: integer class labels ``(N,)``.
         num_classes: number of classes (default: ``max(y) + 1``).
     """
@@ -27,7 +28,7 @@ class ArraySource:
     def __post_init__(self):
         self.x = torch.as_tensor(np.asarray(self.x) if not torch.is_tensor(self.x) else self.x)
         self.y = torch.as_tensor(np.asarray(self.y) if not torch.is_tensor(self.y) else self.y)
-        if not self.x.is_floating_point():
+        if self.x.dtype in (torch.uint8, torch.int8, torch.bool):  # pixels; int32/int64 (token ids) stay
             self.x = self.x.float()
         self.y = self.y.long()
         if len(self.x) != len(self.y):

