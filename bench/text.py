@@ -36,12 +36,16 @@ RECIPE = ROOT / "recipes" / "text" / "minilm_to_2layer.yaml"
 SHOTS = (1, 5, 10, 50)
 
 
-def recipe_for(layers: int, quick: bool, tiny: Path | None, epochs: int | None) -> dict:
+def recipe_for(layers: int, quick: bool, tiny: Path | None, epochs: int | None, transfer: int | None = None,
+               threads: int | None = None) -> dict:
     tree = load_recipe(RECIPE).model_dump(mode="json")
     tree["name"] = f"minilm-to-{layers}layer" + ("-quick" if quick else "")
     tree["student"] = {"from_teacher": {"layers": layers, "pick": "first_last"}}
+    tree["threads"] = threads
     if epochs:
         tree["stages"][0]["epochs"] = epochs
+    if transfer:
+        tree["data"]["transfer"] = transfer
     if quick:  # a tiny random BERT and a CSV of made-up sentences
         tree["teacher"] = {"model": "hf", "args": {"path": str(tiny)}}
         tree["data"] = {"source": "csv", "path": str(tiny / "sentences.csv"), "labelled": 0, "val": 20,
@@ -100,7 +104,7 @@ def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def write_table(rows: dict, exports: dict, out: Path, seconds: float, epochs: int) -> str:
+def write_table(rows: dict, exports: dict, out: Path, seconds: float, epochs: int, transfer) -> str:
     teacher = rows["teacher"]
     cols = ["params", "MB", "sentences/s", "speed-up", "cosine to teacher", "10-NN overlap"]
     cols += [f"centre@{s}" for s in SHOTS] + [f"logreg@{s}" for s in SHOTS] + ["logreg@10 / teacher's"]
@@ -112,7 +116,7 @@ def write_table(rows: dict, exports: dict, out: Path, seconds: float, epochs: in
         cells += [pct(m.get(f"prototype@{s}")) for s in SHOTS] + [pct(m.get(f"logreg@{s}")) for s in SHOTS]
         cells.append(f"{m['logreg@10'] / teacher['logreg@10']:.3f}" if "logreg@10" in m else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", f"Held-out WordNet noun glosses (2,000 test texts); distillation: {epochs} epochs over 20,000 "
+    lines += ["", f"Held-out WordNet noun glosses (2,000 test texts); distillation: {epochs} epochs over {transfer:,} "
               "unlabelled glosses, 1 - cosine plus RKD on the sentence embeddings. Accuracies (%) are means "
               "over 5 draws of the few labels. Speed: batch 32 on this machine's CPU (2 cores, shared with "
               "other jobs: compare the ratios, measured in the same process). "
@@ -129,6 +133,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny random BERT: a smoke run")
     parser.add_argument("--epochs", type=int, default=None, help="distillation epochs (default: the recipe's)")
+    parser.add_argument("--transfer", type=int, default=None, help="unlabelled glosses (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
@@ -136,7 +142,7 @@ def main() -> None:
     tiny = tiny_teacher(args.results / "runs" / "tiny-bert") if args.quick else None
     rows, results = {}, {}
     for layers in (2, 3):
-        tree = recipe_for(layers, args.quick, tiny, args.epochs)
+        tree = recipe_for(layers, args.quick, tiny, args.epochs, args.transfer, args.threads)
         before = undistilled(tree)
         rows.setdefault("teacher", before["teacher"])
         rows[f"{layers} layers, taken from the teacher"] = before["student"]
@@ -147,8 +153,9 @@ def main() -> None:
     exports = check_exports(results[2], args.results / "runs")
     stem = "text_quick" if args.quick else "text"
     (args.results / f"{stem}.json").write_text(json.dumps({"rows": rows, "exports": exports}, indent=2))
-    epochs = load_recipe(recipe_for(2, args.quick, tiny, args.epochs)).stages[0].epochs
-    print(write_table(rows, exports, args.results / f"{stem}.md", time.perf_counter() - start, epochs))
+    recipe = load_recipe(recipe_for(2, args.quick, tiny, args.epochs, args.transfer))
+    print(write_table(rows, exports, args.results / f"{stem}.md", time.perf_counter() - start,
+                      recipe.stages[0].epochs, recipe.data.transfer))
 
 
 if __name__ == "__main__":

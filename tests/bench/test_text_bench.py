@@ -24,6 +24,6 @@ def test_table_reports_the_share_of_the_teachers_accuracy(tmp_path):
     row = {"params": 2e6, "weight_bytes": 8e6, "sentences_per_s": 100.0, "speedup": 1.0, "logreg@10": 0.5}
     rows = {"teacher": row, "2 layers, distilled": {**row, "speedup": 3.0, "logreg@10": 0.48, "mean_cosine": 0.93}}
     exports = {"sentence_transformers_max_abs_diff": 0.0, "onnx_max_abs_diff": 1e-7, "folder_bytes": 1, "onnx_bytes": 1}
-    text = bench.write_table(rows, exports, tmp_path / "t.md", 60.0, 2)
+    text = bench.write_table(rows, exports, tmp_path / "t.md", 60.0, 2, 20000)
     line = next(x for x in text.splitlines() if x.startswith("| 2 layers"))
     assert "3.00x" in line and "0.930" in line and line.endswith("| 0.960 |")
