@@ -26,6 +26,7 @@ import torch
 from kdistill import run
 from kdistill.embedding_eval import size_on_disk
 from kdistill.export import export_onnx
+from kdistill.models.hf import save_tiny_bert, write_tiny_sentences
 from kdistill.recipe import load_recipe
 from kdistill.run import final_evaluation
 from kdistill.setup import build_models, freeze, prepare_data, resolve_device
@@ -65,24 +66,9 @@ def undistilled(tree: dict) -> dict:
 
 
 def tiny_teacher(folder: Path) -> Path:
-    """A 4-layer random BERT with a WordPiece vocabulary, and 300 sentences in 3 classes."""
-    import transformers
-
-    words = ("the a dog cat bird runs sleeps flies over under big small red blue tree house car road "
-             "sun moon eats food water stone hand foot tool knife song music").split()
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=5 + len(words), hidden_size=32, num_hidden_layers=4,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                     initializer_range=0.3)
-    transformers.BertModel(config).save_pretrained(folder)
-    g = torch.Generator().manual_seed(0)
-    groups = [words[0:10], words[10:20], words[20:]]
-    rows = ["text,label"] + [" ".join(groups[i % 3][j] for j in torch.randint(10, (6,), generator=g).tolist())
-                             + f",c{i % 3}" for i in range(300)]
-    (folder / "sentences.csv").write_text("\n".join(rows) + "\n")
+    """A 4-layer random BERT and 300 made-up sentences in 3 classes, for --quick."""
+    save_tiny_bert(folder, layers=4)
+    write_tiny_sentences(folder / "sentences.csv", n=300)
     return folder
 
 
