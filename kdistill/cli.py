@@ -58,6 +58,22 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
     typer.echo(comparison_table(evaluate_run(run_dir, weights, latency)))
 
 
+@app.command()
+def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages have a 'cache' section"),
+          overrides: Optional[list[str]] = Overrides,
+          verify: bool = typer.Option(False, "--verify", help="compare the cache with the live teacher on a sample"),
+          quiet: bool = Quiet) -> None:
+    """Run the teacher once and store the outputs the recipe's stages need on disk."""
+    from kdistill.run import cache_recipe
+
+    for entry in cache_recipe(recipe, overrides or [], verify=verify, progress=not quiet):
+        line = (f"{entry['stage']}: {entry['samples']:,} samples x {entry['views']} views, taps {entry['taps']}, "
+                f"{entry['bytes'] / 2**20:.1f} MB in {entry['folder']}")
+        if "max_abs_diff" in entry:
+            line += "; verified, max |cached - live| " + ", ".join(f"{k} {v:.2g}" for k, v in entry["max_abs_diff"].items())
+        typer.echo(line)
+
+
 def main() -> None:
     try:
         app()

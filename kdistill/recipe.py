@@ -126,6 +126,15 @@ class AugmentSpec(Strict):
     flip: bool = False  # random horizontal flip
 
 
+class CacheSpec(Strict):
+    """Teacher outputs on disk, built once (or by ``kdistill cache``) and memory-mapped."""
+
+    dir: str = ".kdistill/cache"  # caches are folders under it, named by teacher, data and augmentation
+    views: int = Field(1, ge=1)  # augmented views of every sample (with augment); training draws among them
+    topk: int | None = Field(None, ge=1)  # keep only the k largest logits (see kdistill/cache.py)
+    dtype: Literal["float16", "float32"] = "float16"
+
+
 class StageSpec(Strict):
     name: str
     train: Literal["student", "teacher", "baseline"] = "student"
@@ -139,7 +148,8 @@ class StageSpec(Strict):
     amp: Literal[False, "bf16", "fp16"] = False  # CUDA only; ignored on CPU
     loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1)
     init_from: str | None = None  # start from the weights another stage ended with
-    cache_teacher: bool = True  # teacher outputs computed once when there is no augmentation
+    cache_teacher: bool = True  # teacher outputs computed once, in memory, when there is no augmentation
+    cache: CacheSpec | None = None  # or on disk, with augmented views
     eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
 
 
@@ -199,6 +209,9 @@ class Recipe(Strict):
                     f"stages.{i}.data: 'full' uses the transfer set's labels and is only for "
                     "train: teacher; use labelled, transfer or labelled+transfer"
                 )
+            if stage.cache is not None and stage.cache.views > 1 and not (stage.augment.shift or stage.augment.flip):
+                raise ValueError(f"stages.{i}.cache.views: {stage.cache.views} views need augment (shift or flip); "
+                                 "without augmentation use views: 1")
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
             for t in stage.loss:

@@ -28,7 +28,7 @@ from kdistill.rundir import RunDir, check_run_dir
 from kdistill.setup import (build_models, build_stage_objectives, freeze, prepare_data, resolve_device,
                             set_weight_anchors, stage_data)
 from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
-from kdistill.models.taps import OUTPUT
+from kdistill.models.taps import OUTPUT, FeatureTaps
 from kdistill.train import StageConfig, teacher_outputs, train_stage
 
 
@@ -48,6 +48,7 @@ def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
         epochs=stage.epochs, batch_size=stage.batch_size, optimizer=stage.optimizer.model_dump(),
         schedule=stage.schedule.model_dump(), grad_clip=stage.grad_clip,
         augment=stage.augment.model_dump(), amp=stage.amp, cache_teacher=stage.cache_teacher, seed=seed,
+        cache=stage.cache.model_dump() if stage.cache is not None else None,
     )
 
 
@@ -195,6 +196,51 @@ def run(
 def main_teacher(models: dict) -> nn.Module:
     """The teacher, or with extra teachers the main one."""
     return getattr(models["teacher"], "main", models["teacher"])
+
+
+def cache_recipe(recipe: Recipe | dict | str | Path, overrides: list[str] = (), verify: bool = False,
+                 progress: bool = True) -> list[dict]:
+    """Build (or find) the disk caches of teacher outputs that the recipe's stages ask for
+    (``cache:``), as ``run`` would, without training; with ``verify``, compare each with the
+    live teacher on a sample. Returns one dict a cache: stage, folder, size, differences."""
+    from kdistill.cache import build_cache, verify_cache
+
+    recipe = load_recipe(recipe, list(overrides))
+    if any(s.train == "teacher" for s in recipe.stages):
+        raise KDistillError("cache: the recipe trains its teacher, so its outputs are known only during the run; "
+                            "train the teacher in its own recipe and load its weights.")
+    stages = [s for s in recipe.stages if s.cache is not None]
+    if not stages:
+        raise KDistillError("cache: no stage of the recipe has a 'cache' section; add e.g. "
+                            "stages.<name>.cache={dir: .kdistill/cache} to the stages that should use one.")
+    device = resolve_device(recipe.device)
+    splits, _ = prepare_data(recipe)
+    models = build_models(recipe, None, None, device)
+    teacher = freeze(models["teacher"])
+    pca = None
+    if recipe.embedding is not None:
+        pca = fit_teacher_embedding(teacher, recipe.embedding.teacher, splits.pool_set.x, recipe.embedding.dim,
+                                    device, recipe.embedding.max_samples, recipe.seed)
+    objectives, _ = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
+                                           int(splits.test_set.y.max()) + 1)
+    done = []
+    for i, stage in enumerate(recipe.stages):
+        if stage.cache is None or not objectives[stage.name].uses_teacher:
+            continue
+        x, _ = stage_data(splits, stage.data)
+        config = _stage_config(stage, recipe.seed + i)
+        names = objectives[stage.name].taps()[1]
+        with FeatureTaps(teacher, names, "teacher", objectives[stage.name].teacher_derived) as taps:
+            sources = taps.sources
+        augment = config.augment if (config.augment.get("shift") or config.augment.get("flip")) else None
+        cache = build_cache(teacher, sources, x, stage.cache.dir, device, augment, stage.cache.views, config.seed,
+                            stage.cache.topk, stage.cache.dtype, progress=progress)
+        entry = {"stage": stage.name, "folder": str(cache.folder), "samples": cache.n, "views": cache.views,
+                 "taps": cache.names, "bytes": cache.meta["bytes"]}
+        if verify:
+            entry["max_abs_diff"] = verify_cache(cache, teacher, x, device, seed=recipe.seed)
+        done.append(entry)
+    return done
 
 
 def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> dict:

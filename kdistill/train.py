@@ -1,7 +1,8 @@
 """The training loop: one stage, read top to bottom.
 
-The teacher is frozen (eval mode, no gradients) and, when the stage has no random
-augmentation, its outputs are computed once and reused every epoch.
+The teacher is frozen (eval mode, no gradients). Its outputs are computed once and reused
+every epoch: in memory when the stage has no random augmentation, or on disk (``cache:``),
+augmented views included, read back memory-mapped.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from kdistill.data.augment import random_shift_flip
+from kdistill.cache import build_cache
+from kdistill.data.augment import random_shift_flip, shift_flip
 from kdistill.models.taps import OUTPUT, WEIGHTS, FeatureTaps, apply_derived
 from kdistill.objective import Objective
 
@@ -35,6 +37,7 @@ class StageConfig:
     augment: dict = field(default_factory=dict)
     amp: str | bool = False
     cache_teacher: bool = True
+    cache: dict | None = None  # a teacher-output cache on disk: dir, views, topk, dtype
     seed: int = 0
 
 
@@ -150,8 +153,12 @@ def train_stage(
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and device.type == "cuda")
     augment = config.augment.get("shift", 0) or config.augment.get("flip", False)
 
-    cached = None
-    if teacher_taps is not None and config.cache_teacher and not augment:
+    cached, store = None, None
+    if teacher_taps is not None and config.cache:  # on disk, views included
+        store = build_cache(teacher, teacher_taps.sources, x, config.cache["dir"], device,
+                            config.augment if augment else None, config.cache.get("views", 1), config.seed,
+                            config.cache.get("topk"), config.cache.get("dtype", "float16"))
+    elif teacher_taps is not None and config.cache_teacher and not augment:
         teacher.eval()
         cached = teacher_outputs(teacher, teacher_taps.sources, x, device)
 
@@ -167,15 +174,22 @@ def train_stage(
             for index in bar:
                 xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU
                 yb = y[index].to(device, non_blocking=True)  # (B,)
-                index = index.to(device)  # for cached teacher outputs and losses that keep a memory
-                if augment:
+                view = None
+                if store is not None and augment:  # one of the cached views, the teacher's own
+                    view = torch.randint(store.views, (len(index),), generator=generator)
+                    xb = shift_flip(xb, store.params[index, view], config.augment.get("shift", 0))
+                elif augment:
                     xb = random_shift_flip(xb, config.augment.get("shift", 0),
                                            config.augment.get("flip", False), generator)
                 teacher_feats = None
+                if store is not None:
+                    teacher_feats = apply_derived(store.get(teacher_taps.sources, index, view, device),
+                                                  teacher_taps.derived)
+                index = index.to(device)  # for cached teacher outputs and losses that keep a memory
                 if cached is not None:
                     teacher_feats = {k: v[index].float() for k, v in cached.items()}
                     teacher_feats = apply_derived(teacher_feats, teacher_taps.derived)
-                elif teacher_taps is not None:
+                elif teacher_taps is not None and store is None:  # the textbook loop: a live teacher
                     with torch.no_grad(), _autocast(device, config.amp):
                         teacher_feats = teacher_taps.collect(teacher(xb))
                 with _autocast(device, config.amp):

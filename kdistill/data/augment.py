@@ -1,9 +1,52 @@
-"""Batched image augmentation on tensors (runs on the batch's device)."""
+"""Batched image augmentation on tensors (runs on the batch's device).
+
+An augmentation is drawn as explicit parameters first, then applied, so that a cached
+teacher output can be stored with the parameters of the view it was computed on and the
+student shown exactly that view.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+
+def draw_shift_flip(n: int, shift: int = 2, flip: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Parameters of ``n`` random views: ``(n, 3)`` int16 rows ``(dy, dx, flipped)``, offsets in
+    ``[0, 2 * shift]`` (``shift`` means no translation)."""
+    params = torch.zeros(n, 3, dtype=torch.int16)
+    params[:, :2] = shift
+    if shift:
+        params[:, 0] = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(torch.int16)
+        params[:, 1] = torch.randint(0, 2 * shift + 1, (n,), generator=generator).to(torch.int16)
+    if flip:
+        params[:, 2] = (torch.rand(n, generator=generator) < 0.5).to(torch.int16)
+    return params
+
+
+def shift_flip(x: torch.Tensor, params: torch.Tensor, shift: int) -> torch.Tensor:
+    """Apply views drawn by ``draw_shift_flip``: translate each image by ``(dy - shift, dx -
+    shift)`` pixels (zero padded) and flip it horizontally where ``flipped``.
+
+    Args:
+        x: images ``(B, C, H, W)``; params: ``(B, 3)``.
+    Returns:
+        the views, same shape as ``x``.
+    """
+    B, C, H, W = x.shape
+    params = params.to(x.device).long()
+    if shift:
+        padded = F.pad(x, (shift, shift, shift, shift))  # (B, C, H+2s, W+2s)
+        rows = (params[:, 0, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B,1,H,1)
+        cols = (params[:, 1, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B,1,1,W)
+        batch = torch.arange(B, device=x.device)[:, None, None, None]
+        chan = torch.arange(C, device=x.device)[None, :, None, None]
+        x = padded[batch, chan, rows, cols]  # (B, C, H, W)
+    flipped = params[:, 2].bool()
+    if flipped.any():
+        x = torch.where(flipped[:, None, None, None], x.flip(-1), x)
+    return x
 
 
 def random_shift_flip(
@@ -16,17 +59,4 @@ def random_shift_flip(
     Returns:
         augmented images, same shape.
     """
-    B, C, H, W = x.shape
-    if shift:
-        padded = F.pad(x, (shift, shift, shift, shift))  # (B, C, H+2s, W+2s)
-        dy = torch.randint(0, 2 * shift + 1, (B,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * shift + 1, (B,), generator=generator).to(x.device)
-        rows = (dy[:, None] + torch.arange(H, device=x.device))[:, None, :, None]  # (B,1,H,1)
-        cols = (dx[:, None] + torch.arange(W, device=x.device))[:, None, None, :]  # (B,1,1,W)
-        batch = torch.arange(B, device=x.device)[:, None, None, None]
-        chan = torch.arange(C, device=x.device)[None, :, None, None]
-        x = padded[batch, chan, rows, cols]  # (B, C, H, W)
-    if flip:
-        mask = torch.rand(B, generator=generator).to(x.device) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(-1), x)
-    return x
+    return shift_flip(x, draw_shift_flip(len(x), shift, flip, generator), shift)

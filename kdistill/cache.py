@@ -1,0 +1,231 @@
+"""Teacher outputs on disk: computed once, read back memory-mapped while the student trains.
+
+A cache is a folder named by a key: the fingerprints of the teacher's weights and of the
+inputs, plus the augmentation and the number of views. It holds, for every tapped output,
+shards of ``(samples, views, ...)`` arrays in half precision (``.npy``, memory-mapped on
+read), the augmentation parameters of every view (``params.npy``, ``(N, V, 3)``), and
+``meta.json``, written last: a folder without it is an unfinished build and is rebuilt.
+
+With random augmentation the cache holds ``views`` augmented views of every sample;
+training draws one of them per sample and step and shows the student that same view, so
+teacher and student always see the same image (consistent teaching: Beyer et al. 2022,
+"Knowledge distillation: a good teacher is patient and consistent"; FKD, Shen and Xing 2022).
+
+``topk``: keep only the k largest logits of each view. The others are replaced by one value
+chosen so that, at temperature 1, the k kept classes have exactly their probabilities and the
+remaining mass is spread evenly over the other classes. At another temperature, or for a
+loss that reads the order of the small logits, this is an approximation: the tail's shape is
+lost, only its total mass at T = 1 is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdistill.data.augment import draw_shift_flip, shift_flip
+from kdistill.errors import KDistillError
+from kdistill.models.taps import OUTPUT, FeatureTaps
+
+SHARD = 8192  # samples a shard
+VERSION = 1
+
+
+def cache_key(teacher_fp: str, data_fp: str, augment: dict, views: int, seed: int, topk: int | None,
+              dtype: str) -> str:
+    """The folder name of a cache: changes whenever anything that shapes its content does."""
+    import hashlib
+
+    text = json.dumps([VERSION, teacher_fp, data_fp, augment, views, seed, topk, dtype], sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _file(name: str) -> str:
+    return name.replace("/", "_").replace(":", "__")
+
+
+def compress_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of ``logits (..., K)``: values ``(..., k)``, indices ``(..., k)`` and the shared
+    value of the other logits ``(...,)`` (see the module docstring)."""
+    n = logits.shape[-1]
+    values, indices = logits.float().topk(k, dim=-1)
+    log_z = torch.logsumexp(logits.float(), dim=-1)  # (...,)
+    kept = torch.logsumexp(values, dim=-1)
+    rest_mass = (1 - torch.exp(kept - log_z)).clamp_min(1e-12)
+    rest = log_z + torch.log(rest_mass / max(1, n - k))
+    return values, indices, rest
+
+
+def expand_logits(values: torch.Tensor, indices: torch.Tensor, rest: torch.Tensor, n: int) -> torch.Tensor:
+    """Full logits ``(..., n)`` from ``compress_logits``' output."""
+    full = rest.unsqueeze(-1).expand(*rest.shape, n).clone()
+    return full.scatter(-1, indices.long(), values.float())
+
+
+class TeacherCache:
+    """A built cache, opened for reading. ``get(index, view)`` gives the taps of those samples."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise KDistillError(f"cache: {self.folder} is not a finished cache (no meta.json); build it again.")
+        self.meta = json.loads(meta_path.read_text())
+        self.n, self.views, self.classes = self.meta["n"], self.meta["views"], self.meta.get("classes")
+        self.params = torch.from_numpy(np.load(self.folder / "params.npy"))  # (N, V, 3) int16
+        self._shards = {name: [np.load(self.folder / f, mmap_mode="r") for f in files]
+                        for name, files in self.meta["files"].items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta["taps"])
+
+    def _read(self, name: str, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        shards = self._shards[name]
+        index, view = index.cpu().numpy(), view.cpu().numpy()
+        shard, row = index // SHARD, index % SHARD
+        out = np.empty((len(index), *shards[0].shape[2:]), dtype=shards[0].dtype)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = shards[s][row[sel], view[sel]]
+        return torch.from_numpy(out)
+
+    def get(self, names: list[str], index: torch.Tensor, view: torch.Tensor | None = None,
+            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Outputs of the taps ``names`` for samples ``index (B,)`` in views ``view (B,)`` (default 0), float32."""
+        view = torch.zeros_like(index) if view is None else view
+        missing = [n for n in names if n not in self.meta["taps"]]
+        if missing:
+            raise KDistillError(f"cache: {self.folder} holds no {missing}; it has {self.names}. Build it again.")
+        out = {}
+        for name in names:
+            if name == OUTPUT and self.meta["topk"]:
+                values, indices, rest = (self._read(f"{OUTPUT}.{p}", index, view) for p in ("values", "indices", "rest"))
+                out[name] = expand_logits(values, indices, rest.squeeze(-1), self.classes)
+            else:
+                out[name] = self._read(name, index, view).float()
+        return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+
+
+@torch.no_grad()
+def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str | Path, device,
+                augment: dict | None = None, views: int = 1, seed: int = 0, topk: int | None = None,
+                dtype: str = "float16", batch_size: int = 512, progress: bool = False) -> TeacherCache:
+    """Run the frozen ``teacher`` over ``x`` (``views`` augmented views of each sample when
+    ``augment`` shifts or flips) and store the taps ``names`` under ``root``; reuse the folder
+    when the same teacher, data, augmentation and taps were cached before.
+
+    Returns: the opened cache.
+    """
+    from kdistill.train import fingerprint  # the same content hash as the in-memory memo
+
+    augment = {k: v for k, v in (augment or {}).items() if v}
+    if not augment and views != 1:
+        raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")
+    teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint([x])
+    folder = Path(root) / cache_key(teacher_fp, data_fp, augment, views, seed, topk, dtype)
+    if (folder / "meta.json").is_file():
+        cache = TeacherCache(folder)
+        if set(names) <= set(cache.names):
+            return cache
+    if folder.exists():
+        shutil.rmtree(folder)  # unfinished, or lacking taps now asked for: rebuilt whole
+    partial = folder.with_name(folder.name + ".incomplete")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+
+    g = torch.Generator().manual_seed(seed)
+    shift, flip = int(augment.get("shift", 0)), bool(augment.get("flip", False))
+    params = torch.stack([draw_shift_flip(len(x), shift, flip, g) for _ in range(views)], dim=1)  # (N, V, 3)
+    np.save(partial / "params.npy", params.numpy())
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    files: dict[str, list[str]] = {}
+    shapes: dict[str, list[int]] = {}
+    classes = None
+    was_training = teacher.training
+    teacher.eval()
+    with FeatureTaps(teacher, names, "teacher") as taps:
+        for s, start in enumerate(range(0, len(x), SHARD)):
+            stop = min(start + SHARD, len(x))
+            chunks: dict[str, list[np.ndarray]] = {}
+            for v in range(views):
+                parts: dict[str, list[torch.Tensor]] = {}
+                for i in range(start, stop, batch_size):
+                    j = min(i + batch_size, stop)
+                    xb = x[i:j].to(device)
+                    if augment:
+                        xb = shift_flip(xb, params[i:j, v], shift)
+                    feats = taps.collect(teacher(xb))
+                    for n in names:
+                        parts.setdefault(n, []).append(feats[n].float().cpu())
+                for n, p in parts.items():
+                    t = torch.cat(p)
+                    if n == OUTPUT and topk:
+                        classes = t.shape[-1]
+                        values, indices, rest = compress_logits(t, min(topk, classes))
+                        for suffix, arr in (("values", values), ("indices", indices.int()), ("rest", rest[:, None])):
+                            chunks.setdefault(f"{OUTPUT}.{suffix}", []).append(
+                                arr.numpy().astype(np_dtype if suffix != "indices" else np.int32))
+                    else:
+                        if n == OUTPUT:
+                            classes = t.shape[-1]
+                        chunks.setdefault(n, []).append(t.numpy().astype(np_dtype))
+            for n, per_view in chunks.items():
+                arr = np.stack(per_view, axis=1)  # (S, V, ...)
+                name = f"{_file(n)}.{s:04d}.npy"
+                np.save(partial / name, arr)
+                files.setdefault(n, []).append(name)
+                shapes[n] = list(arr.shape[2:])
+            if progress:
+                print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
+    teacher.train(was_training)
+    meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views,
+            "augment": augment, "seed": seed, "topk": topk, "dtype": dtype, "classes": classes,
+            "taps": {n: shapes.get(n) for n in names}, "files": files,
+            "bytes": sum((partial / f).stat().st_size for fs in files.values() for f in fs)}
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the cache is complete
+    partial.rename(folder)
+    return TeacherCache(folder)
+
+
+@torch.no_grad()
+def verify_cache(cache: TeacherCache, teacher: nn.Module, x: torch.Tensor, device, samples: int = 256,
+                 seed: int = 0, rtol: float = 1e-2, atol: float = 1e-2) -> dict[str, float]:
+    """Compare ``samples`` cached outputs (random samples and views) with the live teacher's.
+
+    Returns the largest absolute difference of each tap; raises KDistillError past
+    ``atol + rtol * |live|`` (half precision rounds at about 1e-3 relative).
+    """
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(cache.n, generator=g)[:samples]
+    view = torch.randint(cache.views, (len(index),), generator=g)
+    names = cache.names
+    stored = cache.get(names, index, view)
+    xb = x[index].to(device)
+    if cache.meta["augment"]:
+        xb = shift_flip(xb, cache.params[index, view], int(cache.meta["augment"].get("shift", 0)))
+    was_training = teacher.training
+    teacher.eval()
+    with FeatureTaps(teacher, names, "teacher") as taps:
+        live = {k: v.float().cpu() for k, v in taps.collect(teacher(xb)).items()}
+    teacher.train(was_training)
+    worst = {}
+    for n in names:
+        if n == OUTPUT and cache.meta["topk"]:  # only the kept logits are exact
+            values, indices = live[n].topk(cache.meta["topk"], dim=-1)
+            a, b = stored[n].gather(-1, indices), values
+        else:
+            a, b = stored[n], live[n]
+        worst[n] = (a - b).abs().max().item()
+        bad = ((a - b).abs() > atol + rtol * b.abs()).any().item()
+        if bad or math.isnan(worst[n]):
+            raise KDistillError(f"cache --verify: tap {n!r} differs from the live teacher by up to {worst[n]:.3g} "
+                                f"on {len(index)} samples; the cache at {cache.folder} is stale or corrupt: delete it.")
+    return worst
