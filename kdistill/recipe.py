@@ -150,6 +150,8 @@ class StageSpec(Strict):
     init_from: str | None = None  # start from the weights another stage ended with
     cache_teacher: bool = True  # teacher outputs computed once, in memory, when there is no augmentation
     cache: CacheSpec | None = None  # or on disk, with augmented views
+    channels_last: bool = False  # NHWC layout for image batches (GPU convolutions)
+    compile: bool | str = False  # torch.compile the student: true (inductor) or a backend name
     eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
 
 

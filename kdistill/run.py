@@ -49,6 +49,7 @@ def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
         schedule=stage.schedule.model_dump(), grad_clip=stage.grad_clip,
         augment=stage.augment.model_dump(), amp=stage.amp, cache_teacher=stage.cache_teacher, seed=seed,
         cache=stage.cache.model_dump() if stage.cache is not None else None,
+        channels_last=stage.channels_last, compile=stage.compile,
     )
 
 

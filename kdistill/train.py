@@ -38,6 +38,8 @@ class StageConfig:
     amp: str | bool = False
     cache_teacher: bool = True
     cache: dict | None = None  # a teacher-output cache on disk: dir, views, topk, dtype
+    channels_last: bool = False  # NHWC memory layout for image batches (faster convolutions on GPUs)
+    compile: bool | str = False  # torch.compile the student (True: inductor; or a backend name)
     seed: int = 0
 
 
@@ -153,6 +155,17 @@ def train_stage(
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and device.type == "cuda")
     augment = config.augment.get("shift", 0) or config.augment.get("flip", False)
 
+    forward = model
+    if config.compile:
+        forward = torch.compile(model, backend=config.compile if isinstance(config.compile, str) else "inductor")
+    layout = torch.channels_last if config.channels_last and x.dim() == 4 else torch.contiguous_format
+    if config.channels_last:
+        model.to(memory_format=layout)
+        if teacher is not None:
+            teacher.to(memory_format=layout)
+    if device.type == "cuda" and x.numel() * x.element_size() < 2**31:
+        x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
+
     cached, store = None, None
     if teacher_taps is not None and config.cache:  # on disk, views included
         store = build_cache(teacher, teacher_taps.sources, x, config.cache["dir"], device,
@@ -172,7 +185,7 @@ def train_stage(
             bar = tqdm(order.split(config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
                        disable=not progress, leave=False, dynamic_ncols=True)
             for index in bar:
-                xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU
+                xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU (small sets: on the GPU)
                 yb = y[index].to(device, non_blocking=True)  # (B,)
                 view = None
                 if store is not None and augment:  # one of the cached views, the teacher's own
@@ -181,6 +194,7 @@ def train_stage(
                 elif augment:
                     xb = random_shift_flip(xb, config.augment.get("shift", 0),
                                            config.augment.get("flip", False), generator)
+                xb = xb.contiguous(memory_format=layout)
                 teacher_feats = None
                 if store is not None:
                     teacher_feats = apply_derived(store.get(teacher_taps.sources, index, view, device),
@@ -193,7 +207,7 @@ def train_stage(
                     with torch.no_grad(), _autocast(device, config.amp):
                         teacher_feats = teacher_taps.collect(teacher(xb))
                 with _autocast(device, config.amp):
-                    student_feats = student_taps.collect(model(xb))
+                    student_feats = student_taps.collect(forward(xb))
                     if WEIGHTS in student_names:
                         student_feats[WEIGHTS] = trainable
                     loss, terms = objective(student_feats, teacher_feats, yb, index)

@@ -69,3 +69,22 @@ def test_teacher_outputs_are_reused_only_for_the_same_teacher_and_data():
     # the two most recent (teacher, data) pairs stay: alternating between them recomputes nothing
     assert teacher_outputs(teacher, ["logits"], x, cpu)["logits"] is changed
     assert teacher_outputs(teacher, ["logits"], x + 1, cpu)["logits"] is other
+
+
+def test_compiled_and_channels_last_student_trains_like_the_plain_one():
+    """torch.compile (a backend that needs no C compiler) and the NHWC layout change the speed only."""
+    from kdistill.models.zoo import build_model
+    from kdistill.objective import build_objective
+    from kdistill.train import StageConfig, train_stage
+
+    x, y = torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,))
+    weights = []
+    for extra in ({}, {"compile": "aot_eager", "channels_last": True}):
+        torch.manual_seed(0)
+        model = build_model("cnn", channels=[4, 8], image_size=8)
+        objective = build_objective([{"loss": "ce"}, {"loss": "entropy", "weight": 0.1},
+                                     {"loss": "scatter", "weight": 0.01, "student": "head.0"}])  # a hook under dynamo
+        config = StageConfig(epochs=2, batch_size=8, optimizer={"name": "sgd", "lr": 0.1}, seed=0, **extra)
+        train_stage(model, objective, x, y, config, torch.device("cpu"), progress=False)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-5)

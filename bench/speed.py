@@ -1,0 +1,160 @@
+"""What the teacher costs: a distillation epoch against the student trained alone, with the
+teacher live every step (the textbook loop) and with kdistill's disk cache.
+
+    python bench/speed.py            # Fashion-MNIST, two teacher sizes (about 15 min on 2 CPU cores)
+    python bench/speed.py --quick    # digits, tiny models: a smoke run in seconds
+
+For each teacher, on the same student, images, batch size and number of steps:
+(a) the student alone, cross-entropy on labels: the limit;
+(b) the textbook loop: KD with the teacher's forward pass on every batch;
+(c) KD from the disk cache (``cache:``): the cache is built once, timed apart, and amortised
+    over 10 epochs in the last column.
+Each is run in a fresh process, so that peak memory (max RSS, or CUDA's peak allocation) is
+its own. Teachers have random weights: the time of a forward pass does not depend on them.
+Writes bench/results/speed.md (and speed.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+STUDENT = {"model": "cnn", "args": {"channels": [16, 32, 64]}}
+TEACHERS = {  # about 10x and 50x the student's multiply-adds (measured and printed below)
+    "CNN 24-48-96": {"model": "cnn", "args": {"channels": [24, 48, 96], "convs_per_stage": 2, "pool_stages": 2}},
+    "CNN 56-112-224": {"model": "cnn", "args": {"channels": [56, 112, 224], "convs_per_stage": 2, "hidden": 256}},
+}
+QUICK_STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
+QUICK_TEACHERS = {"tiny CNN": {"model": "cnn", "args": {"channels": [16, 32], "convs_per_stage": 2, "image_size": 8}}}
+
+
+def macs(spec: dict, shape: tuple) -> int:
+    """Multiply-adds of one forward pass of a model on one input of ``shape`` (convs and linears)."""
+    import torch
+
+    from kdistill.models.zoo import build_model
+
+    model, total = build_model(spec["model"], **spec["args"]).eval(), [0]
+
+    def count(module, inputs, out):
+        if isinstance(module, torch.nn.Conv2d):
+            total[0] += out.numel() * module.in_channels * module.kernel_size[0] * module.kernel_size[1] // module.groups
+        elif isinstance(module, torch.nn.Linear):
+            total[0] += out.numel() * module.in_features
+
+    for m in model.modules():
+        m.register_forward_hook(count)
+    with torch.no_grad():
+        model(torch.zeros(1, *shape))
+    return total[0]
+
+
+def measure(mode: str, teacher: dict, student: dict, quick: bool, epochs: int, images: int, threads: int | None,
+            cache_dir: str) -> dict:
+    """One configuration, in this process: seconds of each epoch, cache build time, peak memory."""
+    import resource
+
+    import torch
+
+    from kdistill.data import load_source
+    from kdistill.models.zoo import build_model
+    from kdistill.objective import build_objective
+    from kdistill.train import StageConfig, train_stage
+
+    if threads:
+        torch.set_num_threads(threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train, _ = load_source("digits" if quick else "fashion_mnist")
+    x, y = train.x[:images], train.y[:images]
+    torch.manual_seed(0)
+    model = build_model(student["model"], **student["args"]).to(device)
+    teacher_model = build_model(teacher["model"], **teacher["args"]).to(device).eval().requires_grad_(False)
+    loss = [{"loss": "ce"}] if mode == "alone" else [{"loss": "kd", "args": {"alpha": 0.9}}]
+    config = StageConfig(epochs=epochs, batch_size=128, cache_teacher=False, seed=0,
+                         cache={"dir": cache_dir} if mode == "cached" else None)
+    build = 0.0
+    if mode == "cached":  # the cache on its own, as `kdistill cache` builds it
+        from kdistill.cache import build_cache
+
+        start = time.perf_counter()
+        build_cache(teacher_model, ["logits"], x, cache_dir, device)
+        build = time.perf_counter() - start
+    times = []
+    last = [time.perf_counter()]
+
+    def tick(epoch, terms):
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    train_stage(model, build_objective(loss), x, y, config, device,
+                teacher_model if mode != "alone" else None, tick, progress=False)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    # the first epoch warms up allocators and caches: the median of the others is the epoch time
+    steady = sorted(times[1:] or times)[len(times[1:] or times) // 2]
+    return {"epoch_s": steady, "epochs_s": times, "build_s": build, "peak_bytes": peak, "device": str(device)}
+
+
+def run_isolated(*args) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", json.dumps(args)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_table(rows: list[dict], out: Path, epochs: int, images: int, device: str) -> str:
+    lines = ["| teacher | teacher / student compute | (a) student alone s/epoch | (b) live teacher | "
+             "(c) cached | cache build | (b) / (c), 10 epochs incl. build | peak memory a / b / c (MB) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        a, b, c = r["alone"], r["live"], r["cached"]
+        ten = 10 * b["epoch_s"] / (c["build_s"] + 10 * c["epoch_s"])
+        mem = " / ".join(f"{m['peak_bytes'] / 2**20:.0f}" for m in (a, b, c))
+        lines.append(f"| {r['teacher']} | {r['ratio']:.1f}x | {a['epoch_s']:.2f} | {b['epoch_s'] / a['epoch_s']:.2f}x | "
+                     f"{c['epoch_s'] / a['epoch_s']:.2f}x | {c['build_s'] / a['epoch_s']:.2f} epochs | {ten:.2f}x | {mem} |")
+    lines += ["", f"Epoch times are the median of epochs 2..{epochs} (the first warms up), {images:,} images, batch 128, "
+              f"device {device}; (b) and (c) as multiples of (a), the cache build in epochs of (a). All "
+              "configurations ran one after another in fresh processes on this shared machine."]
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="digits and tiny models: a smoke run")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--images", type=int, default=20000, help="training images used")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one configuration
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(*json.loads(args.one))))
+        return
+    args.results.mkdir(parents=True, exist_ok=True)
+    student, teachers = (QUICK_STUDENT, QUICK_TEACHERS) if args.quick else (STUDENT, TEACHERS)
+    shape = (1, 8, 8) if args.quick else (1, 28, 28)
+    rows = []
+    with tempfile.TemporaryDirectory() as cache_dir:
+        for name, teacher in teachers.items():
+            row = {"teacher": name, "ratio": macs(teacher, shape) / macs(student, shape)}
+            for mode in ("alone", "live", "cached"):
+                row[mode] = run_isolated(mode, teacher, student, args.quick, args.epochs, args.images,
+                                         args.threads, cache_dir)
+                print(f"{name} {mode}: {row[mode]['epoch_s']:.2f} s/epoch", flush=True)
+            rows.append(row)
+    stem = "speed_quick" if args.quick else "speed"
+    (args.results / f"{stem}.json").write_text(json.dumps(rows, indent=1))
+    print(write_table(rows, args.results / f"{stem}.md", args.epochs, args.images, rows[0]["alone"]["device"]))
+
+
+if __name__ == "__main__":
+    main()
