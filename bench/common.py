@@ -35,3 +35,10 @@ def mean_sd(values: list[float], scale: float = 100.0) -> str:
         return "-"
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{scale * statistics.mean(values):.2f} ± {scale * sd:.2f} (n={len(values)})"
+
+
+def write_lines(lines: list[str], out: Path) -> str:
+    """Write a table's lines to ``out`` and return the text (for printing)."""
+    text = "\n".join(lines) + "\n"
+    out.write_text(text)
+    return text

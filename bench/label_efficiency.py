@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CellLog, mean_sd  # noqa: E402
+from common import CellLog, mean_sd, write_lines  # noqa: E402
 
 from kdistill import run
 from kdistill.cli import demo_recipe
@@ -124,9 +124,7 @@ def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int]) -> str:
     lines += ["", f"Test accuracy (%) at the last epoch, mean ± standard deviation over seeds {seeds}; "
               f"distillation passes: {epochs} epochs over the 55,000 training images (5,000 held out). "
               f"Wall time of the cells so far: {log.hours():.2f} h on this machine."]
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    return text
+    return write_lines(lines, out)
 
 
 def main() -> None:

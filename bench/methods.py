@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CellLog, mean_sd  # noqa: E402
+from common import CellLog, mean_sd, write_lines  # noqa: E402
 
 from kdistill import run
 from kdistill.cli import demo_recipe
@@ -193,9 +193,7 @@ def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int], second: 
               f"{epochs} epochs over the other 55,000 images, all labelled, batch 128, SGD with Nesterov "
               f"momentum, cosine schedule, no augmentation; s / run: mean wall time per run for each student. "
               f"Wall time of the cells so far: {log.hours():.2f} h on this machine (2 CPU cores)."]
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    return text
+    return write_lines(lines, out)
 
 
 def main() -> None:

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from common import write_lines  # noqa: E402
 STUDENT = {"model": "cnn", "args": {"channels": [16, 32, 64]}}
 TEACHERS = {  # about 10x and 50x the student's multiply-adds (measured and printed below)
     "CNN 24-48-96": {"model": "cnn", "args": {"channels": [24, 48, 96], "convs_per_stage": 2, "pool_stages": 2}},
@@ -122,9 +124,7 @@ def write_table(rows: list[dict], out: Path, epochs: int, images: int, device: s
     lines += ["", f"Epoch times are the median of epochs 2..{epochs} (the first warms up), {images:,} images, batch 128, "
               f"device {device}; (b) and (c) as multiples of (a), the cache build in epochs of (a). All "
               "configurations ran one after another in fresh processes on this shared machine."]
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    return text
+    return write_lines(lines, out)
 
 
 def main() -> None:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import write_lines  # noqa: E402
+
 from kdistill import run
 from kdistill.embedding_eval import size_on_disk
 from kdistill.export import export_onnx
@@ -110,9 +113,7 @@ def write_table(rows: dict, exports: dict, out: Path, seconds: float, epochs: in
               f"{exports['sentence_transformers_max_abs_diff']:.1e}, ONNX with {exports['onnx_max_abs_diff']:.1e} "
               f"({exports['folder_bytes'] / 2**20:.1f} MB folder, {exports['onnx_bytes'] / 2**20:.1f} MB ONNX). "
               f"Wall time {seconds / 60:.0f} min."]
-    text = "\n".join(lines) + "\n"
-    out.write_text(text)
-    return text
+    return write_lines(lines, out)
 
 
 def main() -> None:
