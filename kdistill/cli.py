@@ -24,20 +24,26 @@ def demo_recipe() -> Path:
     return Path(str(resources.files("kdistill") / "recipes" / "demo.yaml"))
 
 
-def _run(recipe: Path, overrides: list[str], runs_dir: Path, overwrite: bool, quiet: bool) -> None:
+def _run(recipe: Path | None, overrides: list[str], runs_dir: Path, overwrite: bool, quiet: bool,
+         resume: Path | None = None) -> None:
     from kdistill.report import comparison_table
     from kdistill.run import run as run_recipe
 
-    result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet)
+    result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet,
+                        resume=resume)
     typer.echo("\n" + comparison_table(result.summary))
     typer.echo(f"\nrun directory: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="a YAML recipe"), overrides: Optional[list[str]] = Overrides,
-        runs_dir: Path = RunsDir, overwrite: bool = Overwrite, quiet: bool = Quiet) -> None:
-    """Run a recipe: train its stages, evaluate, write runs/<name>/."""
-    _run(recipe, overrides, runs_dir, overwrite, quiet)
+def run(recipe: Optional[Path] = typer.Argument(None, help="a YAML recipe"), overrides: Optional[list[str]] = Overrides,
+        runs_dir: Path = RunsDir, overwrite: bool = Overwrite, quiet: bool = Quiet,
+        resume: Optional[Path] = typer.Option(None, "--resume", help="continue an unfinished run directory "
+                                              "from its last checkpoint")) -> None:
+    """Run a recipe: train its stages, evaluate, write runs/<name>/ (or continue one with --resume)."""
+    if (recipe is None) == (resume is None):
+        raise KDistillError("run: give a recipe, or --resume RUN_DIR to continue an unfinished run (not both).")
+    _run(recipe, overrides, runs_dir, overwrite, quiet, resume)
 
 
 @app.command()

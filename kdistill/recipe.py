@@ -155,6 +155,14 @@ class StageSpec(Strict):
     eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
 
 
+class CheckpointSpec(Strict):
+    """Checkpoints in the run directory, to resume a run that stopped (kdistill run --resume)."""
+
+    enabled: bool = True
+    every: int = Field(0, ge=0)  # also every N optimisation steps (0: at the end of every epoch only)
+    keep: int = Field(2, ge=1)  # the newest kept; an unreadable one falls back to the one before
+
+
 class Recipe(Strict):
     name: str = "run"
     seed: int = 0
@@ -167,6 +175,7 @@ class Recipe(Strict):
     stages: list[StageSpec] = Field(min_length=1)
     embedding: EmbeddingSpec | None = None
     latency: bool = True  # measure CPU latency in the final evaluation
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     # classify: models output class logits; embed: sentence-embedding models, judged by
     # agreement with the teacher and few-label accuracy. Default: embed for text sources.
     task: Literal["classify", "embed"] | None = None

@@ -6,7 +6,11 @@ data can stand in for the names in the recipe.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +20,7 @@ from torch import nn
 
 from kdistill.data import Splits
 from kdistill.errors import KDistillError
+from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
 from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
 from kdistill.export import export_sentence_transformer
@@ -29,7 +34,7 @@ from kdistill.setup import (build_models, build_stage_objectives, freeze, prepar
                             set_weight_anchors, stage_data)
 from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
 from kdistill.models.taps import OUTPUT, FeatureTaps
-from kdistill.train import StageConfig, teacher_outputs, train_stage
+from kdistill.train import STOP, StageConfig, teacher_outputs, train_stage
 
 
 @dataclass
@@ -54,19 +59,40 @@ def _stage_config(stage: StageSpec, seed: int) -> StageConfig:
 
 
 def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, out: "RunDir",
-        progress: bool = True, pca=None) -> dict[str, float]:
-    """Train the recipe's stages in order; returns the seconds each stage took."""
+        progress: bool = True, pca=None, resume: dict | None = None) -> dict[str, float]:
+    """Train the recipe's stages in order; returns the seconds each stage took.
+
+    Writes checkpoints into ``out`` (``recipe.checkpoint``); ``resume``: a checkpoint's state,
+    from which training continues exactly.
+    """
     eval_set = splits.val_set or splits.test_set
     eval_name = "val" if splits.val_set is not None else "test"
     initial = {role: snapshot(m) for role, m in models.items()}
     ends: dict[str, dict[str, torch.Tensor]] = {}
+    starts: dict[str, dict[str, torch.Tensor]] = {}  # the weights each stage started from
     stage_times = {}
     teacher_changed = False  # trained since the teacher's embedding space was fitted
+    first = 0
+    if resume is not None:
+        first, ends, starts = resume["stage"], resume["ends"], resume["starts"]
+        stage_times, teacher_changed = resume["stage_times"], resume["teacher_changed"]
+        for role, state in resume["models"].items():
+            models[role].load_state_dict(state)
+        for name, state in resume["objectives"].items():
+            objectives[name].load_state_dict(state)
+        if pca is not None and resume["pca"] is not None:
+            pca.load_state_dict(resume["pca"])
+    teacher_trained = any(s.train == "teacher" for s in recipe.stages)
     for i, stage in enumerate(recipe.stages):
+        if i < first:
+            continue
+        resuming = resume is not None and i == first
         model, objective = models[stage.train], objectives[stage.name]
-        if stage.init_from:
+        if stage.init_from and not resuming:
             model.load_state_dict(ends[stage.init_from])
-        set_weight_anchors(objective, model, initial[stage.train], ends)
+        if not resuming:
+            starts = {stage.name: snapshot(model)}
+        set_weight_anchors(objective, model, initial[stage.train], ends, starts[stage.name])
         teacher_model = None
         if stage.train == "teacher":
             teacher_changed = True
@@ -75,6 +101,8 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
             teacher_model = freeze(models["teacher"])
         if prepare_embedding(recipe, objective, model, models, splits, device, pca, teacher_changed):
             teacher_changed = False
+        if resuming:  # after prepare_embedding, which would start the prototypes afresh
+            objective.load_state_dict(resume["objectives"][stage.name])
         x, y = stage_data(splits, stage.data)
 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
@@ -93,11 +121,53 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
                 print(line, flush=True)
             out.log(record)
 
-        result = train_stage(model, objective, x, y, _stage_config(stage, recipe.seed + i),
-                             device, teacher_model, on_epoch_end, desc=stage.name, progress=progress)
+        def save(loop: dict, i=i):
+            state = {"version": 1, "stage": i, "loop": loop, "ends": ends, "starts": starts,
+                     "stage_times": stage_times, "teacher_changed": teacher_changed, "metrics_lines": out.lines,
+                     "models": {r: m.state_dict() for r, m in models.items() if r != "teacher" or teacher_trained},
+                     "objectives": {n: o.state_dict() for n, o in objectives.items()},
+                     "pca": pca.state_dict() if pca is not None else None}
+            save_checkpoint(out.path / "checkpoints", checkpoint_name(i, loop["epoch"], loop["step"]), state,
+                            recipe.checkpoint.keep)
+
+        result = train_stage(model, objective, x, y, _stage_config(stage, recipe.seed + i), device, teacher_model,
+                             on_epoch_end, desc=stage.name, progress=progress,
+                             checkpoint=save if recipe.checkpoint.enabled else None,
+                             checkpoint_every=recipe.checkpoint.every, resume=resume["loop"] if resuming else None)
         stage_times[stage.name] = result["seconds"]
         ends[stage.name] = snapshot(model)
     return stage_times
+
+
+def find_resume_point(resume: str | Path, overrides) -> tuple[Path, dict]:
+    """The unfinished run directory ``resume`` names and its newest readable checkpoint."""
+    path = Path(resume)
+    if not path.name.endswith(".incomplete") and not path.exists():
+        path = path.with_name(path.name + ".incomplete")
+    if overrides:
+        raise KDistillError("resume: a resumed run keeps the recipe it started with; drop the key=value overrides.")
+    if not (path / "recipe.yaml").is_file():
+        raise KDistillError(f"resume: {resume} is not an unfinished run directory (no recipe.yaml in {path}).")
+    found = load_latest(path / "checkpoints")
+    if found is None:
+        raise KDistillError(f"resume: {path} holds no readable checkpoint; start the run again (--overwrite).")
+    return path, found[0]
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While training: SIGINT and SIGTERM ask the loop to write a checkpoint and stop cleanly."""
+    STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: STOP.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        STOP.clear()
 
 
 def prepare_embedding(recipe: Recipe, objective: Objective, model: nn.Module, models: dict, splits: Splits,
@@ -132,6 +202,7 @@ def run(
     runs_dir: str | Path = "runs",
     overwrite: bool = False,
     progress: bool = True,
+    resume: str | Path | None = None,
 ) -> RunResult:
     """Run a recipe end to end and write ``runs/<name>/``.
 
@@ -140,6 +211,8 @@ def run(
         teacher, student: the user's own modules, used in place of the recipe's model names.
         data: the user's own ``(train, test)`` data (see ``kdistill.data.as_source``) or Splits.
         overwrite: replace an existing run directory of the same name.
+        resume: an unfinished run directory (``runs/<name>.incomplete``, or ``runs/<name>``):
+            continue from its newest readable checkpoint, with the recipe it was started with.
     Returns:
         RunResult with the run directory, the summary dict and the trained models.
     """
@@ -147,6 +220,10 @@ def run(
     # them out); the resolved recipe records where they came from
     given = [f"{role}.model=(python) {type(m).__name__}" for role, m in (("teacher", teacher), ("student", student))
              if m is not None]
+    checkpoint = None
+    if resume is not None:
+        resume_dir, checkpoint = find_resume_point(resume, overrides)
+        recipe, runs_dir, given = resume_dir / "recipe.yaml", resume_dir.parent, []
     recipe = load_recipe(recipe, [*given, *overrides])
     device = resolve_device(recipe.device)
     if recipe.threads:
@@ -165,9 +242,14 @@ def run(
     objectives, prototype_head = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
                                                   num_classes)
 
-    out = RunDir(runs_dir, recipe.name, overwrite)
-    (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
-    stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca)
+    if checkpoint is not None:
+        out = RunDir.reopen(resume_dir, checkpoint["metrics_lines"])
+    else:
+        out = RunDir(runs_dir, recipe.name, overwrite)
+        (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
+    with stop_on_signals():
+        stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca, checkpoint)
+    shutil.rmtree(out.path / "checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
 
     summary = final_evaluation(recipe, models, splits, device)
     if recipe.embedding is not None:

@@ -30,10 +30,27 @@ class RunDir:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
         self.metrics = (self.path / "metrics.jsonl").open("a")
+        self.lines = 0
+
+    @classmethod
+    def reopen(cls, path: str | Path, lines: int) -> "RunDir":
+        """An unfinished run directory, to resume: its metrics cut back to the first ``lines``
+        records (those written before the checkpoint the run resumes from)."""
+        out = cls.__new__(cls)
+        out.path = Path(path)
+        out.final = out.path.with_name(out.path.name.removesuffix(".incomplete"))
+        if out.final.exists():
+            raise KDistillError(f"resume: {out.final} exists already; that run finished.")
+        metrics = out.path / "metrics.jsonl"
+        kept = metrics.read_text().splitlines()[:lines] if metrics.exists() else []
+        metrics.write_text("".join(line + "\n" for line in kept))
+        out.metrics, out.lines = metrics.open("a"), len(kept)
+        return out
 
     def log(self, record: dict) -> None:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
+        self.lines += 1
 
     def complete(self) -> Path:
         self.metrics.close()

@@ -189,14 +189,16 @@ def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, p
     return objectives, heads[PROTOTYPES] if PROTOTYPES in heads else None
 
 
-def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict) -> None:
-    """Give every pull-to-start term its theta_0: ``init``, ``stage`` (now) or an earlier stage's end."""
+def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict,
+                       stage_start: dict | None = None) -> None:
+    """Give every pull-to-start term its theta_0: ``init``, ``stage`` (the weights the stage
+    started from: ``stage_start``, default now) or an earlier stage's end."""
     for term in objective.terms:
         if not hasattr(term.loss, "set_start"):
             continue
         start = term.loss.start
         if start == "stage":
-            source = snapshot(model)
+            source = stage_start if stage_start is not None else snapshot(model)
         elif start == "init":
             source = initial
         elif start in ends:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 from collections import OrderedDict
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -20,6 +21,8 @@ from torch import nn
 from tqdm import tqdm
 
 from kdistill.cache import build_cache
+from kdistill.checkpoint import rng_state, set_rng_state
+from kdistill.errors import KDistillError
 from kdistill.data.augment import random_shift_flip, shift_flip
 from kdistill.models.taps import OUTPUT, WEIGHTS, FeatureTaps, apply_derived
 from kdistill.objective import Objective
@@ -81,6 +84,9 @@ def fingerprint(tensors) -> str:
     return h.hexdigest()
 
 
+# set by SIGINT/SIGTERM while a run trains: the loop writes a checkpoint and stops cleanly
+STOP = threading.Event()
+
 # Teacher outputs of the last few (teacher, data) pairs, tap by tap: later stages and runs in
 # the same process that ask for the same teacher on the same inputs reuse them.
 _memo: OrderedDict = OrderedDict()
@@ -130,6 +136,9 @@ def train_stage(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
     desc: str = "train",
     progress: bool = True,
+    checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 0,
+    resume: dict | None = None,
 ) -> dict[str, float]:
     """Train ``model`` (and the objective's adapters) on ``(x, y)`` for ``config.epochs``.
 
@@ -137,6 +146,9 @@ def train_stage(
         x: inputs ``(N, ...)``; y: labels ``(N,)``, ``-1`` where a label is withheld.
         teacher: the frozen teacher, needed when the objective reads teacher features.
         on_epoch_end: called with (epoch, mean of each logged term) after every epoch.
+        checkpoint: called with the loop's state after every epoch, every ``checkpoint_every``
+            steps (0: epoch ends only) and when SIGINT/SIGTERM asked the run to stop.
+        resume: a state ``checkpoint`` was given: training continues exactly from it.
     Returns:
         the last epoch's mean terms, plus ``seconds``.
     """
@@ -175,16 +187,34 @@ def train_stage(
         teacher.eval()
         cached = teacher_outputs(teacher, teacher_taps.sources, x, device)
 
+    start_epoch, skip, elapsed, means = 0, 0, 0.0, {}
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        scaler.load_state_dict(resume["scaler"])
+        generator.set_state(resume["generator"])
+        set_rng_state(resume["rng"])
+        start_epoch, skip, elapsed, means = resume["epoch"], resume["step"], resume["elapsed"], resume["means"]
     start = time.perf_counter()
+
+    def loop_state(epoch: int, step: int, order, sums: dict) -> dict:
+        return {"epoch": epoch, "step": step, "order": order, "sums": dict(sums), "means": dict(means),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(), "generator": generator.get_state(), "rng": rng_state(),
+                "elapsed": elapsed + time.perf_counter() - start}
+
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(start_epoch, config.epochs):
             model.train()
             objective.train()
-            sums: dict[str, float] = {}
-            order = torch.randperm(len(x), generator=generator)
-            bar = tqdm(order.split(config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
-                       disable=not progress, leave=False, dynamic_ncols=True)
-            for index in bar:
+            if skip:  # resumed inside this epoch: its order and running sums
+                order, sums = resume["order"], dict(resume["sums"])
+            else:
+                order, sums = torch.randperm(len(x), generator=generator), {}
+            batches = order.split(config.batch_size)
+            bar = tqdm(batches[skip:], desc=f"{desc} {epoch + 1}/{config.epochs}", initial=skip,
+                       total=len(batches), disable=not progress, leave=False, dynamic_ncols=True)
+            for done, index in enumerate(bar, start=skip + 1):
                 xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU (small sets: on the GPU)
                 yb = y[index].to(device, non_blocking=True)  # (B,)
                 view = None
@@ -212,6 +242,11 @@ def train_stage(
                         student_feats[WEIGHTS] = trainable
                     loss, terms = objective(student_feats, teacher_feats, yb, index)
 
+                if not torch.isfinite(loss.detach()):
+                    bad = next((k for k, v in terms.items() if not math.isfinite(float(v))), "loss")
+                    raise KDistillError(
+                        f"{desc}: loss term {bad!r} became {float(terms.get(bad, loss)):.3g} at epoch {epoch + 1}, "
+                        f"step {done}; lower the learning rate or that term's weight (the last checkpoint is kept).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if config.grad_clip:
@@ -225,12 +260,25 @@ def train_stage(
                 for name, value in step.items():
                     sums[name] = sums.get(name, 0.0) + float(value) * len(index)
                 bar.set_postfix({k: f"{float(v):.3f}" for k, v in step.items()}, refresh=False)
+                last = done == len(batches)
+                if checkpoint is not None and not last and (STOP.is_set() or (
+                        checkpoint_every and (epoch * len(batches) + done) % checkpoint_every == 0)):
+                    checkpoint(loop_state(epoch, done, order, sums))
+                if STOP.is_set() and not last:
+                    raise KDistillError(f"{desc}: stopped by a signal at epoch {epoch + 1}, step {done}; "
+                                        "a checkpoint was written: continue with kdistill run --resume RUN_DIR")
+            skip = 0
             means = {name: total / len(x) for name, total in sums.items()}
             means["lr"] = schedule.get_last_lr()[0]
             if on_epoch_end is not None:
                 on_epoch_end(epoch, means)
+            if checkpoint is not None:
+                checkpoint(loop_state(epoch + 1, 0, None, {}))
+            if STOP.is_set():
+                raise KDistillError(f"{desc}: stopped by a signal after epoch {epoch + 1}; a checkpoint was "
+                                    "written: continue with kdistill run --resume RUN_DIR")
     finally:
         student_taps.remove()
         if teacher_taps is not None:
             teacher_taps.remove()
-    return {**means, "seconds": time.perf_counter() - start}
+    return {**means, "seconds": elapsed + time.perf_counter() - start}

@@ -71,8 +71,8 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
     The heads are lazy parameters (shaped at the first call, on the input's device), so an
     optimizer built before the first call holds them. The banks are buffers, saved with the
     module's state; they start empty and grow to ``index.max() + 1`` rows as indices arrive,
-    new rows being random unit vectors. The generator's state is not saved: a resumed run
-    draws other negatives. Memory per call is about ``2 * B * K * feat_dim`` floats.
+    new rows being random unit vectors. The generator's state is saved with them (extra
+    state), so a resumed run draws the same negatives. Memory per call is about ``2 * B * K * feat_dim`` floats.
     """
 
     adapt = False  # has its own heads: widths may differ
@@ -116,6 +116,19 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
             if saved is not None and saved.shape != getattr(self, name).shape:
                 setattr(self, name, getattr(self, name).new_empty(saved.shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def get_extra_state(self):
+        return {"generator": self._generator.get_state() if self._generator is not None else None,
+                "device": str(self._generator.device) if self._generator is not None else None}
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # the lazy mixin's skips extra state
+        destination[prefix + "_extra_state"] = self.get_extra_state()
+
+    def set_extra_state(self, state) -> None:
+        if state and state.get("generator") is not None:
+            self._generator = torch.Generator(device=state["device"])
+            self._generator.set_state(state["generator"])
 
     def _rng(self, device: torch.device) -> torch.Generator:
         if self._generator is None or self._generator.device != device:

@@ -1,0 +1,103 @@
+"""Runs that die resume where they stopped: bit for bit on CPU, past a damaged checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from kdistill import run
+from kdistill.checkpoint import load_latest
+from kdistill.errors import KDistillError
+
+# two stages (the second starts from the first's end, with an L2 pull to it), dropout, a
+# memory-bank loss (CRD) and augmentation: every kind of state a checkpoint must carry
+RECIPE = {
+    "name": "resumable", "seed": 3, "threads": 1, "latency": False,
+    "data": {"source": "digits", "labelled": 200},
+    "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [32]}},
+    "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16], "dropout": 0.1}},
+    "checkpoint": {"every": 3},
+    "stages": [
+        {"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 64},
+        {"name": "distil", "data": "transfer", "epochs": 3, "batch_size": 64,
+         "loss": [{"loss": "kd"}, {"loss": "crd", "weight": 0.1, "student": "stages.0", "teacher": "stages.0",
+                                   "args": {"feat_dim": 8, "num_negatives": 16}}]},
+        {"name": "finetune", "data": "labelled", "epochs": 4, "batch_size": 32, "augment": {"flip": True},
+         "init_from": "distil", "loss": [{"loss": "ce"}, {"loss": "l2_start", "weight": 0.01}]},
+    ],
+}
+
+
+def cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "kdistill.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    result = run(RECIPE, runs_dir=runs, progress=False)
+    assert not (result.run_dir / "checkpoints").exists()  # removed once the run is complete
+    return load_file(result.run_dir / "student.safetensors")
+
+
+def _kill_after_checkpoints(recipe_path, runs, count):
+    proc = cli("run", recipe_path, "--runs-dir", runs, "-q")
+    folder = runs / "resumable.incomplete" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        names = sorted(folder.glob("ckpt-*.pt")) if folder.exists() else []
+        if len(names) >= 1 and int(names[-1].name.split("-b")[1][:7]) + 100 * int(names[-1].name[6:8]) >= count:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return folder
+
+
+@pytest.mark.parametrize("damage", [False, True])
+def test_killed_run_resumes_bit_for_bit(tmp_path, uninterrupted, damage):
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump(RECIPE))
+    runs = tmp_path / "runs"
+    folder = _kill_after_checkpoints(recipe_path, runs, count=int(torch.randint(101, 106, ()).item()))
+    assert not (runs / "resumable").exists()  # a killed run is never passed off as complete
+    names = sorted(folder.glob("ckpt-*.pt"))
+    assert names, "the run was killed before its first checkpoint"
+    if damage:  # the newest checkpoint cut short: the one before it is used, with a warning
+        if len(names) < 2:
+            pytest.skip("only one checkpoint was written before the kill")
+        names[-1].write_bytes(names[-1].read_bytes()[:1000])
+        with pytest.warns(UserWarning, match="cannot be read"):
+            state, path = load_latest(folder)
+        assert path == names[-2]
+    done = cli("run", "--resume", runs / "resumable.incomplete", "--runs-dir", runs, "-q")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    resumed = load_file(runs / "resumable" / "student.safetensors")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+    lines = (runs / "resumable" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 + 3 + 4  # one record an epoch: none lost, none repeated
+
+
+def test_resume_needs_an_unfinished_run(tmp_path):
+    with pytest.raises(KDistillError, match="not an unfinished run directory"):
+        run(None, resume=tmp_path / "nothing")
+    (tmp_path / "x.incomplete").mkdir()
+    (tmp_path / "x.incomplete" / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
+    with pytest.raises(KDistillError, match="no readable checkpoint"):
+        run(None, resume=tmp_path / "x")
+
+
+def test_nan_loss_stops_with_the_term_and_step(tmp_path):
+    recipe = {**RECIPE, "stages": [{"name": "s", "train": "teacher", "data": "full", "epochs": 1,
+                                    "optimizer": {"name": "sgd", "lr": 1e30}, "grad_clip": None}]}
+    with pytest.raises(KDistillError, match=r"loss term 'ce' became (nan|inf).* at epoch 1, step \d+"):
+        run(recipe, runs_dir=tmp_path, progress=False)
