@@ -1,11 +1,9 @@
 """Runs that die resume where they stopped: bit for bit on CPU, past a damaged checkpoint."""
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
