@@ -31,6 +31,8 @@ def _run(recipe: Path | None, overrides: list[str], runs_dir: Path, overwrite: b
 
     result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet,
                         resume=resume)
+    if not result.summary:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
     typer.echo("\n" + comparison_table(result.summary))
     typer.echo(f"\nrun directory: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
 

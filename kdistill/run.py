@@ -20,6 +20,7 @@ from torch import nn
 
 from kdistill.data import Splits
 from kdistill.errors import KDistillError
+from kdistill import distributed
 from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
 from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
@@ -29,7 +30,7 @@ from kdistill.models.weights import load_weights, save_weights, snapshot
 from kdistill.objective import Objective
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from kdistill.report import write_report
-from kdistill.rundir import RunDir, check_run_dir
+from kdistill.rundir import NullRunDir, RunDir, check_run_dir
 from kdistill.setup import (build_models, build_stage_objectives, freeze, prepare_data, resolve_device,
                             set_weight_anchors, stage_data)
 from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
@@ -108,7 +109,8 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):
             record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
             line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
-            if (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs:
+            evaluate_now = (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs
+            if evaluate_now and distributed.is_main():  # other ranks log nothing
                 if recipe.task == "embed" and "teacher" in models and stage.train != "teacher":
                     cosine = mean_cosine(predict(model, eval_set.x, device, 256),
                                          predict(main_teacher(models), eval_set.x, device, 256))
@@ -122,6 +124,8 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
             out.log(record)
 
         def save(loop: dict, i=i):
+            if not distributed.is_main():
+                return
             state = {"version": 1, "stage": i, "loop": loop, "ends": ends, "starts": starts,
                      "stage_times": stage_times, "teacher_changed": teacher_changed, "metrics_lines": out.lines,
                      "models": {r: m.state_dict() for r, m in models.items() if r != "teacher" or teacher_trained},
@@ -216,6 +220,15 @@ def run(
     Returns:
         RunResult with the run directory, the summary dict and the trained models.
     """
+    created = distributed.init_from_env()  # launched by torchrun: join the process group
+    try:
+        return _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume) -> RunResult:
     # modules passed from Python stand in for the recipe's teacher / student (a recipe may leave
     # them out); the resolved recipe records where they came from
     given = [f"{role}.model=(python) {type(m).__name__}" for role, m in (("teacher", teacher), ("student", student))
@@ -242,13 +255,18 @@ def run(
     objectives, prototype_head = build_stage_objectives(recipe, models, splits.test_set.x[:2].to(device), pca,
                                                   num_classes)
 
-    if checkpoint is not None:
+    if not distributed.is_main():  # other ranks train their share and write nothing
+        out = NullRunDir()
+    elif checkpoint is not None:
         out = RunDir.reopen(resume_dir, checkpoint["metrics_lines"])
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
         (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
     with stop_on_signals():
         stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca, checkpoint)
+    if not distributed.is_main():
+        distributed.barrier()  # until rank 0 has evaluated and written the run
+        return RunResult(run_dir=out.final_for(runs_dir, recipe.name), summary={}, models=models)
     shutil.rmtree(out.path / "checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
 
     summary = final_evaluation(recipe, models, splits, device)
@@ -273,6 +291,7 @@ def run(
     (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out.path, summary)
     run_dir = out.complete()
+    distributed.barrier()
     return RunResult(run_dir=run_dir, summary=summary, models=models)
 
 

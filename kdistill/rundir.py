@@ -58,3 +58,17 @@ class RunDir:
             shutil.rmtree(self.final)
         self.path.rename(self.final)
         return self.final
+
+
+class NullRunDir:
+    """What ranks other than 0 write to in a distributed run: nothing."""
+
+    path = None
+    lines = 0
+
+    def log(self, record: dict) -> None:
+        self.lines += 1
+
+    @staticmethod
+    def final_for(runs_dir: str | Path, name: str) -> Path:
+        return Path(runs_dir) / name

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdistill import distributed
 from kdistill.cache import build_cache
 from kdistill.checkpoint import rng_state, set_rng_state
 from kdistill.errors import KDistillError
@@ -179,10 +180,14 @@ def train_stage(
         x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
 
     cached, store = None, None
-    if teacher_taps is not None and config.cache:  # on disk, views included
+    if teacher_taps is not None and config.cache:  # on disk, views included; rank 0 builds it
+        if not distributed.is_main():
+            distributed.barrier()
         store = build_cache(teacher, teacher_taps.sources, x, config.cache["dir"], device,
                             config.augment if augment else None, config.cache.get("views", 1), config.seed,
                             config.cache.get("topk"), config.cache.get("dtype", "float16"))
+        if distributed.is_main():
+            distributed.barrier()
     elif teacher_taps is not None and config.cache_teacher and not augment:
         teacher.eval()
         cached = teacher_outputs(teacher, teacher_taps.sources, x, device)
@@ -213,8 +218,10 @@ def train_stage(
                 order, sums = torch.randperm(len(x), generator=generator), {}
             batches = order.split(config.batch_size)
             bar = tqdm(batches[skip:], desc=f"{desc} {epoch + 1}/{config.epochs}", initial=skip,
-                       total=len(batches), disable=not progress, leave=False, dynamic_ncols=True)
+                       total=len(batches), disable=not progress or not distributed.is_main(), leave=False,
+                       dynamic_ncols=True)
             for done, index in enumerate(bar, start=skip + 1):
+                index = distributed.local_share(index)  # the whole batch on one process
                 xb = x[index].to(device, non_blocking=True)  # (B, ...), x stays on the CPU (small sets: on the GPU)
                 yb = y[index].to(device, non_blocking=True)  # (B,)
                 view = None
@@ -249,6 +256,7 @@ def train_stage(
                         f"step {done}; lower the learning rate or that term's weight (the last checkpoint is kept).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                distributed.average_gradients(params)  # several processes: as DistributedDataParallel does
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -268,7 +276,7 @@ def train_stage(
                     raise KDistillError(f"{desc}: stopped by a signal at epoch {epoch + 1}, step {done}; "
                                         "a checkpoint was written: continue with kdistill run --resume RUN_DIR")
             skip = 0
-            means = {name: total / len(x) for name, total in sums.items()}
+            means = {name: total / len(x) for name, total in distributed.sum_across(sums, device).items()}
             means["lr"] = schedule.get_last_lr()[0]
             if on_epoch_end is not None:
                 on_epoch_end(epoch, means)

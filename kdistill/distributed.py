@@ -1,0 +1,78 @@
+"""Several processes, one run: torchrun (or any launcher that sets RANK, WORLD_SIZE,
+MASTER_ADDR and MASTER_PORT) starts one process a device.
+
+Every rank draws the same order of the data each epoch and takes its share of every global
+batch (``batch_size`` in the recipe is the global batch); after each backward pass the
+gradients of the student and of the objective's own modules (adapters, heads, learned
+variances) are averaged across ranks in one coalesced all-reduce, which is what
+DistributedDataParallel computes, so a run on N processes follows the same path as one
+process with the same global batch. Rank 0 alone writes files and shows progress.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+
+def init_from_env() -> bool:
+    """Join the process group the environment describes (gloo on CPU, nccl on CUDA); True if
+    this call created it (the caller then destroys it at the end)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend)
+    return True
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def local_share(index: torch.Tensor) -> torch.Tensor:
+    """This rank's share of a global batch of sample indices."""
+    return index[rank()::world_size()] if world_size() > 1 else index
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """Average the gradients of ``params`` over the ranks (one all-reduce of a flat buffer)."""
+    if world_size() <= 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = _flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat /= world_size()
+    for p, g in zip(params, _unflatten_dense_tensors(flat, grads)):
+        if p.grad is None:
+            p.grad = g.clone()
+        else:
+            p.grad.copy_(g)
+
+
+def sum_across(values: dict[str, float], device) -> dict[str, float]:
+    """Sum a dict of numbers over the ranks (the same keys on every rank)."""
+    if world_size() <= 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))

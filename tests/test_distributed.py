@@ -1,0 +1,50 @@
+"""Two processes (gloo, as torchrun starts them) follow the same path as one with the same global batch."""
+
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from kdistill import run
+
+# no batch norm, dropout, augmentation or batch-relational loss, and global batches that split
+# evenly (1,024 training images, batches of 64): the same computation, split in two
+RECIPE = {
+    "name": "ddp", "seed": 0, "threads": 1, "latency": False,
+    "data": {"source": "digits", "labelled": 256, "transfer": 768},
+    "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [32]}},
+    "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+    "stages": [
+        {"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 64},
+        {"name": "distil", "data": "transfer", "epochs": 2, "batch_size": 64,
+         "loss": [{"loss": "kd", "args": {"alpha": 1.0}}, {"loss": "hint", "student": "stages.0", "teacher": "stages.0"}]},
+    ],
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, runs: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    run(RECIPE, runs_dir=runs, progress=False)
+
+
+def test_two_processes_end_like_one(tmp_path):
+    one = run(RECIPE, runs_dir=tmp_path / "one", progress=False)
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, start_method="spawn")
+    two = tmp_path / "two" / "ddp"
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["ddp"]  # rank 0 alone wrote
+    a, b = load_file(one.run_dir / "student.safetensors"), load_file(two / "student.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+    lines_one = (one.run_dir / "metrics.jsonl").read_text().count("\n")
+    assert (two / "metrics.jsonl").read_text().count("\n") == lines_one  # metrics written once, not per rank
