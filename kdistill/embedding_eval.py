@@ -152,17 +152,26 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
                        max_pool: int = 5000, speed_samples: int = 1024) -> dict:
     """The embedding task's final evaluation of the student (and baseline) against the teacher.
 
-    Few labels a class are drawn from (a seeded sample of at most ``max_pool`` of) the training
-    pool, whose labels no distillation stage read; agreement and accuracy are measured on the
-    test set. Speed: sentences a second at batch 32 on ``device``, on the first
+    Few labels a class are drawn from the training pool, whose labels no distillation stage
+    read: from the classes with at least ``max(shots)`` pool samples (``classes`` in the
+    result), a seeded sample of at most about ``max_pool`` of them. Agreement with the teacher
+    is measured on the whole test set, accuracy on its samples of those classes. Speed: sentences a second at batch 32 on ``device``, on the first
     ``speed_samples`` test inputs (tokenised already, so the tokenizer's time is left out).
     """
     from kdistill.evaluate import predict  # a batched, no-grad forward pass
 
     g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(pool_x), generator=g)[:max_pool]
+    # the classes with enough pool samples for the largest draw, at most max_pool samples in all
+    classes = [c for c in pool_labels.unique().tolist() if c >= 0 and int((pool_labels == c).sum()) >= max(shots)]
+    per_class = max(max(shots), max_pool // max(1, len(classes)))
+    pick = torch.cat([members[torch.randperm(len(members), generator=g)[:per_class]]
+                      for c in classes for members in [torch.nonzero(pool_labels == c).flatten()]])
     pool_x, pool_labels = pool_x[pick], pool_labels[pick]
-    labelled = test_labels >= 0
+    labelled = torch.isin(test_labels, torch.tensor(classes, dtype=test_labels.dtype))
+    # numbered 0..k-1, so that no class without labels takes part (as an empty prototype)
+    renumber = torch.full((int(max(pool_labels.max(), test_labels.max())) + 1,), -1, dtype=torch.long)
+    renumber[torch.tensor(classes)] = torch.arange(len(classes))
+    pool_labels, test_labels = renumber[pool_labels], renumber[test_labels.clamp_min(0)]
     emb = {role: (predict(m, pool_x, device, 256), predict(m, test_x, device, 256)) for role, m in models.items()}
     results = {}
     for role, model in models.items():
@@ -180,7 +189,7 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
         items = list(test_x[:speed_samples])
         model.eval()
         speed = encoding_speed(lambda batch, m=model: m(torch.stack(batch).to(device)), items, batch_size=32)
-        results[role] = {**report, "sentences_per_s": speed, "params": sum(p.numel() for p in model.parameters()),
+        results[role] = {**report, "classes": len(classes), "sentences_per_s": speed, "params": sum(p.numel() for p in model.parameters()),
                          "weight_bytes": weight_bytes(model)}
     if "teacher" in results:
         for role in results:

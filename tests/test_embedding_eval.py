@@ -94,3 +94,22 @@ def test_embedding_report_keys():
     same = embedding_report(student, teacher[:, :3], y, student, teacher[:, :3], y, shots=(1,), draws=1)
     assert set(same) == {"mean_cosine", "neighbour_overlap@10", "teacher", "student"}
     assert 0.9 < same["mean_cosine"] <= 1.0 and 0.0 <= same["neighbour_overlap@10"] <= 1.0
+
+
+def test_evaluate_embedders_leaves_out_classes_too_small_for_the_largest_draw():
+    from torch import nn
+
+    from kdistill.embedding_eval import evaluate_embedders
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]])
+    pool_labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 2)
+    test_labels = torch.tensor([0] * 12 + [1] * 12 + [2] * 12)
+    pool = centres[pool_labels] + 0.1 * torch.randn(len(pool_labels), 2, generator=g)
+    test = centres[test_labels] + 0.1 * torch.randn(len(test_labels), 2, generator=g)
+    models = {"teacher": nn.Identity(), "student": nn.Identity()}
+    result = evaluate_embedders(models, pool, pool_labels, test, test_labels, "cpu", shots=(1, 5), speed_samples=4)
+    student = result["student"]
+    assert student["classes"] == 2  # class 2 has 2 pool samples, fewer than 5
+    assert student["prototype@1"] == 1.0 and student["logreg@5"] == 1.0
+    assert student["mean_cosine"] == pytest.approx(1.0) and student["neighbour_overlap@10"] == 1.0
