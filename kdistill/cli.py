@@ -67,6 +67,19 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
 
 
 @app.command()
+def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
+           format: str = typer.Option("safetensors", "--format", help="safetensors | onnx | torchscript"),
+           out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/export)"),
+           overwrite: bool = Overwrite) -> None:
+    """Export the student alone, with student.json (input shape, normalisation, class names)."""
+    from kdistill.export import export_run
+
+    meta = export_run(run_dir, format, out, overwrite)
+    check = f" (checked against PyTorch: max |diff| {meta['max_abs_diff']:.2g})" if "max_abs_diff" in meta else ""
+    typer.echo(f"{meta['path']}{check}\n{Path(meta['path']).parent / 'student.json'}")
+
+
+@app.command()
 def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages have a 'cache' section"),
           overrides: Optional[list[str]] = Overrides,
           verify: bool = typer.Option(False, "--verify", help="compare the cache with the live teacher on a sample"),

@@ -263,3 +263,68 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path, check:
             raise KDistillError(f"export_onnx: {path} differs from PyTorch by {diff:.3g} (> atol {atol:g}) on the "
                                 "sample; the model may branch on its input's values, or raise atol.")
     return {"path": str(path), "max_abs_diff": diff, "bytes": path.stat().st_size}
+
+
+# --------------------------------------------------------------------------- a finished run's student
+
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+FORMATS = ("safetensors", "onnx", "torchscript")
+
+
+def _class_names(recipe, num_classes: int) -> list[str]:
+    if recipe.data.source == "fashion_mnist" and recipe.data.path is None and num_classes == 10:
+        return FASHION_MNIST_CLASSES
+    if recipe.data.source == "wordnet":
+        from kdistill.data.text import load_wordnet
+
+        return load_wordnet(recipe.data.path, recipe.data.text.pos, examples=False).classes
+    return [str(i) for i in range(num_classes)]
+
+
+def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | None = None,
+               overwrite: bool = False) -> dict:
+    """Export a finished run's student alone (no teacher, adapters or loss state) as
+    ``student.<ext>`` in ``out`` (default ``<run_dir>/export``), with ``student.json``: the
+    input it expects (shape, dtype, the normalisation applied to the data), its class names
+    and the format. ONNX and TorchScript files are checked against PyTorch on real test inputs.
+
+    Returns: the JSON written, with ``path``.
+    """
+    from kdistill.models.weights import save_weights
+    from kdistill.run import rebuild_run
+
+    if fmt not in FORMATS:
+        raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "export"
+    target = out / f"student.{ {'safetensors': 'safetensors', 'onnx': 'onnx', 'torchscript': 'pt'}[fmt] }"
+    if target.exists() and not overwrite:
+        raise KDistillError(f"export: {target} exists; choose another --out or pass --overwrite.")
+    recipe, models, splits, info = rebuild_run(run_dir, roles=("student",))
+    student = models["student"].cpu().eval()
+    sample = splits.test_set.x[:64]
+    meta = {"format": fmt, "recipe": recipe.name, "input_shape": [None, *sample.shape[1:]],
+            "input_dtype": str(sample.dtype).removeprefix("torch."),
+            "normalize": {k: info[k] for k in ("mean", "std") if k in info} or None,
+            "classes": _class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
+            "task": recipe.task}
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "safetensors":
+        save_weights(student, target, {"recipe": recipe.name})
+    elif fmt == "onnx":
+        meta["max_abs_diff"] = export_onnx(student, sample, target)["max_abs_diff"]
+    else:
+        with _eval_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(student, sample[:2])
+        with torch.no_grad():
+            diff = (traced(sample) - student(sample)).abs().max().item()
+        if not diff <= 1e-4:
+            raise KDistillError(f"export: the TorchScript student differs from PyTorch by {diff:.3g}; "
+                                "export to onnx or safetensors instead.")
+        traced.save(str(target))
+        meta["max_abs_diff"] = diff
+    meta["path"] = str(target)
+    (out / "student.json").write_text(json.dumps(meta, indent=2))
+    return meta

@@ -373,6 +373,27 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> di
     return {"test": results}
 
 
+def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None) -> tuple[Recipe, dict, Splits, dict]:
+    """A finished run's recipe, models (with their saved weights), data splits and data info."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise KDistillError(f"{run_dir} is not a finished run directory (no recipe.yaml).")
+    recipe = load_recipe(run_dir / "recipe.yaml", list(overrides))
+    for role, spec in (("teacher", recipe.teacher), ("student", recipe.student)):
+        if spec is not None and spec.model and spec.model.startswith("(python)"):
+            raise KDistillError(f"{run_dir}: its {role} was a Python module ({spec.model.split(' ', 1)[1]}), which "
+                                "cannot be rebuilt from the recipe; load student.safetensors into it in Python.")
+    device = resolve_device(recipe.device)
+    splits, info = prepare_data(recipe)
+    models = build_models(recipe, None, None, device)
+    for role in list(models):
+        if roles is not None and role not in roles and role != "teacher":
+            del models[role]
+        elif (run_dir / f"{role}.safetensors").is_file():
+            load_weights(models[role], run_dir / f"{role}.safetensors", role)
+    return recipe, models, splits, info
+
+
 def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True) -> dict:
     """Re-evaluate a finished run: rebuild its models from ``recipe.yaml`` and its safetensors files.
 
@@ -381,16 +402,8 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
     Returns:
         {"test": {role: metrics}} as in ``summary.json``.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise KDistillError(f"eval: {run_dir} is not a finished run directory (no recipe.yaml).")
-    recipe = load_recipe(run_dir / "recipe.yaml", [f"latency={str(latency).lower()}"])
+    recipe, models, splits, _ = rebuild_run(run_dir, [f"latency={str(latency).lower()}"])
     device = resolve_device(recipe.device)
-    splits, _ = prepare_data(recipe)
-    models = build_models(recipe, None, None, device)
     if weights is not None:
         load_weights(models["student"], weights, "student")
-    for role in models:
-        if (run_dir / f"{role}.safetensors").is_file() and not (role == "student" and weights):
-            load_weights(models[role], run_dir / f"{role}.safetensors", role)
     return final_evaluation(recipe, models, splits, device)
