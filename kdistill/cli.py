@@ -67,6 +67,22 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
 
 
 @app.command()
+def report(run_dirs: list[Path] = typer.Argument(..., help="finished run directories"),
+           out: Path = typer.Option(Path("report"), "--out", help="where the comparison of several runs goes")) -> None:
+    """Draw each run's figures and write its report.md and self-contained report.html; with
+    several runs, also one comparison table and chart in --out."""
+    from kdistill.report import compare_runs, write_report
+
+    for run_dir in run_dirs:
+        if not (run_dir / "summary.json").is_file():
+            raise KDistillError(f"report: {run_dir} is not a finished run directory (no summary.json).")
+        write_report(run_dir)
+        typer.echo(f"{run_dir / 'report.html'}")
+    if len(run_dirs) > 1:
+        typer.echo(f"{compare_runs(run_dirs, out).with_suffix('.html')}")
+
+
+@app.command()
 def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
            format: str = typer.Option("safetensors", "--format", help="safetensors | onnx | torchscript"),
            out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/export)"),

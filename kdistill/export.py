@@ -272,7 +272,8 @@ FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 FORMATS = ("safetensors", "onnx", "torchscript")
 
 
-def _class_names(recipe, num_classes: int) -> list[str]:
+def class_names(recipe, num_classes: int) -> list[str]:
+    """The names of the recipe's classes where the data source knows them, else their numbers."""
     if recipe.data.source == "fashion_mnist" and recipe.data.path is None and num_classes == 10:
         return FASHION_MNIST_CLASSES
     if recipe.data.source == "wordnet":
@@ -307,7 +308,7 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     meta = {"format": fmt, "recipe": recipe.name, "input_shape": [None, *sample.shape[1:]],
             "input_dtype": str(sample.dtype).removeprefix("torch."),
             "normalize": {k: info[k] for k in ("mean", "std") if k in info} or None,
-            "classes": _class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
+            "classes": class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
             "task": recipe.task}
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
+
+from kdistill.errors import KDistillError
 
 ROWS = {
     "teacher": "teacher",
@@ -65,19 +69,67 @@ def embedding_table(summary: dict) -> str:
     return "\n".join(lines) + note + "\n\n`prototype@S` / `knn@S`: S labels a class, drawn from the labelled set.\n"
 
 
-def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
-    """Write ``report.md`` into a run directory (reads ``summary.json`` when not given)."""
+PLOTS = "plots"
+
+
+def run_plots(run_dir: Path, summary: dict) -> list[tuple[str, Path]]:
+    """Draw a run's figures into ``run_dir/plots``: (caption, path) of each drawn."""
+    from safetensors.torch import load_file
+
+    from kdistill import plots
+
+    folder = run_dir / PLOTS
+    folder.mkdir(exist_ok=True)
+    metrics = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    drawn = [("Learning curves: every loss term by epoch, held-out accuracy dashed",
+              plots.learning_curves(records, folder / "learning_curves.png")),
+             ("Test accuracy against size and latency", plots.tradeoff(summary, folder / "tradeoff.png"))]
+    predictions = run_dir / "predictions.safetensors"
+    if predictions.exists():
+        saved = load_file(str(predictions))
+        labels = saved.pop("labels")
+        drawn.append(("Reliability (calibration) on the test set", plots.reliability(saved, labels, folder / "reliability.png")))
+        if "teacher" in saved and "student" in saved:
+            classes = summary.get("classes")
+            drawn.append(("Where teacher and student disagree",
+                          plots.disagreement(saved["teacher"], saved["student"], folder / "disagreement.png", classes)))
+    return [(caption, path) for caption, path in drawn if path is not None]
+
+
+def _html_table(markdown: str) -> str:
+    rows = [line.strip().strip("|").split("|") for line in markdown.splitlines() if line.startswith("|")]
+    rows = [r for r in rows if not all(set(c.strip()) <= set("-:") for c in r)]
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _html_page(title: str, parts: list[str]) -> str:
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+             "text-align:right}th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>")
+
+
+def _figure_html(caption: str, path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<h3>{html.escape(caption)}</h3><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+
+
+def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool = True) -> Path:
+    """Write ``report.md`` (with the figures as PNGs in ``plots/``) and a self-contained
+    ``report.html`` into a run directory (reads ``summary.json`` when not given)."""
     run_dir = Path(run_dir)
     if summary is None:
         summary = json.loads((run_dir / "summary.json").read_text())
     data = summary.get("data", {})
     stages = summary.get("stage_seconds", {})
-    lines = [
-        f"# Run `{summary.get('name', run_dir.name)}`",
-        "",
-        comparison_table(summary),
-        "",
-        embedding_table(summary),
+    table = comparison_table(summary)
+    details = [
         f"Data: {data.get('labelled', '?')} labelled, {data.get('transfer', '?')} unlabelled transfer, "
         f"{data.get('val', 0)} validation, {data.get('test', '?')} test samples. Device: {summary.get('device')}.",
         "",
@@ -85,8 +137,41 @@ def write_report(run_dir: str | Path, summary: dict | None = None) -> Path:
         "|---|---:|",
         *[f"| {name} | {seconds:.1f} |" for name, seconds in stages.items()],
         f"| total (with data, setup, evaluation) | {summary.get('total_seconds', 0):.1f} |",
-        "",
     ]
+    drawn = run_plots(run_dir, summary) if figures else []
+    title = f"Run `{summary.get('name', run_dir.name)}`"
+    lines = [f"# {title}", "", table, "", embedding_table(summary), *details, "",
+             *[f"![{caption}]({PLOTS}/{path.name})" for caption, path in drawn], ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
+    parts = [_html_table(table), _html_table(embedding_table(summary)), f"<p>{html.escape(details[0])}</p>",
+             _html_table("\n".join(details[2:])), *[_figure_html(c, p) for c, p in drawn]]
+    (run_dir / "report.html").write_text(_html_page(title.replace("`", ""), parts))
     return path
+
+
+def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """One table and one chart over several finished runs, in ``out/report.md`` and ``out/report.html``."""
+    from kdistill import plots
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summaries = {}
+    for d in map(Path, run_dirs):
+        if not (d / "summary.json").is_file():
+            raise KDistillError(f"report: {d} is not a finished run directory (no summary.json).")
+        name = d.name if d.name not in summaries else f"{d.name} ({len(summaries) + 1})"
+        summaries[name] = json.loads((d / "summary.json").read_text())
+    header = "| run | model | " + " | ".join(c[0] for c in CLASSIFIER_COLUMNS[:5]) + " |"
+    lines = [header, "|---|---|" + "---:|" * 5]
+    for name, s in summaries.items():
+        for role, label in ROWS.items():
+            m = s["test"].get(role)
+            if m is not None:
+                lines.append(f"| {name} | {label} | " + " | ".join(_fmt(m.get(k), kind) for _, k, kind in CLASSIFIER_COLUMNS[:5]) + " |")
+    table = "\n".join(lines)
+    chart = plots.comparison(summaries, out / "comparison.png")
+    (out / "report.md").write_text(f"# {len(summaries)} runs\n\n{table}\n\n" + ("![test accuracy](comparison.png)\n" if chart else ""))
+    (out / "report.html").write_text(_html_page(f"{len(summaries)} runs", [_html_table(table)] +
+                                                ([_figure_html("Test accuracy of each run", chart)] if chart else [])))
+    return out / "report.md"

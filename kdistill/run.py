@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from kdistill.data import Splits
@@ -24,7 +25,7 @@ from kdistill import distributed
 from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
 from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
-from kdistill.export import export_sentence_transformer
+from kdistill.export import class_names, export_sentence_transformer
 from kdistill.models.hf import HFEncoder
 from kdistill.models.weights import load_weights, save_weights, snapshot
 from kdistill.objective import Objective
@@ -269,7 +270,12 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
         return RunResult(run_dir=out.final_for(runs_dir, recipe.name), summary={}, models=models)
     shutil.rmtree(out.path / "checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
 
-    summary = final_evaluation(recipe, models, splits, device)
+    logits: dict[str, torch.Tensor] = {}
+    summary = final_evaluation(recipe, models, splits, device, logits)
+    if logits:  # for the report's calibration and disagreement figures
+        save_file({**{r: z.contiguous() for r, z in logits.items()}, "labels": splits.test_set.y.contiguous()},
+                  str(out.path / "predictions.safetensors"))
+        summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1])
     if recipe.embedding is not None:
         spec = recipe.embedding
         summary["embedding"] = embedding_metrics(
@@ -345,8 +351,9 @@ def cache_recipe(recipe: Recipe | dict | str | Path, overrides: list[str] = (), 
     return done
 
 
-def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> dict:
-    """Metrics of every model on the test set; the student's and baseline's against the teacher."""
+def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device, outputs: dict | None = None) -> dict:
+    """Metrics of every model on the test set; the student's and baseline's against the teacher.
+    ``outputs``: filled with each classifier's test logits."""
     test = splits.test_set
     trained = {s.train for s in recipe.stages}
     if recipe.task == "embed":
@@ -366,8 +373,10 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device) -> di
         if role in models and (role != "student" or role in trained):
             against = teacher_logits if role != "teacher" else None
             model = getattr(models[role], "main", models[role])  # with extra teachers: the main one
-            known = teacher_logits if role == "teacher" else None
-            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, known)
+            logits = teacher_logits if role == "teacher" else predict(model, test.x, device)
+            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, logits)
+            if outputs is not None:
+                outputs[role] = logits
     if "teacher" in results and "student" in results:
         results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
     return {"test": results}
