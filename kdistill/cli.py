@@ -112,9 +112,14 @@ def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages ha
 
 
 def main() -> None:
+    debug = "--debug" in sys.argv  # show the traceback behind an error message
+    if debug:
+        sys.argv.remove("--debug")
     try:
         app()
     except KDistillError as err:
+        if debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

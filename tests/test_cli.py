@@ -82,3 +82,5 @@ def test_bad_recipe_fails_in_one_line_before_training(tmp_path):
     result = kdistill("run", RECIPE, "stages.distil.loss.hint.student=stages.9", "--runs-dir", tmp_path)
     assert result.returncode == 2 and "no module named 'stages.9'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+    debug = kdistill("--debug", "run", RECIPE, "stages.distil.epocs=3", "--runs-dir", tmp_path)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "KDistillError" in debug.stderr
