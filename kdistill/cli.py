@@ -58,12 +58,14 @@ def demo(overrides: Optional[list[str]] = Overrides, runs_dir: Path = RunsDir,
 @app.command("eval")
 def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"),
              weights: Optional[Path] = typer.Option(None, help="a student .safetensors to evaluate instead"),
-             latency: bool = typer.Option(True, help="measure CPU latency")) -> None:
-    """Evaluate a finished run's models on the test set and print the table."""
+             latency: bool = typer.Option(True, help="measure CPU latency"),
+             data: Optional[Path] = typer.Option(None, "--data", help="other data of the same kind to evaluate on "
+                                                 "(an IDX folder, a text or CSV file)")) -> None:
+    """Evaluate a finished run's models on the test set (or on other data) and print the table."""
     from kdistill.report import comparison_table
     from kdistill.run import evaluate_run
 
-    typer.echo(comparison_table(evaluate_run(run_dir, weights, latency)))
+    typer.echo(comparison_table(evaluate_run(run_dir, weights, latency, data)))
 
 
 @app.command()

@@ -403,15 +403,29 @@ def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None) -> t
     return recipe, models, splits, info
 
 
-def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True) -> dict:
+def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True,
+                 data: str | Path | None = None) -> dict:
     """Re-evaluate a finished run: rebuild its models from ``recipe.yaml`` and its safetensors files.
 
     Args:
         weights: a student .safetensors to evaluate instead of the run's own.
+        data: other data of the same kind (an IDX folder, a text or CSV file) to evaluate on,
+            its test split standardised as the run's own data was.
     Returns:
         {"test": {role: metrics}} as in ``summary.json``.
     """
-    recipe, models, splits, _ = rebuild_run(run_dir, [f"latency={str(latency).lower()}"])
+    overrides = [f"latency={str(latency).lower()}"]
+    if data is not None:
+        if not Path(data).exists():
+            raise KDistillError(f"eval --data: {data} not found; give a folder of IDX files or a text/CSV file.")
+        overrides += [f"data.path={data}", "data.normalize=false"]
+    recipe, models, splits, _ = rebuild_run(run_dir, overrides)
+    if data is not None:
+        saved = json.loads((Path(run_dir) / "summary.json").read_text()).get("data", {})
+        if "mean" in saved and splits.test_set.x.is_floating_point():
+            shape = (1, -1, *[1] * (splits.test_set.x.dim() - 2))
+            mean, std = torch.tensor(saved["mean"]).view(shape), torch.tensor(saved["std"]).view(shape)
+            splits.test_set.x = (splits.test_set.x - mean) / std
     device = resolve_device(recipe.device)
     if weights is not None:
         load_weights(models["student"], weights, "student")

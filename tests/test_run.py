@@ -1,9 +1,11 @@
 """The Python API with the user's own modules and tensors."""
 
+import pytest
 import torch
 from torch import nn
 
 from kdistill import run
+from kdistill.errors import KDistillError
 from kdistill.data.sklearn_sets import load_digits
 
 
@@ -102,3 +104,25 @@ def test_several_teachers(tmp_path):
     assert result.summary["test"]["teacher"]["accuracy"] == first.summary["test"]["teacher"]["accuracy"]
     last = (result.run_dir / "metrics.jsonl").read_text().splitlines()[-1]
     assert '"multi_kd"' in last and '"hint"' in last
+
+
+def test_eval_on_other_data_uses_the_runs_normalisation(tmp_path, fake_mnist):
+    import torch
+
+    from kdistill.data.idx import load_idx_folder
+    from kdistill.run import evaluate_run
+
+    own, other = fake_mnist(tmp_path / "own", 40, 10, seed=0), fake_mnist(tmp_path / "other", 40, 30, seed=1)
+    recipe = {"name": "idx", "latency": False, "data": {"source": "fashion_mnist", "path": str(own), "labelled": 20},
+              "student": {"model": "mlp", "args": {"hidden": [8]}},
+              "stages": [{"name": "s", "train": "student", "epochs": 1, "loss": [{"loss": "ce"}]}]}
+    result = run(recipe, runs_dir=tmp_path, progress=False)
+    summary = evaluate_run(result.run_dir, latency=False, data=other)
+    train, _ = load_idx_folder(str(own))
+    _, test = load_idx_folder(str(other))
+    x = (test.x - train.x.mean()) / train.x.std()  # the run's own statistics, not the other data's
+    with torch.no_grad():
+        want = (result.student.eval()(x).argmax(1) == test.y).float().mean().item()
+    assert summary["test"]["student"]["accuracy"] == pytest.approx(want, abs=1e-6)
+    with pytest.raises(KDistillError, match="not found"):
+        evaluate_run(result.run_dir, data=tmp_path / "missing")
