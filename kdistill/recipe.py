@@ -267,7 +267,12 @@ def _format_error(err: ValidationError) -> str:
     # a misspelt key also makes its correct spelling "missing": report the misspelling
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and "[" in p))
+    raw = tuple(first["loc"])
+    # pydantic adds the union member it tried ("list[int]", "function-after[...]") to the path;
+    # the last part of an unknown key's path is the user's own key, whatever it holds
+    keep_last = first["type"] == "extra_forbidden" and raw
+    loc = tuple(p for p in raw[:-1 if keep_last else None] if not (isinstance(p, str) and "[" in p))
+    loc += raw[-1:] if keep_last else ()
     where = ".".join(str(p) for p in loc) or "recipe"
     if first["type"] == "extra_forbidden":
         valid = _valid_keys(Recipe, loc[:-1])
