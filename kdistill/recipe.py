@@ -50,6 +50,15 @@ class DataSpec(Strict):
     normalize: bool = True
     split_seed: int | None = None  # default: the recipe's seed
 
+    @field_validator("labelled", "val", "transfer")
+    @classmethod
+    def _amount(cls, value):
+        if isinstance(value, float) and not 0 <= value <= 1:
+            raise ValueError("a fraction must be between 0 and 1; for a count give an integer")
+        if isinstance(value, int) and value < 0:
+            raise ValueError("a count must be 0 or more")
+        return value
+
 
 class SubnetSpec(Strict):
     """A student cut from the teacher: chosen blocks, started from the teacher's weights."""

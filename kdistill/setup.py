@@ -15,7 +15,7 @@ from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
 from kdistill.models.ensemble import TeacherEnsemble
 from kdistill.models.subnet import pick_layers, sub_network
-from kdistill.models.taps import FeatureTaps, resolve_module
+from kdistill.models.taps import OUTPUT, FeatureTaps, resolve_module
 from kdistill.models.weights import load_weights, snapshot
 from kdistill.models.zoo import build_model
 from kdistill.objective import Objective, build_objective
@@ -43,6 +43,11 @@ def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
     else:
         train, test = (as_source(d, w) for d, w in zip(data, ("training", "test")))
         train, test = copy.copy(train), copy.copy(test)
+    for part, source in (("training", train), ("test", test)):
+        if source.x.is_floating_point() and not torch.isfinite(source.x).all():
+            bad = (~torch.isfinite(source.x.flatten(1))).any(1).nonzero().flatten()
+            raise KDistillError(f"data: {len(bad)} {part} inputs hold NaN or infinite values (the first is sample "
+                                f"{int(bad[0])}); clean or drop them first.")
     info = {"train": len(train), "test": len(test)}
     if spec.normalize and train.x.is_floating_point():  # not token ids
         info["mean"], info["std"] = normalize(train, test)
@@ -180,6 +185,7 @@ def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, p
         s_feats = _dry_features(trained, s_names, "student", student_derived, sample)
         if objective.uses_teacher and stage.train != "teacher":
             t_feats = _dry_features(models["teacher"], t_names, "teacher", teacher_derived, sample)
+            _check_outputs_match(objective, s_feats, t_feats)
             pairs = objective.feature_pairs()
             for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
                 if key not in shared:
@@ -187,6 +193,23 @@ def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, p
             objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
         objectives[stage.name] = objective.to(sample.device)
     return objectives, heads[PROTOTYPES] if PROTOTYPES in heads else None
+
+
+def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> None:
+    """A term comparing the student's output with a teacher's needs the same classes on both sides."""
+    for term in objective.terms:
+        students = term.student if isinstance(term.student, tuple) else (term.student,)
+        teachers = term.teacher if isinstance(term.teacher, tuple) else (term.teacher,)
+        if OUTPUT not in students:
+            continue
+        for t in teachers:
+            if t is None or t.split(":")[-1] != OUTPUT:
+                continue
+            ks, kt = s_feats[OUTPUT].shape[-1], t_feats[t].shape[-1]
+            if ks != kt:
+                who = "teacher" if t == OUTPUT else f"teacher {t.split(':')[0]!r}"
+                raise KDistillError(f"loss {term.name!r}: the {who} outputs {kt} classes but the student {ks}; "
+                                    f"give the student num_classes={kt} (model args).")
 
 
 def set_weight_anchors(objective: Objective, model: nn.Module, initial: dict, ends: dict,

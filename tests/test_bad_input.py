@@ -1,0 +1,125 @@
+"""Every bad input the docs list gives the project's own one-line error and changes nothing on
+disk. ``python tests/test_bad_input.py`` prints the table of messages in docs/errors.md."""
+
+import copy
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdistill import run
+from kdistill.errors import KDistillError
+from kdistill.recipe import load_recipe
+
+BASE = {"name": "bad", "latency": False, "data": {"source": "digits", "labelled": 100},
+        "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+        "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}},
+        "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "loss": [{"loss": "kd"}]}]}
+
+
+def recipe(**changes):
+    tree = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node, keys = tree, path.split("__")
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[keys[-1]] = value
+    return tree
+
+
+def malformed_yaml(tmp):
+    load_recipe(tmp / "r.yaml")
+
+
+def write_malformed_yaml(tmp):
+    (tmp / "r.yaml").write_text("name: x\nstages: [{name: a, epochs: 1\n")
+
+
+def nan_inputs(tmp):
+    x, y = torch.randn(60, 64), torch.randint(0, 10, (60,))
+    x[7, 3] = float("nan")
+    run(recipe(data={"source": "custom", "labelled": 20}), data=((x, y), (x[:10], y[:10])), runs_dir=tmp,
+        progress=False)
+
+
+def write_truncated_checkpoint(tmp):
+    folder = tmp / "bad.incomplete"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "recipe.yaml").write_text("name: bad\nstages: [{name: a}]\n")
+    (folder / "checkpoints" / "ckpt-s00-e00001-b0000000.pt").write_bytes(b"PK\x03\x04 cut short")
+
+
+def truncated_checkpoint(tmp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(None, resume=tmp / "bad.incomplete")
+
+
+def existing_run(tmp):
+    run(BASE, runs_dir=tmp, progress=False)
+
+
+# what a case needs on disk before it runs
+SETUP = {"malformed YAML": write_malformed_yaml, "truncated or corrupt checkpoint": write_truncated_checkpoint,
+         "run directory that already exists": lambda tmp: (tmp / "bad").mkdir()}
+
+CASES = {
+    "malformed YAML": (malformed_yaml, "is not valid YAML"),
+    "unknown key": (lambda tmp: load_recipe(recipe(stages__0__epocs=3)), "did you mean 'epochs'"),
+    "wrong type": (lambda tmp: load_recipe(recipe(stages__0__epochs="three")), "stages.0.epochs"),
+    "negative temperature": (lambda tmp: run(recipe(stages__0__loss=[{"loss": "kd", "args": {"temperature": -1}}]),
+                                             runs_dir=tmp, progress=False), "temperature must be > 0"),
+    "teacher weights summing to zero": (
+        lambda tmp: run(recipe(teachers={"t2": {"model": "mlp", "args": {"in_features": 64}}},
+                               stages__0__loss=[{"loss": "multi_kd", "teacher": ["logits", "t2:logits"],
+                                                 "args": {"weights": [0, 0]}}]), runs_dir=tmp, progress=False),
+        "positive sum"),
+    "labelled fraction above 1": (lambda tmp: load_recipe(recipe(data={"source": "digits", "labelled": 1.5})),
+                                  "between 0 and 1"),
+    "missing data directory": (lambda tmp: run(recipe(data={"source": "fashion_mnist", "path": str(tmp / "none")}),
+                                               runs_dir=tmp, progress=False), "apt-get install"),
+    "tap on a layer that does not exist": (
+        lambda tmp: run(recipe(stages__0__loss=[{"loss": "hint", "student": "stages.9", "teacher": "stages.0"}]),
+                        runs_dir=tmp, progress=False), "no module named 'stages.9'"),
+    "shapes no adapter can reconcile": (
+        lambda tmp: run(recipe(teacher={"model": "cnn", "args": {"channels": [8], "image_size": 8}},
+                               stages__0__loss=[{"loss": "hint", "student": "stages.0", "teacher": "stages.0"}]),
+                        runs_dir=tmp, progress=False), "cannot map a student feature"),
+    "teacher and student classes differ": (
+        lambda tmp: run(recipe(student={"model": "mlp", "args": {"in_features": 64, "num_classes": 5}}),
+                        runs_dir=tmp, progress=False), "outputs 10 classes but the student 5"),
+    "truncated or corrupt checkpoint": (truncated_checkpoint, "no readable checkpoint"),
+    "weights in pickle format": (lambda tmp: run(recipe(teacher={**BASE["teacher"], "weights": str(tmp / "t.pt")}),
+                                                 runs_dir=tmp, progress=False), "not a .safetensors file"),
+    "NaN or infinite input values": (nan_inputs, "NaN or infinite"),
+    "run directory that already exists": (existing_run, "already exists"),
+}
+
+
+def message(case: str, tmp: Path) -> str:
+    action, _ = CASES[case]
+    SETUP.get(case, lambda tmp: None)(tmp)
+    with pytest.raises(KDistillError) as err:
+        action(tmp)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path):
+    SETUP.get(case, lambda tmp: None)(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    action, expected = CASES[case]
+    with pytest.raises(KDistillError) as err:
+        action(tmp_path)
+    assert expected in str(err.value) and "\n" not in str(err.value).strip()
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing written, nothing changed
+
+
+if __name__ == "__main__":  # the docs table
+    import tempfile
+
+    print("| bad input | message |\n|---|---|")
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(f"| {case} | `{message(case, Path(tmp)).replace('|', '/').replace('`', "'")}` |")
