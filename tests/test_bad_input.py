@@ -122,4 +122,5 @@ if __name__ == "__main__":  # the docs table
     print("| bad input | message |\n|---|---|")
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"| {case} | `{message(case, Path(tmp)).replace('|', '/').replace('`', "'")}` |")
+            text = message(case, Path(tmp)).replace("|", "/").replace("`", "'")
+            print(f"| {case} | `{text}` |")
