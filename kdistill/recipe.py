@@ -185,6 +185,7 @@ class Recipe(Strict):
     embedding: EmbeddingSpec | None = None
     latency: bool = True  # measure CPU latency in the final evaluation
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    tensorboard: bool = False  # also log metrics to runs/<name>/tensorboard (pip install tensorboard)
     # classify: models output class logits; embed: sentence-embedding models, judged by
     # agreement with the teacher and few-label accuracy. Default: embed for text sources.
     task: Literal["classify", "embed"] | None = None

@@ -263,6 +263,8 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
         (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
+    if recipe.tensorboard and distributed.is_main():
+        out.tensorboard()
     with stop_on_signals():
         stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca, checkpoint)
     if not distributed.is_main():

@@ -51,9 +51,31 @@ class RunDir:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         self.lines += 1
+        if getattr(self, "board", None) is not None:
+            self._to_tensorboard(record)
+
+    def tensorboard(self) -> None:
+        """Also write every record's numbers to TensorBoard, in ``<run>/tensorboard``."""
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise KDistillError("tensorboard: the package is not installed; pip install tensorboard, "
+                                "or set tensorboard: false.") from None
+        self.board, self._epochs = SummaryWriter(str(self.path / "tensorboard")), {}
+
+    def _to_tensorboard(self, record: dict) -> None:
+        # one x axis across stages: epochs counted from the start of the run
+        step = self._epochs.setdefault((record["stage"], record["epoch"]), len(self._epochs) + 1)
+        for group in ("train", "val", "test"):
+            for name, value in record.get(group, {}).items():
+                if isinstance(value, (int, float)):
+                    self.board.add_scalar(f"{record['stage']}/{group}/{name}", value, step)
+        self.board.flush()
 
     def complete(self) -> Path:
         self.metrics.close()
+        if getattr(self, "board", None) is not None:
+            self.board.close()
         if self.final.exists():
             shutil.rmtree(self.final)
         self.path.rename(self.final)

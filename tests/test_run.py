@@ -1,5 +1,7 @@
 """The Python API with the user's own modules and tensors."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -126,3 +128,19 @@ def test_eval_on_other_data_uses_the_runs_normalisation(tmp_path, fake_mnist):
     assert summary["test"]["student"]["accuracy"] == pytest.approx(want, abs=1e-6)
     with pytest.raises(KDistillError, match="not found"):
         evaluate_run(result.run_dir, data=tmp_path / "missing")
+
+
+def test_metrics_also_go_to_tensorboard_when_asked(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    recipe = {"name": "tb", "latency": False, "tensorboard": True, "data": {"source": "digits", "labelled": 50},
+              "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}},
+              "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2}]}
+    result = run(recipe, runs_dir=tmp_path, progress=False)
+    events = EventAccumulator(str(result.run_dir / "tensorboard"))
+    events.Reload()
+    losses = events.Scalars("teacher/train/loss")
+    assert [e.step for e in losses] == [1, 2]
+    last = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert losses[-1].value == pytest.approx(last["train"]["loss"], rel=1e-5)  # the same numbers as metrics.jsonl
