@@ -89,7 +89,8 @@ class TeacherCache:
     def _read(self, name: str, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         shards = self._shards[name]
         index, view = index.cpu().numpy(), view.cpu().numpy()
-        shard, row = index // SHARD, index % SHARD
+        size = self.meta.get("shard", SHARD)
+        shard, row = index // size, index % size
         out = np.empty((len(index), *shards[0].shape[2:]), dtype=shards[0].dtype)
         for s in np.unique(shard):
             sel = shard == s
@@ -121,8 +122,12 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     ``augment`` shifts or flips) and store the taps ``names`` under ``root``; reuse the folder
     when the same teacher, data, augmentation and taps were cached before.
 
+    Under torchrun every process calls this: each computes and writes its own shards (shard
+    ``s`` on rank ``s mod world``), and rank 0 writes the metadata once all are written.
+
     Returns: the opened cache.
     """
+    from kdistill import distributed
     from kdistill.train import fingerprint  # the same content hash as the in-memory memo
 
     augment = {k: v for k, v in (augment or {}).items() if v}
@@ -130,30 +135,29 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
         raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")
     teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint([x])
     folder = Path(root) / cache_key(teacher_fp, data_fp, augment, views, seed, topk, dtype)
-    if (folder / "meta.json").is_file():
-        cache = TeacherCache(folder)
-        if set(names) <= set(cache.names):
-            return cache
-    if folder.exists():
-        shutil.rmtree(folder)  # unfinished, or lacking taps now asked for: rebuilt whole
     partial = folder.with_name(folder.name + ".incomplete")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    ready = (folder / "meta.json").is_file() and set(names) <= set(TeacherCache(folder).names)
+    if not ready and distributed.is_main():
+        for old in (folder, partial):  # unfinished, or lacking taps now asked for: rebuilt whole
+            if old.exists():
+                shutil.rmtree(old)
+        partial.mkdir(parents=True)
+    distributed.barrier()
+    if ready:
+        return TeacherCache(folder)
 
-    g = torch.Generator().manual_seed(seed)
-    shift, flip = int(augment.get("shift", 0)), bool(augment.get("flip", False))
-    params = torch.stack([draw_shift_flip(len(x), shift, flip, g) for _ in range(views)], dim=1)  # (N, V, 3)
-    np.save(partial / "params.npy", params.numpy())
+    g = torch.Generator().manual_seed(seed)  # the same views on every rank
+    shift = int(augment.get("shift", 0))
+    params = torch.stack([draw_shift_flip(len(x), shift, bool(augment.get("flip", False)), g)
+                          for _ in range(views)], dim=1)  # (N, V, 3)
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    files: dict[str, list[str]] = {}
-    shapes: dict[str, list[int]] = {}
-    classes = None
     was_training = teacher.training
     teacher.eval()
+    starts = list(range(0, len(x), SHARD))
+    info: dict = {}  # shapes, classes (the same on every rank)
     with FeatureTaps(teacher, names, "teacher") as taps:
-        for s, start in enumerate(range(0, len(x), SHARD)):
-            stop = min(start + SHARD, len(x))
+        for s in range(distributed.rank(), len(starts), distributed.world_size()):
+            start, stop = starts[s], min(starts[s] + SHARD, len(x))
             chunks: dict[str, list[np.ndarray]] = {}
             for v in range(views):
                 parts: dict[str, list[torch.Tensor]] = {}
@@ -167,31 +171,39 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
                         parts.setdefault(n, []).append(feats[n].float().cpu())
                 for n, p in parts.items():
                     t = torch.cat(p)
+                    if n == OUTPUT:
+                        info["classes"] = t.shape[-1]
                     if n == OUTPUT and topk:
-                        classes = t.shape[-1]
-                        values, indices, rest = compress_logits(t, min(topk, classes))
+                        values, indices, rest = compress_logits(t, min(topk, t.shape[-1]))
                         for suffix, arr in (("values", values), ("indices", indices.int()), ("rest", rest[:, None])):
                             chunks.setdefault(f"{OUTPUT}.{suffix}", []).append(
                                 arr.numpy().astype(np_dtype if suffix != "indices" else np.int32))
                     else:
-                        if n == OUTPUT:
-                            classes = t.shape[-1]
                         chunks.setdefault(n, []).append(t.numpy().astype(np_dtype))
             for n, per_view in chunks.items():
                 arr = np.stack(per_view, axis=1)  # (S, V, ...)
-                name = f"{_file(n)}.{s:04d}.npy"
-                np.save(partial / name, arr)
-                files.setdefault(n, []).append(name)
-                shapes[n] = list(arr.shape[2:])
+                np.save(partial / f"{_file(n)}.{s:04d}.npy", arr)
+                info[n] = list(arr.shape[2:])
             if progress:
                 print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
     teacher.train(was_training)
-    meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views,
-            "augment": augment, "seed": seed, "topk": topk, "dtype": dtype, "classes": classes,
-            "taps": {n: shapes.get(n) for n in names}, "files": files,
-            "bytes": sum((partial / f).stat().st_size for fs in files.values() for f in fs)}
-    (partial / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the cache is complete
-    partial.rename(folder)
+    distributed.barrier()  # every rank's shards are written
+    if distributed.is_main():
+        np.save(partial / "params.npy", params.numpy())
+        stored = [f"{OUTPUT}.{p}" for p in ("values", "indices", "rest")] if topk else []
+        stored += [n for n in names if not (topk and n == OUTPUT)]
+        files = {n: [f"{_file(n)}.{s:04d}.npy" for s in range(len(starts))] for n in stored}
+        classes = info.get("classes") or np.load(partial / files[stored[0]][0], mmap_mode="r").shape[-1]
+        meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views, "shard": SHARD,
+                "augment": augment, "seed": seed, "topk": topk, "dtype": dtype, "classes": classes,
+                "taps": {n: info.get(n) or list(np.load(partial / files[n][0], mmap_mode="r").shape[2:])
+                         for n in names if n in files},
+                "files": files, "bytes": sum((partial / f).stat().st_size for fs in files.values() for f in fs)}
+        if topk:
+            meta["taps"][OUTPUT] = [classes]
+        (partial / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the cache is complete
+        partial.rename(folder)
+    distributed.barrier()
     return TeacherCache(folder)
 
 

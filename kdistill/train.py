@@ -180,14 +180,10 @@ def train_stage(
         x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
 
     cached, store = None, None
-    if teacher_taps is not None and config.cache:  # on disk, views included; rank 0 builds it
-        if not distributed.is_main():
-            distributed.barrier()
+    if teacher_taps is not None and config.cache:  # on disk, views included; every rank builds its shards
         store = build_cache(teacher, teacher_taps.sources, x, config.cache["dir"], device,
                             config.augment if augment else None, config.cache.get("views", 1), config.seed,
                             config.cache.get("topk"), config.cache.get("dtype", "float16"))
-        if distributed.is_main():
-            distributed.barrier()
     elif teacher_taps is not None and config.cache_teacher and not augment:
         teacher.eval()
         cached = teacher_outputs(teacher, teacher_taps.sources, x, device)

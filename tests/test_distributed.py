@@ -48,3 +48,36 @@ def test_two_processes_end_like_one(tmp_path):
         assert torch.allclose(a[k], b[k], atol=1e-5), k
     lines_one = (one.run_dir / "metrics.jsonl").read_text().count("\n")
     assert (two / "metrics.jsonl").read_text().count("\n") == lines_one  # metrics written once, not per rank
+
+
+def _cache_worker(rank: int, world: int, port: int, root: str) -> None:
+    import torch.distributed as dist
+
+    import kdistill.cache as cache_module
+    from kdistill.models.zoo import build_model
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo")
+    cache_module.SHARD = 16  # several shards for two ranks
+    torch.manual_seed(0)
+    teacher = build_model("mlp", in_features=64, hidden=[16]).eval()
+    x = torch.randn(70, 64, generator=torch.Generator().manual_seed(1))
+    cache_module.build_cache(teacher, ["logits", "stages.0"], x, root, "cpu", dtype="float32")
+    dist.destroy_process_group()
+
+
+def test_ranks_write_their_own_shards_of_one_cache(tmp_path):
+    import kdistill.cache as cache_module
+    from kdistill.models.zoo import build_model
+
+    mp.start_processes(_cache_worker, args=(2, _free_port(), str(tmp_path / "two")), nprocs=2, start_method="spawn")
+    [folder] = list((tmp_path / "two").iterdir())
+    cache = cache_module.TeacherCache(folder)
+    assert len(cache.meta["files"]["logits"]) == 5  # 70 samples in shards of 16, written by ranks 0 and 1
+    torch.manual_seed(0)
+    teacher = build_model("mlp", in_features=64, hidden=[16]).eval()
+    x = torch.randn(70, 64, generator=torch.Generator().manual_seed(1))
+    index = torch.arange(70)
+    with torch.no_grad():
+        assert torch.allclose(cache.get(["logits"], index)["logits"], teacher(x), atol=1e-5)
