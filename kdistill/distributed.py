@@ -2,11 +2,12 @@
 MASTER_ADDR and MASTER_PORT) starts one process a device.
 
 Every rank draws the same order of the data each epoch and takes its share of every global
-batch (``batch_size`` in the recipe is the global batch); after each backward pass the
-gradients of the student and of the objective's own modules (adapters, heads, learned
-variances) are averaged across ranks in one coalesced all-reduce, which is what
-DistributedDataParallel computes, so a run on N processes follows the same path as one
-process with the same global batch. Rank 0 alone writes files and shows progress.
+batch (``batch_size`` in the recipe is the global batch). The student is wrapped in
+DistributedDataParallel; the gradients of the objective's own modules (adapters, heads,
+learned variances, some created lazily at the first step, which DDP cannot wrap) are
+averaged after each backward pass in one coalesced all-reduce, the same average. So a run on
+N processes follows the path of one process with the same global batch. Rank 0 alone writes
+files and shows progress.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def local_share(index: torch.Tensor) -> torch.Tensor:
 
 def average_gradients(params: list[torch.Tensor]) -> None:
     """Average the gradients of ``params`` over the ranks (one all-reduce of a flat buffer)."""
-    if world_size() <= 1:
+    if world_size() <= 1 or not params:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     flat = _flatten_dense_tensors(grads)

@@ -161,7 +161,8 @@ def train_stage(
         teacher_taps = FeatureTaps(teacher, teacher_names, "teacher", objective.teacher_derived)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
-    params = trainable + [p for p in objective.parameters() if p.requires_grad]
+    objective_params = [p for p in objective.parameters() if p.requires_grad]
+    params = trainable + objective_params
     optimizer = make_optimizer(params, **config.optimizer)
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
     schedule = make_schedule(optimizer, config.epochs * steps_per_epoch, steps_per_epoch, **config.schedule)
@@ -169,8 +170,11 @@ def train_stage(
     augment = config.augment.get("shift", 0) or config.augment.get("flip", False)
 
     forward = model
+    if distributed.world_size() > 1:  # the student in DistributedDataParallel; the frozen teacher is not
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        forward = torch.compile(model, backend=config.compile if isinstance(config.compile, str) else "inductor")
+        forward = torch.compile(forward, backend=config.compile if isinstance(config.compile, str) else "inductor")
     layout = torch.channels_last if config.channels_last and x.dim() == 4 else torch.contiguous_format
     if config.channels_last:
         model.to(memory_format=layout)
@@ -252,7 +256,9 @@ def train_stage(
                         f"step {done}; lower the learning rate or that term's weight (the last checkpoint is kept).")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                distributed.average_gradients(params)  # several processes: as DistributedDataParallel does
+                # several processes: DDP has averaged the student's gradients; the objective's own
+                # modules (adapters, heads, learned variances) are averaged here
+                distributed.average_gradients(objective_params)
                 if config.grad_clip:
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
