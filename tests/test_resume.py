@@ -99,3 +99,22 @@ def test_nan_loss_stops_with_the_term_and_step(tmp_path):
                                     "optimizer": {"name": "sgd", "lr": 1e30}, "grad_clip": None}]}
     with pytest.raises(KDistillError, match=r"loss term 'ce' became (nan|inf).* at epoch 1, step \d+"):
         run(recipe, runs_dir=tmp_path, progress=False)
+
+
+def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, uninterrupted):
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump(RECIPE))
+    runs = tmp_path / "runs"
+    proc = cli("run", recipe_path, "--runs-dir", runs, "-q")
+    folder = runs / "resumable.incomplete" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder.exists() and any(folder.glob("ckpt-s01-*.pt"))):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 2
+    stderr = proc.stderr.read()
+    assert "stopped by a signal" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    done = cli("run", "--resume", runs / "resumable.incomplete", "--runs-dir", runs, "-q")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    resumed = load_file(runs / "resumable" / "student.safetensors")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
