@@ -89,9 +89,9 @@ class HFEncoder(nn.Module):
         """``texts`` as one ``(N, 2, L)`` int64 tensor, L the longest text (at most ``max_length``)."""
         if self.tokenizer is None:
             raise KDistillError("model 'hf': no tokenizer; give a model folder that holds one.")
-        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
+        from kdistill.data.text import tokenize_texts
+
+        return tokenize_texts(list(texts), self.tokenizer, self.max_length)
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:

@@ -55,7 +55,7 @@ def test_taps_on_transformer_layers(tiny_bert):
 
 def test_pick_layers():
     assert pick_layers(6, 2, "first_last") == [0, 5]
-    assert pick_layers(6, 3, "first_last") == [0, 2, 5] or pick_layers(6, 3, "first_last") == [0, 3, 5]
+    assert pick_layers(6, 3, "first_last") == [0, 2, 5]
     assert pick_layers(6, 2, "even") == [2, 5]
     assert pick_layers(6, 3, "even") == [1, 3, 5]
     assert pick_layers(6, 2, "first") == [0, 1]
