@@ -176,14 +176,11 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
     results = {}
     for role, model in models.items():
         pool, query = emb[role]
-        if role == "teacher":
-            report = embedding_report(pool, pool, pool_labels, query[labelled], query[labelled],
-                                      test_labels[labelled], shots, seed=seed)["teacher"]
-        else:
-            t_pool, t_query = emb["teacher"]
-            full = embedding_report(pool, t_pool, pool_labels, query[labelled], t_query[labelled],
-                                    test_labels[labelled], shots, seed=seed)
-            report = {**full["student"], "neighbour_overlap@10": neighbour_overlap(query, t_query, 10)}
+        report = few_label_accuracy(pool, pool_labels, query[labelled], test_labels[labelled], shots, seed=seed,
+                                    methods=("prototype", "logreg"))
+        if role != "teacher":  # closeness to the teacher, on the whole test set
+            t_query = emb["teacher"][1]
+            report["neighbour_overlap@10"] = neighbour_overlap(query, t_query, 10)
             if query.shape[1] == t_query.shape[1]:
                 report["mean_cosine"] = mean_cosine(query, t_query)
         items = list(test_x[:speed_samples])
