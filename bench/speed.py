@@ -101,7 +101,8 @@ def measure(mode: str, teacher: dict, student: dict, quick: bool, epochs: int, i
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     # the first epoch warms up allocators and caches; of the others the fastest is the epoch time:
     # on a shared machine other jobs only ever add time (as timeit takes the best of its runs)
-    return {"epoch_s": min(times[1:] or times), "epochs_s": times, "build_s": build, "peak_bytes": peak, "device": str(device)}
+    return {"epoch_s": min(times[1:] or times), "epochs_s": times, "build_s": build, "peak_bytes": peak, "device": str(device),
+            "images": len(x)}
 
 
 def run_isolated(*args) -> dict:
@@ -132,7 +133,8 @@ def write_table(rows: list[dict], out: Path, epochs: int, repeats: int, images: 
     lines += ["", f"Epoch time: the fastest of epochs 2..{epochs} (the first warms up) over {repeats} interleaved "
               f"rounds of (a), (b), (c), each in a fresh process; other jobs on a shared machine only add time. "
               f"{images:,} images, batch 128, device {device}; (b) and (c) as multiples of (a), the cache build "
-              "(fastest of the rounds) in epochs of (a)."]
+              "(fastest of the rounds, each into an empty folder) in epochs of (a). Peak memory of (c) includes "
+              "building the cache in the same process (the teacher's forward pass at batch 512)."]
     return write_lines(lines, out)
 
 
@@ -140,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits and tiny models: a smoke run")
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2, help="rounds of (a), (b), (c), one after another")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (a), (b), (c), one after another")
     parser.add_argument("--images", type=int, default=20000, help="training images used")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -158,14 +160,15 @@ def main() -> None:
             row = {"teacher": name, "ratio": macs(teacher, shape) / macs(student, shape)}
             for round_ in range(args.repeats):  # interleaved, so that a slow spell hits all three alike
                 for mode in ("alone", "live", "cached"):
+                    # a fresh folder each round: a cache found already built would time no build
                     one = run_isolated(mode, teacher, student, args.quick, args.epochs, args.images,
-                                       args.threads, cache_dir)
+                                       args.threads, f"{cache_dir}/{len(rows)}-{round_}")
                     print(f"{name} {mode} round {round_ + 1}: {one['epoch_s']:.2f} s/epoch", flush=True)
                     row[mode] = best(row.get(mode), one)
             rows.append(row)
     stem = "speed_quick" if args.quick else "speed"
     (args.results / f"{stem}.json").write_text(json.dumps(rows, indent=1))
-    print(write_table(rows, args.results / f"{stem}.md", args.epochs, args.repeats, args.images,
+    print(write_table(rows, args.results / f"{stem}.md", args.epochs, args.repeats, rows[0]["alone"]["images"],
                       rows[0]["alone"]["device"]))
 
 
