@@ -21,13 +21,27 @@ def normalised_distances(x: torch.Tensor) -> torch.Tensor:
 
 def triplet_cosines(x: torch.Tensor) -> torch.Tensor:
     """``psi_A(i, j, k) = <e_ij, e_kj>``, ``e_ij = (x_i - x_j) / ||x_i - x_j||``, the cosine of the
-    angle at x_j, over triplets of distinct indices: ``(B, D) -> (B * (B - 1) * (B - 2),)``."""
-    e = F.normalize(x[None, :] - x[:, None], dim=-1)  # e[j, i] = e_ij, (B, B, D)
-    cos = e @ e.transpose(1, 2)  # cos[j, i, k], (B, B, B)
-    idx = torch.arange(len(x), device=x.device)
-    i, j, k = idx[None, :, None], idx[:, None, None], idx[None, None, :]
-    distinct = (i != j) & (j != k) & (i != k)  # (B, B, B)
-    return cos[distinct]
+    angle at x_j: ``(B, D) -> (B, B, B)``, ``[j, i, k]``, 0 where two of i, j, k are equal (so a
+    sum over the whole tensor is a sum over the ``B (B - 1) (B - 2)`` triplets of distinct indices,
+    without the cost of selecting them).
+
+    From the Gram matrix ``G`` of the centred batch: ``(x_i - x_j) . (x_k - x_j) = G_ik - G_ij -
+    G_jk + G_jj``, so the cost is ``B^2 D + B^3`` rather than the ``B^3 D`` of forming every
+    ``e_ij`` (``B = 128, D = 512``: about 60x fewer multiply-adds). ``e_ij = 0`` where
+    ``x_i = x_j`` (up to rounding), so such triplets give cosine 0.
+    """
+    # centring leaves the angles as they are and, in double precision, keeps the differences of
+    # Gram entries accurate; the (B, B, B) products then run in single precision
+    x = (x - x.mean(0)).double()
+    g = x @ x.T  # (B, B)
+    norms = g.diagonal()
+    dots = (g[None, :, :] - g[:, :, None] - g[:, None, :] + norms[:, None, None]).float()  # dots[j, i, k], (B, B, B)
+    square = norms[None, :] - 2 * g + norms[:, None]  # square[j, i] = ||x_i - x_j||^2, (B, B)
+    apart = square > 1e-20 * norms.mean().clamp_min(1e-300)  # x_i and x_j differ beyond rounding; not i = j
+    inverse = torch.where(apart, torch.where(apart, square, 1.0).rsqrt(), 0.0).float()  # no inf in the gradient
+    cos = dots * inverse[:, :, None] * inverse[:, None, :]  # cos[j, i, k]; 0 where i = j or k = j
+    cos.diagonal(dim1=1, dim2=2).zero_()  # i = k
+    return cos
 
 
 @register("rkd")
@@ -68,6 +82,7 @@ class RelationalKD(nn.Module):
             d_loss = F.smooth_l1_loss(normalised_distances(s), normalised_distances(t))
             loss = loss + self.distance_weight * d_loss
         if len(s) >= 3 and self.angle_weight:
-            a_loss = F.smooth_l1_loss(triplet_cosines(s), triplet_cosines(t))
+            n = len(s)
+            a_loss = F.smooth_l1_loss(triplet_cosines(s), triplet_cosines(t), reduction="sum") / (n * (n - 1) * (n - 2))
             loss = loss + self.angle_weight * a_loss
         return loss

@@ -58,3 +58,27 @@ def test_gradient_reaches_student_only():
 def test_bad_arguments_name_the_loss():
     with pytest.raises(KDistillError, match="rkd"):
         build_loss("rkd", angle_weight=-1.0)
+
+
+def test_triplet_cosines_from_the_gram_matrix_equal_the_explicit_differences():
+    from kdistill.losses.rkd import triplet_cosines
+
+    torch.manual_seed(0)
+    x = torch.randn(9, 5) * 3 + 10  # off-centre, so centring matters
+    x[4] = x[2]  # a duplicate: e = 0, cosine 0 for triplets through the pair
+    e = torch.nn.functional.normalize(x[None, :] - x[:, None], dim=-1)  # e[j, i] = e_ij
+    cos = e @ e.transpose(1, 2)  # cos[j, i, k]
+    idx = torch.arange(9)
+    i, j, k = idx[None, :, None], idx[:, None, None], idx[None, None, :]
+    distinct = (i != j) & (j != k) & (i != k)
+    got = triplet_cosines(x)
+    torch.testing.assert_close(got[distinct], cos[distinct], atol=1e-5, rtol=1e-5)
+    assert (got[~distinct] == 0).all() and (got[distinct][cos[distinct] == 0] == 0).all()
+    assert (cos[distinct] == 0).sum() == 2 * 7 * 2  # the duplicate pair (2, 4): either order, 7 others as k or i
+
+
+def test_angle_gradients_are_finite_with_duplicates_in_the_batch():
+    x = torch.randn(6, 4)
+    x = torch.cat([x, x[:2]]).requires_grad_()
+    build_loss("rkd", distance_weight=0.0, angle_weight=1.0)(x, torch.randn(8, 3)).backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
