@@ -168,6 +168,8 @@ def last_val_accuracy(run_dir: Path) -> float | None:
 
 def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int], second: float | None) -> str:
     teacher = [a for a in log.values("teacher_accuracy") if a is not None]
+    if not teacher:
+        raise SystemExit(f"methods: no finished cells in {log.path}; run the benchmark first.")
     params = {s: next(iter(log.values("student_params", student=s)), None) for s in STUDENTS}
     header = " | ".join(f"{s} ({params[s]:,} params)" if params[s] else s for s in STUDENTS)
     lines = [
@@ -216,10 +218,11 @@ def main() -> None:
     second_acc = None
     if not args.table_only:
         teachers = {"second": None}
-        teachers["second"], second_acc = train_teacher("second", runs_dir, args.quick)
+        if "multi-teacher KD" in args.rows:
+            teachers["second"], second_acc = train_teacher("second", runs_dir, args.quick)
+            print(f"second teacher: {100 * second_acc:.2f}%", flush=True)
         if args.quick:
             teachers["teacher"], _ = train_teacher("teacher", runs_dir, quick=True)
-        print(f"second teacher: {100 * second_acc:.2f}%", flush=True)
         # seed outermost: the teacher's outputs on a seed's split are computed once and reused
         for seed in args.seeds:
             for student in args.students:
