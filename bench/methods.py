@@ -54,8 +54,8 @@ T = 4.0
 #   normalisation; at: RepDistiller averages over the H*W positions of a map, we sum, so
 #   1000 / 49 for 7x7 maps; pkt: RepDistiller averages over the B*B pairs, we sum, so
 #   30000 / (128 * 127); cc: our kernel-correlation difference is averaged over B*B pairs and
-#   RepDistiller's CC is a different approximation, so its 0.02 does not carry over: the
-#   weight was chosen on the held-out images (see CC_WEIGHTS); dkd: mdistiller's CIFAR
+#   RepDistiller's CC is a different approximation, so its 0.02 does not carry over: 100 is
+#   this project's setting (no sweep of it is recorded; never chosen on the test set); dkd: mdistiller's CIFAR
 #   alpha 1, beta 8 (no warm-up here); dist: the paper's beta = gamma = 1, tau = 1.
 WEIGHTS = {"hint": 100.0, "vid": 1.0, "at": 1000 / 49, "rkd": 1.0, "pkt": 30000 / (128 * 127),
            "sp": 3000.0, "cc": 100.0, "nst": 50.0, "crd": 0.8, "dkd": 1.0, "dist": 1.0}
@@ -192,8 +192,10 @@ def write_table(log: CellLog, out: Path, epochs: int, seeds: list[int], second: 
                      + f" | {n_epochs} | {', '.join(seconds)} |")
     lines += ["", f"Test accuracy (%) at the last epoch, mean ± standard deviation over seeds {seeds} "
               f"(n = runs so far); held-out: the same on the 5,000 training images kept out of training. "
-              f"{epochs} epochs over the other 55,000 images, all labelled, batch 128, SGD with Nesterov "
-              f"momentum, cosine schedule, no augmentation; s / run: mean wall time per run for each student. "
+              f"{epochs} epoch{'s' if epochs != 1 else ''} over the other 55,000 images, all labelled, batch 128, SGD with Nesterov "
+              f"momentum, cosine schedule, no augmentation; s / run: mean wall time per run for each student, "
+              f"including the teacher's pass over the training images when the row is the first of its seed "
+              f"to read that teacher layer (kept in memory for the later rows). "
               f"Wall time of the cells so far: {log.hours():.2f} h on this machine (2 CPU cores)."]
     return write_lines(lines, out)
 
