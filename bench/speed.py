@@ -141,7 +141,7 @@ def write_table(rows: list[dict], out: Path, epochs: int, repeats: int, images: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits and tiny models: a smoke run")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="rounds of (a), (b), (c), one after another")
     parser.add_argument("--images", type=int, default=20000, help="training images used")
     parser.add_argument("--threads", type=int, default=None)
