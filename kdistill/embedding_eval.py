@@ -109,39 +109,6 @@ def size_on_disk(path: str | Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def embedding_report(
-    student_pool: torch.Tensor, teacher_pool: torch.Tensor, pool_labels: torch.Tensor,
-    student_query: torch.Tensor, teacher_query: torch.Tensor, query_labels: torch.Tensor,
-    shots: tuple[int, ...] = (1, 5, 10, 50), k: int = 10, draws: int = 5, seed: int = 0,
-    methods: tuple[str, ...] = ("prototype", "logreg"),
-) -> dict:
-    """Teacher against student on one labelled task.
-
-    Args:
-        student_pool, teacher_pool: embeddings ``(N, Ds)``, ``(N, Dt)`` of the labelled pool the few
-            labels are drawn from; pool_labels ``(N,)``.
-        student_query, teacher_query: embeddings ``(Q, Ds)``, ``(Q, Dt)`` of the query set; query_labels ``(Q,)``.
-        k: neighbours for the overlap; methods: few-label classifiers (see ``kdistill.fewshot``).
-    Returns:
-        ``{"mean_cosine": .., "neighbour_overlap@k": .., "teacher": {"prototype@1": .., "logreg@1": .., ...},
-        "student": {...}}``, closeness measured on the query set; ``mean_cosine`` only when widths match.
-        Teacher and student see the same draws of labels (same seed).
-    """
-    check_rows("embedding_report (pool)", student_pool, teacher_pool, pool_labels.unsqueeze(1))
-    check_rows("embedding_report (query)", student_query, teacher_query, query_labels.unsqueeze(1))
-    if student_pool.shape[1] != student_query.shape[1] or teacher_pool.shape[1] != teacher_query.shape[1]:
-        raise KDistillError("embedding_report: pool and query embeddings of one model must have the same width.")
-    report: dict = {}
-    if student_query.shape[1] == teacher_query.shape[1]:
-        report["mean_cosine"] = mean_cosine(student_query, teacher_query)
-    report[f"neighbour_overlap@{k}"] = neighbour_overlap(student_query, teacher_query, k)
-    for role, pool, query in (("teacher", teacher_pool, teacher_query), ("student", student_pool, student_query)):
-        report[role] = few_label_accuracy(
-            pool, pool_labels, query, query_labels, shots, draws=draws, seed=seed, methods=methods
-        )
-    return report
-
-
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the model's parameters and buffers as saved (safetensors adds a small header)."""
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from kdistill.data import Splits
+from kdistill.data import Splits, standardize
 from kdistill.errors import KDistillError
 from kdistill import distributed
 from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
@@ -425,9 +425,7 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
     if data is not None:
         saved = json.loads((Path(run_dir) / "summary.json").read_text()).get("data", {})
         if "mean" in saved and splits.test_set.x.is_floating_point():
-            shape = (1, -1, *[1] * (splits.test_set.x.dim() - 2))
-            mean, std = torch.tensor(saved["mean"]).view(shape), torch.tensor(saved["std"]).view(shape)
-            splits.test_set.x = (splits.test_set.x - mean) / std
+            standardize(splits.test_set, saved["mean"], saved["std"])
     device = resolve_device(recipe.device)
     if weights is not None:
         load_weights(models["student"], weights, "student")

@@ -23,6 +23,8 @@ class RunDir:
     so a crashed run is never passed off as complete and an existing run is never overwritten
     unless asked."""
 
+    board = None  # a TensorBoard writer, once ``tensorboard()`` is called
+
     def __init__(self, runs_dir: str | Path, name: str, overwrite: bool):
         self.final = check_run_dir(runs_dir, name, overwrite)
         self.path = self.final.with_name(self.final.name + ".incomplete")
@@ -51,7 +53,7 @@ class RunDir:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
         self.lines += 1
-        if getattr(self, "board", None) is not None:
+        if self.board is not None:
             self._to_tensorboard(record)
 
     def tensorboard(self) -> None:
@@ -74,7 +76,7 @@ class RunDir:
 
     def complete(self) -> Path:
         self.metrics.close()
-        if getattr(self, "board", None) is not None:
+        if self.board is not None:
             self.board.close()
         if self.final.exists():
             shutil.rmtree(self.final)

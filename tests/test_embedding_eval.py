@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from kdistill.embedding_eval import (
-    embedding_report,
     encoding_speed,
+    evaluate_embedders,
     mean_cosine,
     neighbour_overlap,
     size_on_disk,
@@ -82,24 +82,26 @@ def test_size_on_disk(tmp_path):
         size_on_disk(tmp_path / "missing")
 
 
-def test_embedding_report_keys():
+def test_evaluate_embedders_keys_and_no_cosine_between_different_widths():
+    from torch import nn
+
+    class FirstThree(nn.Module):
+        def forward(self, x):
+            return x[:, :3]
+
     y = torch.arange(3).repeat(10)
-    teacher = 10 * torch.eye(3, 5)[y] + 0.1 * torch.randn(30, 5)
-    student = teacher[:, :3] + 0.1 * torch.randn(30, 3)
-    report = embedding_report(student, teacher, y, student, teacher, y, shots=(1, 5), draws=2)
-    assert set(report) == {"neighbour_overlap@10", "teacher", "student"}  # widths differ: no mean_cosine
-    for role in ("teacher", "student"):
-        assert set(report[role]) == {"prototype@1", "logreg@1", "prototype@5", "logreg@5"}
-        assert report[role]["logreg@5"] == 1.0
-    same = embedding_report(student, teacher[:, :3], y, student, teacher[:, :3], y, shots=(1,), draws=1)
-    assert set(same) == {"mean_cosine", "neighbour_overlap@10", "teacher", "student"}
-    assert 0.9 < same["mean_cosine"] <= 1.0 and 0.0 <= same["neighbour_overlap@10"] <= 1.0
+    x = 10 * torch.eye(3, 5)[y] + 0.1 * torch.randn(30, 5)
+    models = {"teacher": nn.Identity(), "student": FirstThree()}
+    result = evaluate_embedders(models, x, y, x, y, "cpu", shots=(1, 5), speed_samples=4)
+    scores = {"prototype@1", "logreg@1", "prototype@5", "logreg@5"}
+    common = {"classes", "sentences_per_s", "params", "weight_bytes", "speedup"}
+    assert set(result["teacher"]) == scores | common
+    assert set(result["student"]) == scores | common | {"neighbour_overlap@10"}  # 5 against 3 wide: no cosine
+    assert result["student"]["logreg@5"] == 1.0 and 0.0 <= result["student"]["neighbour_overlap@10"] <= 1.0
 
 
 def test_evaluate_embedders_leaves_out_classes_too_small_for_the_largest_draw():
     from torch import nn
-
-    from kdistill.embedding_eval import evaluate_embedders
 
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[5.0, 0.0], [0.0, 5.0], [-5.0, -5.0]])

@@ -51,8 +51,14 @@ def normalize(train: ArraySource, *others: ArraySource) -> tuple[list[float], li
     Returns (mean, std), one value per channel (axis 1).
     """
     dims = [d for d in range(train.x.dim()) if d != 1] if train.x.dim() > 2 else [0]
-    mean = train.x.mean(dim=dims, keepdim=True)
-    std = train.x.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    mean = train.x.mean(dim=dims).flatten().tolist()
+    std = train.x.std(dim=dims).clamp_min(1e-6).flatten().tolist()
     for source in (train, *others):
-        source.x = (source.x - mean) / std
-    return mean.flatten().tolist(), std.flatten().tolist()
+        standardize(source, mean, std)
+    return mean, std
+
+
+def standardize(source: ArraySource, mean: list[float], std: list[float]) -> None:
+    """``(x - mean) / std`` in place, one value per channel (axis 1), as ``normalize`` returned them."""
+    shape = (1, -1, *[1] * (source.x.dim() - 2))
+    source.x = (source.x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
