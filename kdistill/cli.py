@@ -11,12 +11,16 @@ import typer
 
 from kdistill.errors import KDistillError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Distil a teacher into a student.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a teacher into a student. Bad input ends in one line 'error: ...' and exit "
+                       "code 2; a bug of kdistill's own exits 1 with its traceback.")
 
 Overrides = typer.Argument(None, help="key.sub=value overrides, e.g. stages.distil.epochs=3")
 RunsDir = typer.Option(Path("runs"), "--runs-dir", help="where run directories are written")
 Overwrite = typer.Option(False, "--overwrite", help="replace an existing run directory of the same name")
-Quiet = typer.Option(False, "--quiet", "-q", help="no progress bars")
+Quiet = typer.Option(False, "--quiet", "-q", help="no progress bars, epoch lines or table: only the run directory")
+TrustCode = typer.Option(False, "--trust-code", help="allow the run's recipe.yaml to import the Python callables it "
+                         "names as models (this runs their code, as unpickling would); only for runs you trust")
 
 
 def demo_recipe() -> Path:
@@ -32,6 +36,9 @@ def _run(recipe: Path | None, overrides: list[str], runs_dir: Path, overwrite: b
     result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet,
                         resume=resume)
     if not result.summary:  # a rank other than 0 of a distributed run: rank 0 reports
+        return
+    if quiet:
+        typer.echo(result.run_dir)
         return
     typer.echo("\n" + comparison_table(result.summary))
     typer.echo(f"\nrun directory: {result.run_dir}  (report: {result.run_dir / 'report.md'})")
@@ -60,12 +67,13 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
              weights: Optional[Path] = typer.Option(None, help="a student .safetensors to evaluate instead"),
              latency: bool = typer.Option(True, help="measure CPU latency"),
              data: Optional[Path] = typer.Option(None, "--data", help="other data of the same kind to evaluate on "
-                                                 "(an IDX folder, a text or CSV file)")) -> None:
+                                                 "(an IDX folder, a text or CSV file)"),
+             trust_code: bool = TrustCode) -> None:
     """Evaluate a finished run's models on the test set (or on other data) and print the table."""
     from kdistill.report import comparison_table
     from kdistill.run import evaluate_run
 
-    typer.echo(comparison_table(evaluate_run(run_dir, weights, latency, data)))
+    typer.echo(comparison_table(evaluate_run(run_dir, weights, latency, data, trust_code=trust_code)))
 
 
 @app.command()
@@ -73,12 +81,11 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="finished run directo
            out: Path = typer.Option(Path("report"), "--out", help="where the comparison of several runs goes")) -> None:
     """Draw each run's figures and write its report.md and self-contained report.html; with
     several runs, also one comparison table and chart in --out."""
-    from kdistill.report import compare_runs, write_report
+    from kdistill.report import check_report_inputs, compare_runs, write_report
 
-    for run_dir in run_dirs:
-        if not (run_dir / "summary.json").is_file():
-            raise KDistillError(f"report: {run_dir} is not a finished run directory (no summary.json).")
-        write_report(run_dir)
+    summaries = check_report_inputs(run_dirs, out if len(run_dirs) > 1 else None)  # before writing anything
+    for run_dir, summary in zip(run_dirs, summaries):
+        write_report(run_dir, summary)
         typer.echo(f"{run_dir / 'report.html'}")
     if len(run_dirs) > 1:
         typer.echo(f"{compare_runs(run_dirs, out).with_suffix('.html')}")
@@ -88,11 +95,11 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="finished run directo
 def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
            format: str = typer.Option("safetensors", "--format", help="safetensors | onnx | torchscript"),
            out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/export)"),
-           overwrite: bool = Overwrite) -> None:
+           overwrite: bool = Overwrite, trust_code: bool = TrustCode) -> None:
     """Export the student alone, with student.json (input shape, normalisation, class names)."""
     from kdistill.export import export_run
 
-    meta = export_run(run_dir, format, out, overwrite)
+    meta = export_run(run_dir, format, out, overwrite, trust_code=trust_code)
     check = f" (checked against PyTorch: max |diff| {meta['max_abs_diff']:.2g})" if "max_abs_diff" in meta else ""
     typer.echo(f"{meta['path']}{check}\n{Path(meta['path']).parent / 'student.json'}")
 
@@ -113,9 +120,15 @@ def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages ha
         typer.echo(line)
 
 
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help="show the traceback behind an error message "
+                                       "(may also follow the subcommand)")) -> None:
+    """Distil a teacher into a student."""
+
+
 def main() -> None:
-    debug = "--debug" in sys.argv  # show the traceback behind an error message
-    if debug:
+    debug = "--debug" in sys.argv  # show the traceback behind an error message, wherever it is given
+    while "--debug" in sys.argv:
         sys.argv.remove("--debug")
     try:
         app()

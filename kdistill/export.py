@@ -23,6 +23,8 @@ from torch import nn
 
 from kdistill.errors import KDistillError
 from kdistill.models.hf import HFEncoder
+from kdistill.models.weights import make_readable
+from kdistill.paths import user_path
 
 # --------------------------------------------------------------------------- sentence-transformers
 
@@ -154,6 +156,7 @@ def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwri
         encoder.model.save_pretrained(staging)
         encoder.tokenizer.save_pretrained(staging)
         _write_sentence_transformer_files(staging, hidden_size, encoder.max_length, encoder.normalize)
+        make_readable(staging)
         _move_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -284,48 +287,69 @@ def class_names(recipe, num_classes: int) -> list[str]:
 
 
 def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | None = None,
-               overwrite: bool = False) -> dict:
+               overwrite: bool = False, trust_code: bool = False) -> dict:
     """Export a finished run's student alone (no teacher, adapters or loss state) as
-    ``student.<ext>`` in ``out`` (default ``<run_dir>/export``), with ``student.json``: the
-    input it expects (shape, dtype, the normalisation applied to the data), its class names
-    and the format. ONNX and TorchScript files are checked against PyTorch on real test inputs.
+    ``student.<ext>`` in ``out`` (default ``<run_dir>/export``), with ``student.json``: the raw
+    input (dtype, shape), every preprocessing step that turns it into the input the student
+    takes (shape, dtype), its class names and the format. ONNX and TorchScript files are checked
+    against PyTorch on real test inputs. ``trust_code``: allow the run's recipe to import the
+    model callables it names (``package.module:callable``).
 
     Returns: the JSON written, with ``path``.
     """
+    from kdistill.data.preprocess import Preprocess, input_steps
     from kdistill.models.weights import save_weights
     from kdistill.run import rebuild_run
 
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "export"
+    run_dir = user_path(run_dir, "export")
+    out = user_path(out, "export --out") if out is not None else run_dir / "export"
     target = out / f"student.{ {'safetensors': 'safetensors', 'onnx': 'onnx', 'torchscript': 'pt'}[fmt] }"
     if target.exists() and not overwrite:
         raise KDistillError(f"export: {target} exists; choose another --out or pass --overwrite.")
-    recipe, models, splits, info = rebuild_run(run_dir, roles=("student",))
+    recipe, models, splits, info = rebuild_run(run_dir, roles=("student",), trust_code=trust_code)
+    if "student" not in models:
+        raise KDistillError(f"export: the run in {run_dir} trained no student (its stages train "
+                            f"{', '.join(sorted({s.train for s in recipe.stages}))}); export a run with a student.")
     student = models["student"].cpu().eval()
     sample = splits.test_set.x[:64]
-    meta = {"format": fmt, "recipe": recipe.name, "input_shape": [None, *sample.shape[1:]],
-            "input_dtype": str(sample.dtype).removeprefix("torch."),
-            "normalize": {k: info[k] for k in ("mean", "std") if k in info} or None,
+    preprocess = Preprocess.from_info(info)
+    input_shape = [None, *sample.shape[1:]]
+    meta = {"format": fmt, "recipe": recipe.name, **input_steps(recipe, preprocess, input_shape),
+            "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
             "classes": class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
             "task": recipe.task}
+    if out.exists() and not out.is_dir():
+        raise KDistillError(f"export: {out} is a file; give a folder with --out.")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    if fmt == "safetensors":
-        save_weights(student, target, {"recipe": recipe.name})
-    elif fmt == "onnx":
-        meta["max_abs_diff"] = export_onnx(student, sample, target)["max_abs_diff"]
-    else:
-        with _eval_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            traced = torch.jit.trace(student, sample[:2])
-        with torch.no_grad():
-            diff = (traced(sample) - student(sample)).abs().max().item()
-        if not diff <= 1e-4:
-            raise KDistillError(f"export: the TorchScript student differs from PyTorch by {diff:.3g}; "
-                                "export to onnx or safetensors instead.")
-        traced.save(str(target))
-        meta["max_abs_diff"] = diff
-    meta["path"] = str(target)
-    (out / "student.json").write_text(json.dumps(meta, indent=2))
+    # written under temporary names and renamed once checked: a failed export leaves nothing
+    tmp, tmp_json = out / f".{target.name}.tmp", out / ".student.json.tmp"
+    try:
+        if fmt == "safetensors":
+            save_weights(student, tmp, {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess else {})})
+        elif fmt == "onnx":
+            meta["max_abs_diff"] = export_onnx(student, sample, tmp)["max_abs_diff"]
+        else:
+            with _eval_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                traced = torch.jit.trace(student, sample[:2])
+            with torch.no_grad():
+                diff = (traced(sample) - student(sample)).abs().max().item()
+            if not diff <= 1e-4:
+                raise KDistillError(f"export: the TorchScript student differs from PyTorch by {diff:.3g}; "
+                                    "export to onnx or safetensors instead.")
+            traced.save(str(tmp))
+            meta["max_abs_diff"] = diff
+        meta["path"] = str(target)
+        tmp_json.write_text(json.dumps(meta, indent=2))
+        tmp.replace(target)
+        tmp_json.replace(out / "student.json")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        tmp_json.unlink(missing_ok=True)
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
     return meta

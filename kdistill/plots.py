@@ -6,6 +6,7 @@ returns the path it wrote, or None when the run holds nothing to draw.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -17,37 +18,104 @@ import torch  # noqa: E402
 
 ROLES = {"teacher": "teacher", "baseline": "student without distillation", "student": "student (distilled)"}
 COLOURS = {"teacher": "tab:blue", "baseline": "tab:gray", "student": "tab:orange"}
+LEGEND_FONT = 8
+
+
+def _figure(width: float, height: float, panels: int = 1):
+    """A figure of ``panels`` axes in a row, laid out by matplotlib's constrained layout, which
+    makes room for the tick labels, the colour bars and a legend placed outside the axes."""
+    return plt.subplots(1, panels, figsize=(width, height), squeeze=False, layout="constrained")
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _legend_below(fig, handles: list, labels: list[str]) -> None:
+    """One legend for the whole figure, below the axes, so that it covers no data: as many
+    columns as fit the figure's width."""
+    if not handles:
+        return
+    # an entry is about 0.4 in of handle and padding plus 0.055 in a character at 8 points
+    entry = 0.4 + 0.055 * max(map(len, labels))
+    columns = max(1, min(len(labels), int(0.95 * fig.get_figwidth() // entry)))
+    fig.legend(handles, labels, loc="outside lower center", ncols=columns, fontsize=LEGEND_FONT, frameon=True)
+
+
+def compact(value: float) -> str:
+    """A tick label of a few characters: 20k, 1.5M, 0.2, 3."""
+    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def log_ticks(low: float, high: float, most: int = 5) -> list[float]:
+    """At most ``most`` round numbers (1, 2 or 5 times a power of ten) between ``low`` and
+    ``high`` (both > 0), spread over the range in log scale; plain evenly spaced ticks when
+    the range holds fewer than two such numbers."""
+    decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    round_numbers = [m * 10.0 ** e for e in decades for m in (1, 2, 5) if low <= m * 10.0 ** e <= high]
+    if len(round_numbers) < 2:
+        return [t for t in matplotlib.ticker.MaxNLocator(nbins=3).tick_values(low, high) if low <= t <= high]
+    if len(round_numbers) <= most:
+        return round_numbers
+    powers = [t for t in round_numbers if math.isclose(10 ** round(math.log10(t)), t)]
+    chosen = powers if len(powers) >= 2 else round_numbers
+    return chosen[:: math.ceil(len(chosen) / most)]
+
+
+def _log_axis(ax, values: list[float], label: str) -> None:
+    """A log-scale x axis over ``values`` with a few compact, rotated tick labels and room on
+    the right for the points' annotations."""
+    ax.set_xlabel(label)
+    positive = [v for v in values if v > 0]
+    if not positive:
+        return
+    ax.set_xscale("log")
+    low, high = math.log10(min(positive)), math.log10(max(positive))
+    span = max(high - low, 0.3)
+    ax.set_xlim(10 ** (low - 0.12 * span), 10 ** (high + 0.3 * span))
+    ax.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(log_ticks(*ax.get_xlim())))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: compact(v)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis="x", labelrotation=30)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+
+
 def learning_curves(records: list[dict], path: Path) -> Path | None:
-    """One panel a stage: every logged loss term by epoch and, on the right axis, the held-out accuracy."""
+    """One panel a stage: every logged loss term by epoch and, on the right axis, the held-out
+    accuracy; one legend for all panels, below them, each loss term in the same colour everywhere."""
     stages = list(dict.fromkeys(r["stage"] for r in records))
     if not stages:
         return None
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.4), squeeze=False)
+    terms = list(dict.fromkeys(k for r in records for k in r["train"] if k != "lr"))
+    colours = {term: f"C{i % 10}" for i, term in enumerate(terms)}
+    fig, axes = _figure(4.2 * len(stages), 3.8, len(stages))
+    legend, held_out = {}, None  # loss terms first, then the held-out curve
     for ax, stage in zip(axes[0], stages):
         rows = [r for r in records if r["stage"] == stage]
         epochs = [r["epoch"] for r in rows]
         for term in [k for k in rows[0]["train"] if k != "lr"]:
-            ax.plot(epochs, [r["train"].get(term) for r in rows], marker=".", label=term)
+            (line,) = ax.plot(epochs, [r["train"].get(term) for r in rows], marker=".", color=colours[term])
+            legend.setdefault(term, line)
         ax.set_title(f"{stage} ({rows[0]['model']})")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
-        evaluated = [(r["epoch"], v) for r in rows for split in ("val", "test") if split in r
+        evaluated = [(r["epoch"], v) for r in rows for split in ("val", "test") if isinstance(r.get(split), dict)
                      for v in [r[split].get("accuracy", r[split].get("mean_cosine"))] if v is not None]
         if evaluated:
             right = ax.twinx()
-            right.plot(*zip(*evaluated), color="black", linestyle="--", marker="o", label="held-out")
+            (line,) = right.plot(*zip(*evaluated), color="black", linestyle="--", marker="o")
             right.set_ylabel("held-out accuracy / cosine")
-        ax.legend(fontsize=7, loc="upper right")
+            held_out = line
+    if held_out is not None:
+        legend["held-out"] = held_out
+    _legend_below(fig, list(legend.values()), list(legend))
     return _save(fig, path)
 
 
@@ -57,17 +125,17 @@ def tradeoff(summary: dict, path: Path) -> Path | None:
     if not test:
         return None
     latency = all("latency_ms_b1" in m for m in test.values())
-    fig, axes = plt.subplots(1, 2 if latency else 1, figsize=(9 if latency else 4.8, 3.6), squeeze=False)
+    fig, axes = _figure(9 if latency else 4.8, 4.0, 2 if latency else 1)
     panels = [("params", "parameters")] + ([("latency_ms_b1", "CPU ms / sample, batch 1")] if latency else [])
     for ax, (key, label) in zip(axes[0], panels):
         for role, m in test.items():
             ax.scatter(m[key], 100 * m["accuracy"], s=60, color=COLOURS.get(role), label=ROLES.get(role, role))
             ax.annotate(f"{100 * m['accuracy']:.1f}%", (m[key], 100 * m["accuracy"]), fontsize=8,
                         xytext=(5, 4), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
+        _log_axis(ax, [m[key] for m in test.values()], label)
+        ax.margins(y=0.15)
         ax.set_ylabel("test accuracy (%)")
-    axes[0][0].legend(fontsize=8)
+    _legend_below(fig, *axes[0][0].get_legend_handles_labels())
     return _save(fig, path)
 
 
@@ -75,7 +143,8 @@ def reliability(logits: dict[str, torch.Tensor], labels: torch.Tensor, path: Pat
     """Accuracy against confidence in equal-width bins (the reliability diagram), a line a model."""
     if not logits:
         return None
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    fig, axes = _figure(4.6, 4.8)
+    ax = axes[0][0]
     ax.plot([0, 1], [0, 1], color="black", linewidth=0.8, linestyle=":", label="calibrated")
     edges = torch.linspace(0, 1, bins + 1)
     for role, z in logits.items():
@@ -87,7 +156,7 @@ def reliability(logits: dict[str, torch.Tensor], labels: torch.Tensor, path: Pat
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title("reliability on the test set")
-    ax.legend(fontsize=8)
+    _legend_below(fig, *ax.get_legend_handles_labels())
     return _save(fig, path)
 
 
@@ -96,7 +165,8 @@ def disagreement(teacher: torch.Tensor, student: torch.Tensor, path: Path, class
     k = teacher.shape[1]
     counts = torch.zeros(k, k, dtype=torch.long)
     counts.index_put_((teacher.argmax(1), student.argmax(1)), torch.ones(len(teacher), dtype=torch.long), accumulate=True)
-    fig, ax = plt.subplots(figsize=(5.4, 4.8))
+    fig, axes = _figure(5.4, 4.8)
+    ax = axes[0][0]
     image = ax.imshow(counts.float().log1p().numpy(), cmap="viridis")
     names = classes or [str(i) for i in range(k)]
     if k <= 30:
@@ -115,7 +185,8 @@ def comparison(summaries: dict[str, dict], path: Path) -> Path | None:
     runs = {name: s["test"] for name, s in summaries.items() if any("accuracy" in m for m in s.get("test", {}).values())}
     if not runs:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(runs)), 3.8))
+    fig, axes = _figure(max(4.5, 1.6 * len(runs)), 4.2)
+    ax = axes[0][0]
     width = 0.8 / len(ROLES)
     for j, role in enumerate(ROLES):
         xs = [i + j * width for i, t in enumerate(runs.values()) if role in t]
@@ -125,5 +196,5 @@ def comparison(summaries: dict[str, dict], path: Path) -> Path | None:
     ax.set_ylabel("test accuracy (%)")
     low = min(100 * m["accuracy"] for t in runs.values() for m in t.values() if "accuracy" in m)
     ax.set_ylim(max(0, low - 10), 100)
-    ax.legend(fontsize=8)
+    _legend_below(fig, *ax.get_legend_handles_labels())
     return _save(fig, path)

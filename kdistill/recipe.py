@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdistill.errors import KDistillError
 from kdistill.losses.registry import LOSSES, check_loss_name
+from kdistill.paths import user_path
+from kdistill.rundir import check_run_name
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a NaN weight fails here, not at step 1
 
 
 Amount = Union[int, float]  # a count (600) or a fraction of the training set (0.01)
@@ -40,6 +42,16 @@ class TextSpec(Strict):
     max_length: int = Field(128, ge=2)
 
 
+# text fields that only some text sources read
+TEXT_ONLY_FOR = {"pos": ("wordnet",), "examples": ("wordnet",), "text_column": ("csv",), "label_column": ("csv",)}
+
+
+def _changed(spec: BaseModel) -> list[str]:
+    """The fields of ``spec`` the user set to something other than their default."""
+    fields = type(spec).model_fields
+    return [name for name in fields if name in spec.model_fields_set and getattr(spec, name) != fields[name].default]
+
+
 class DataSpec(Strict):
     source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv"] = "fashion_mnist"
     path: str | None = None  # IDX folder (MNIST's work the same), WordNet folder, text or CSV file
@@ -47,7 +59,11 @@ class DataSpec(Strict):
     labelled: Amount = 600
     val: Amount = 0
     transfer: Amount | None = None
-    normalize: bool = True
+    # auto: the teacher's recorded preprocessing if its weights record one, else statistics of
+    # the training data when this run trains the teacher (or there is none and the source is
+    # built in), else none; teacher: the teacher's recorded one; data: the training data's
+    # per-channel mean and std (true); none: the inputs as they are (false)
+    normalize: Literal["auto", "teacher", "data", "none"] = "auto"
     split_seed: int | None = None  # default: the recipe's seed
 
     @field_validator("labelled", "val", "transfer")
@@ -57,6 +73,46 @@ class DataSpec(Strict):
             raise ValueError("a fraction must be between 0 and 1; for a count give an integer")
         if isinstance(value, int) and value < 0:
             raise ValueError("a count must be 0 or more")
+        return value
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_bool(cls, value):
+        return {True: "data", False: "none"}.get(value, value) if isinstance(value, bool) else value
+
+    # fields the user set that the source does not read are errors, not silently ignored; these
+    # run only on fields the recipe gives (a dumped recipe gives every field at its default)
+    @field_validator("path")
+    @classmethod
+    def _path_applies(cls, value, info):
+        source = info.data.get("source")
+        if value is not None and source in ("digits", "custom"):
+            why = ("ships with scikit-learn" if source == "digits"
+                   else "is passed from Python (run(recipe, data=(train, test)))")
+            raise ValueError(f"does not apply to source {source!r}, whose data {why}; drop data.path")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text_applies(cls, value: TextSpec, info):
+        source = info.data.get("source")
+        for name in _changed(value):
+            if source not in TEXT_SOURCES:
+                raise ValueError(f"{name} applies only to the text sources ({', '.join(TEXT_SOURCES)}), "
+                                 f"not {source!r}; drop data.text.{name}")
+            readers = TEXT_ONLY_FOR.get(name, TEXT_SOURCES)
+            if source not in readers:
+                raise ValueError(f"{name} is read only by source {' and '.join(readers)}, not {source!r}; "
+                                 f"drop data.text.{name}")
+        return value
+
+    @field_validator("normalize")
+    @classmethod
+    def _normalize_applies(cls, value, info):
+        source = info.data.get("source")
+        if source in TEXT_SOURCES and value in ("teacher", "data"):
+            raise ValueError(f"{value!r} does not apply to source {source!r}, whose inputs are token ids; "
+                             "drop data.normalize")
         return value
 
 
@@ -163,6 +219,18 @@ class StageSpec(Strict):
     compile: bool | str = False  # torch.compile the student: true (inductor) or a backend name
     eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
 
+    @field_validator("compile")
+    @classmethod
+    def _backend(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            from torch._dynamo import list_backends
+
+            known = list_backends(exclude_tags=())
+            if value not in known:
+                raise ValueError(f"unknown torch.compile backend {value!r}; use true (inductor) or one of "
+                                 f"{', '.join(known)}")
+        return value
+
 
 class CheckpointSpec(Strict):
     """Checkpoints in the run directory, to resume a run that stopped (kdistill run --resume)."""
@@ -176,7 +244,7 @@ class Recipe(Strict):
     name: str = "run"
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
-    threads: int | None = None  # CPU threads for torch; default: torch's choice
+    threads: int | None = Field(None, ge=1, le=1024)  # CPU threads for torch; default: torch's choice
     data: DataSpec = Field(default_factory=DataSpec)
     teacher: ModelSpec | None = None
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)  # extra frozen teachers, tapped as 'name:path'
@@ -189,6 +257,14 @@ class Recipe(Strict):
     # classify: models output class logits; embed: sentence-embedding models, judged by
     # agreement with the teacher and few-label accuracy. Default: embed for text sources.
     task: Literal["classify", "embed"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return check_run_name(value)
+        except KDistillError as err:  # pydantic reports ValueErrors with the field's path
+            raise ValueError(str(err).removeprefix("name: ")) from None
 
     @field_validator("device")
     @classmethod
@@ -356,11 +432,15 @@ def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] = ()) -
     elif isinstance(source, dict):
         tree = copy.deepcopy(source)
     else:
-        path = Path(source)
+        path = user_path(source, "recipe")
+        if path.is_dir():
+            raise KDistillError(f"recipe: {path} is a folder; give the path to a .yaml recipe.")
         if not path.is_file():
             raise KDistillError(f"recipe: file {path} not found; give the path to a .yaml recipe.")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf8")) or {}
+        except UnicodeDecodeError:
+            raise KDistillError(f"recipe: {path} is not a text file; give the path to a .yaml recipe.") from None
         except yaml.YAMLError as err:
             raise KDistillError(f"recipe: {path} is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(tree, dict):

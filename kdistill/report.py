@@ -70,28 +70,132 @@ def embedding_table(summary: dict) -> str:
 
 
 PLOTS = "plots"
+RERUN = "re-run the recipe (kdistill run) to write the run directory again"
+
+
+def read_summary(run_dir: Path) -> dict:
+    """``run_dir/summary.json``, checked to be a finished run's summary (a one-line error if not)."""
+    path = Path(run_dir) / "summary.json"
+    if not path.is_file():
+        raise KDistillError(f"report: {run_dir} is not a finished run directory (no summary.json).")
+    try:
+        summary = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise KDistillError(f"report: {path} is not JSON text; {RERUN}.") from None
+    except json.JSONDecodeError as err:
+        raise KDistillError(f"report: {path} is not valid JSON ({err.msg} at line {err.lineno}); {RERUN}.") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("test"), dict) or \
+            not all(isinstance(m, dict) for m in summary["test"].values()):
+        raise KDistillError(f"report: {path} holds no 'test' metrics of each model; {RERUN}.")
+    for key in ("data", "stage_seconds", "embedding"):
+        if not isinstance(summary.get(key, {}), dict):
+            raise KDistillError(f"report: {path}: '{key}' is not a mapping; {RERUN}.")
+    numeric = {key for _, key, _ in CLASSIFIER_COLUMNS + EMBEDDER_COLUMNS}
+    for role, metrics in summary["test"].items():
+        bad = next((k for k in numeric & metrics.keys() if not _is_number(metrics[k])), None)
+        if bad is not None:
+            raise KDistillError(f"report: {path}: test.{role}.{bad} is {metrics[bad]!r}, not a number; {RERUN}.")
+    if not all(_is_number(v) for v in summary.get("stage_seconds", {}).values()):
+        raise KDistillError(f"report: {path}: stage_seconds holds a value that is not a number; {RERUN}.")
+    return summary
+
+
+def _is_number(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> list[dict]:
+    """Every run directory's summary, and the folders the report writes, checked before anything
+    is written (so one bad directory leaves the others' reports as they were)."""
+    from kdistill.paths import user_path
+
+    summaries = []
+    for run_dir in run_dirs:
+        run_dir = user_path(run_dir, "report")
+        summaries.append(read_summary(run_dir))
+        for name, kind in (("metrics.jsonl", "file"), ("predictions.safetensors", "file"), (PLOTS, "folder")):
+            path = run_dir / name
+            if path.exists() and (path.is_dir() if kind == "file" else not path.is_dir()):
+                raise KDistillError(f"report: {path} should be a {kind}; move it away and run the report again.")
+        read_metrics(run_dir / "metrics.jsonl")
+        if (run_dir / "predictions.safetensors").exists():
+            read_predictions(run_dir / "predictions.safetensors")
+    if out is not None:
+        out = user_path(out, "report --out")
+        if out.exists() and not out.is_dir():
+            raise KDistillError(f"report --out: {out} is a file; give a folder for the comparison of the runs.")
+    return summaries
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl`` (none when the file is missing), a one-line error naming
+    the line at fault when one is not a record of an epoch."""
+    if not path.exists():
+        return []
+    fix = "delete that line, or the file to draw the report without learning curves"
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise KDistillError(f"report: {path} is not JSON lines text; delete it to draw the report without "
+                            "learning curves.") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise KDistillError(f"report: {path} line {n} is not valid JSON ({err.msg}); {fix}.") from None
+        if not isinstance(record, dict) or not {"stage", "model", "epoch"} <= record.keys() or \
+                not isinstance(record.get("train"), dict):
+            raise KDistillError(f"report: {path} line {n} is not an epoch's record (stage, model, epoch, train); "
+                                f"{fix}.")
+        records.append(record)
+    return records
+
+
+def read_predictions(path: Path) -> dict:
+    """``predictions.safetensors``: the test ``labels (N,)`` and each model's logits ``(N, classes)``,
+    a one-line error naming the file when it is unreadable or holds something else."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    fix = f"delete it to draw the report without the calibration and disagreement figures, or {RERUN}"
+    try:
+        saved = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise KDistillError(f"report: {path} cannot be read ({_first_line(err)}); {fix}.") from None
+    labels = saved.pop("labels", None)
+    if labels is None or labels.dim() != 1 or labels.is_floating_point() or \
+            not all(z.dim() == 2 and len(z) == len(labels) and z.shape[1] > 0 for z in saved.values()):
+        raise KDistillError(f"report: {path} does not hold the test labels and each model's (N, classes) logits; "
+                            f"{fix}.")
+    return {"labels": labels, **saved}
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
 def run_plots(run_dir: Path, summary: dict) -> list[tuple[str, Path]]:
     """Draw a run's figures into ``run_dir/plots``: (caption, path) of each drawn."""
-    from safetensors.torch import load_file
-
     from kdistill import plots
 
     folder = run_dir / PLOTS
     folder.mkdir(exist_ok=True)
-    metrics = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    records = read_metrics(run_dir / "metrics.jsonl")
     drawn = [("Learning curves: every loss term by epoch, held-out accuracy dashed",
               plots.learning_curves(records, folder / "learning_curves.png")),
              ("Test accuracy against size and latency", plots.tradeoff(summary, folder / "tradeoff.png"))]
     predictions = run_dir / "predictions.safetensors"
     if predictions.exists():
-        saved = load_file(str(predictions))
+        saved = read_predictions(predictions)
         labels = saved.pop("labels")
         drawn.append(("Reliability (calibration) on the test set", plots.reliability(saved, labels, folder / "reliability.png")))
         if "teacher" in saved and "student" in saved:
             classes = summary.get("classes")
+            k = saved["teacher"].shape[1]
+            classes = classes if isinstance(classes, list) and len(classes) == k else None
             drawn.append(("Where teacher and student disagree",
                           plots.disagreement(saved["teacher"], saved["student"], folder / "disagreement.png", classes)))
     return [(caption, path) for caption, path in drawn if path is not None]
@@ -125,7 +229,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     ``report.html`` into a run directory (reads ``summary.json`` when not given)."""
     run_dir = Path(run_dir)
     if summary is None:
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = read_summary(run_dir)
     data = summary.get("data", {})
     stages = summary.get("stage_seconds", {})
     table = comparison_table(summary)
@@ -158,10 +262,8 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for d in map(Path, run_dirs):
-        if not (d / "summary.json").is_file():
-            raise KDistillError(f"report: {d} is not a finished run directory (no summary.json).")
         name = d.name if d.name not in summaries else f"{d.name} ({len(summaries) + 1})"
-        summaries[name] = json.loads((d / "summary.json").read_text())
+        summaries[name] = read_summary(d)
     header = "| run | model | " + " | ".join(c[0] for c in CLASSIFIER_COLUMNS[:5]) + " |"
     lines = [header, "|---|---|" + "---:|" * 5]
     for name, s in summaries.items():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import threading
 import time
@@ -16,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from kdistill.data import Splits, standardize
+from kdistill.data import Preprocess, Splits
 from kdistill.errors import KDistillError
 from kdistill import distributed
 from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
@@ -27,13 +25,14 @@ from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
 from kdistill.export import class_names, export_sentence_transformer
 from kdistill.models.hf import HFEncoder
-from kdistill.models.weights import load_weights, save_weights, snapshot
+from kdistill.models.weights import load_weights, save_tensors, save_weights, snapshot
 from kdistill.objective import Objective
+from kdistill.paths import user_path
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from kdistill.report import write_report
-from kdistill.rundir import NullRunDir, RunDir, check_run_dir
-from kdistill.setup import (build_models, build_stage_objectives, freeze, prepare_data, resolve_device,
-                            set_weight_anchors, stage_data)
+from kdistill.rundir import NullRunDir, RunDir, check_run_dir, tensorboard_writer
+from kdistill.setup import (build_models, build_stage_objectives, check_stage_data, check_teacher_preprocess, freeze,
+                            prepare_data, resolve_device, set_weight_anchors, stage_data)
 from kdistill.shallow import EMBEDDING, PROTOTYPES, embedding_metrics, fit_teacher_embedding, init_prototypes
 from kdistill.models.taps import OUTPUT, FeatureTaps
 from kdistill.train import STOP, StageConfig, teacher_outputs, train_stage
@@ -78,13 +77,31 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
     if resume is not None:
         first, ends, starts = resume["stage"], resume["ends"], resume["starts"]
         stage_times, teacher_changed = resume["stage_times"], resume["teacher_changed"]
-        for role, state in resume["models"].items():
-            models[role].load_state_dict(state)
-        for name, state in resume["objectives"].items():
-            objectives[name].load_state_dict(state)
-        if pca is not None and resume["pca"] is not None:
-            pca.load_state_dict(resume["pca"])
+        try:
+            for role, state in resume["models"].items():
+                models[role].load_state_dict(state)
+            for name, state in resume["objectives"].items():
+                objectives[name].load_state_dict(state)
+            if pca is not None and resume["pca"] is not None:
+                pca.load_state_dict(resume["pca"])
+        except (KeyError, RuntimeError) as err:  # a model or loss the checkpoint does not describe
+            first = str(err).strip().splitlines()[0][:200]
+            raise KDistillError(f"resume: the checkpoint does not fit the models and losses of the run's recipe.yaml "
+                                f"({first}); was recipe.yaml edited? Restore it, or start the run again "
+                                "(--overwrite).") from None
     teacher_trained = any(s.train == "teacher" for s in recipe.stages)
+
+    def save(i: int, loop: dict | None) -> None:
+        if not distributed.is_main() or not recipe.checkpoint.enabled:
+            return
+        state = {"version": 1, "stage": i, "loop": loop, "ends": ends, "starts": starts,
+                 "stage_times": stage_times, "teacher_changed": teacher_changed, "metrics_lines": out.lines,
+                 "models": {r: m.state_dict() for r, m in models.items() if r != "teacher" or teacher_trained},
+                 "objectives": {n: o.state_dict() for n, o in objectives.items()},
+                 "pca": pca.state_dict() if pca is not None else None}
+        name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
+        save_checkpoint(out.path / "checkpoints", name, state, recipe.checkpoint.keep)
+
     for i, stage in enumerate(recipe.stages):
         if i < first:
             continue
@@ -121,32 +138,25 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
                     metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
                     record[eval_name] = {k: v for k, v in metrics.items() if k != "params"}
                     line += f" {eval_name} acc {metrics['accuracy']:.4f}"
-                print(line, flush=True)
+                if progress:
+                    print(line, flush=True)
             out.log(record)
-
-        def save(loop: dict, i=i):
-            if not distributed.is_main():
-                return
-            state = {"version": 1, "stage": i, "loop": loop, "ends": ends, "starts": starts,
-                     "stage_times": stage_times, "teacher_changed": teacher_changed, "metrics_lines": out.lines,
-                     "models": {r: m.state_dict() for r, m in models.items() if r != "teacher" or teacher_trained},
-                     "objectives": {n: o.state_dict() for n, o in objectives.items()},
-                     "pca": pca.state_dict() if pca is not None else None}
-            save_checkpoint(out.path / "checkpoints", checkpoint_name(i, loop["epoch"], loop["step"]), state,
-                            recipe.checkpoint.keep)
 
         result = train_stage(model, objective, x, y, _stage_config(stage, recipe.seed + i), device, teacher_model,
                              on_epoch_end, desc=stage.name, progress=progress,
-                             checkpoint=save if recipe.checkpoint.enabled else None,
+                             checkpoint=(lambda loop, i=i: save(i, loop)) if recipe.checkpoint.enabled else None,
                              checkpoint_every=recipe.checkpoint.every, resume=resume["loop"] if resuming else None)
         stage_times[stage.name] = result["seconds"]
         ends[stage.name] = snapshot(model)
+    if first < len(recipe.stages):
+        # every stage trained: a run killed from here on resumes into the final evaluation
+        save(len(recipe.stages), None)
     return stage_times
 
 
 def find_resume_point(resume: str | Path, overrides) -> tuple[Path, dict]:
     """The unfinished run directory ``resume`` names and its newest readable checkpoint."""
-    path = Path(resume)
+    path = user_path(resume, "resume")
     if not path.name.endswith(".incomplete") and not path.exists():
         path = path.with_name(path.name + ".incomplete")
     if overrides:
@@ -156,7 +166,16 @@ def find_resume_point(resume: str | Path, overrides) -> tuple[Path, dict]:
     found = load_latest(path / "checkpoints")
     if found is None:
         raise KDistillError(f"resume: {path} holds no readable checkpoint; start the run again (--overwrite).")
-    return path, found[0]
+    state, where = found
+    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else sorted(CHECKPOINT_KEYS)
+    if missing:
+        raise KDistillError(f"resume: {where} is not a checkpoint kdistill wrote (no {', '.join(missing[:3])}); "
+                            "delete it to resume from the one before, or start the run again (--overwrite).")
+    return path, state
+
+
+CHECKPOINT_KEYS = {"version", "stage", "loop", "ends", "starts", "stage_times", "teacher_changed", "metrics_lines",
+                   "models", "objectives", "pca"}
 
 
 @contextlib.contextmanager
@@ -242,10 +261,15 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     device = resolve_device(recipe.device)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
-    check_run_dir(runs_dir, recipe.name, overwrite)
+    if checkpoint is None:
+        check_run_dir(runs_dir, recipe.name, overwrite)  # before any work: a refusal costs nothing
+    if recipe.tensorboard:
+        tensorboard_writer()
     started = time.perf_counter()
     splits, data_info = prepare_data(recipe, data)
+    check_stage_data(recipe, splits)
     models = build_models(recipe, teacher, student, device)
+    check_teacher_preprocess(recipe, models, splits, data_info, device)  # its accuracy before / after preprocessing
     if "teacher" in models and not any(s.train == "teacher" for s in recipe.stages):
         freeze(models["teacher"])
     pca = None
@@ -265,18 +289,33 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
         (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
     if recipe.tensorboard and distributed.is_main():
         out.tensorboard()
-    with stop_on_signals():
-        stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca, checkpoint)
+    try:
+        with stop_on_signals():
+            stage_times = fit(recipe, models, objectives, splits, device, out, progress, pca, checkpoint)
+    except KDistillError as err:
+        raise _kept_or_discarded(out, err) from None
     if not distributed.is_main():
         distributed.barrier()  # until rank 0 has evaluated and written the run
         return RunResult(run_dir=out.final_for(runs_dir, recipe.name), summary={}, models=models)
-    shutil.rmtree(out.path / "checkpoints", ignore_errors=True)  # the run is complete: nothing to resume
+    # from here on the run's checkpoints stay until it is complete: a kill during the evaluation,
+    # the report or the rename is finished by --resume without training again
+    try:
+        summary = _finish(recipe, models, splits, device, out, pca, prototype_head, data_info, stage_times, started)
+    except KDistillError as err:
+        raise _kept_or_discarded(out, err) from None
+    run_dir = out.complete()
+    distributed.barrier()
+    return RunResult(run_dir=run_dir, summary=summary, models=models)
 
+
+def _finish(recipe: Recipe, models: dict, splits: Splits, device, out: RunDir, pca, prototype_head, data_info: dict,
+            stage_times: dict, started: float) -> dict:
+    """After training: the final evaluation, the weights, the student's export and the report,
+    all written into the unfinished run directory. Returns the summary."""
     logits: dict[str, torch.Tensor] = {}
     summary = final_evaluation(recipe, models, splits, device, logits)
     if logits:  # for the report's calibration and disagreement figures
-        save_file({**{r: z.contiguous() for r, z in logits.items()}, "labels": splits.test_set.y.contiguous()},
-                  str(out.path / "predictions.safetensors"))
+        save_tensors({**logits, "labels": splits.test_set.y}, out.path / "predictions.safetensors")
         summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1])
     if recipe.embedding is not None:
         spec = recipe.embedding
@@ -288,19 +327,29 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
         **data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},
         "stage_seconds": stage_times, "total_seconds": time.perf_counter() - started})
-    metadata = {"recipe": recipe.name, **{k: json.dumps(v) for k, v in data_info.items() if k in ("mean", "std")}}
+    preprocess = Preprocess.from_info(data_info)  # what every model's inputs are, from raw inputs
+    metadata = {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess is not None else {})}
     for role in ("student", "teacher", "baseline"):
         if any(s.train == role for s in recipe.stages):
             save_weights(models[role], out.path / f"{role}.safetensors", metadata)
     student_model = models.get("student")
     if isinstance(student_model, HFEncoder) and not getattr(student_model, "pruned_heads", None):
         # a folder transformers.AutoModel and sentence_transformers.SentenceTransformer load as it is
-        export_sentence_transformer(student_model, out.path / "student_hf")
+        export_sentence_transformer(student_model, out.path / "student_hf", overwrite=True)  # a resumed run's too
     (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
     write_report(out.path, summary)
-    run_dir = out.complete()
-    distributed.barrier()
-    return RunResult(run_dir=run_dir, summary=summary, models=models)
+    return summary
+
+
+def _kept_or_discarded(out, err: KDistillError) -> KDistillError:
+    """A run stopped after it started training keeps its directory when it has a checkpoint to
+    resume from (and the message says how); otherwise nothing of it is left on disk."""
+    if out.path is None:  # a rank that writes nothing
+        return err
+    if any((out.path / "checkpoints").glob("ckpt-*.pt")):
+        return type(err)(f"{err}; the run so far is kept: continue with kdistill run --resume {out.path}")
+    out.discard()
+    return type(err)(f"{err}; no checkpoint had been written, so {out.path} was removed")
 
 
 def main_teacher(models: dict) -> nn.Module:
@@ -384,35 +433,54 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device, outpu
     return {"test": results}
 
 
-def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None) -> tuple[Recipe, dict, Splits, dict]:
-    """A finished run's recipe, models (with their saved weights), data splits and data info."""
-    run_dir = Path(run_dir)
+def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
+                trust_code: bool = False) -> tuple[Recipe, dict, Splits, dict]:
+    """A finished run's recipe, models (with their saved weights), data splits and data info.
+
+    Args:
+        roles: the models wanted (default all); the teacher's weights are read only if it is one.
+        trust_code: allow models named by import path (``package.module:callable``), whose code
+            runs when they are built; a run directory from elsewhere could name anything.
+    """
+    run_dir = user_path(run_dir, "run directory")
     if not (run_dir / "recipe.yaml").is_file():
         raise KDistillError(f"{run_dir} is not a finished run directory (no recipe.yaml).")
     recipe = load_recipe(run_dir / "recipe.yaml", list(overrides))
-    for role, spec in (("teacher", recipe.teacher), ("student", recipe.student)):
+    skip_teacher = roles is not None and "teacher" not in roles
+    if skip_teacher:  # the teacher's architecture may be needed (a student cut from it), its weights not
+        for spec in (recipe.teacher, *recipe.teachers.values()):
+            if spec is not None:
+                spec.weights = None
+    specs = [("teacher", recipe.teacher), ("student", recipe.student),
+             *((f"teachers.{n}", t) for n, t in recipe.teachers.items())]
+    for role, spec in specs:
         if spec is not None and spec.model and spec.model.startswith("(python)"):
             raise KDistillError(f"{run_dir}: its {role} was a Python module ({spec.model.split(' ', 1)[1]}), which "
                                 "cannot be rebuilt from the recipe; load student.safetensors into it in Python.")
+        if spec is not None and spec.model and ":" in spec.model and not trust_code:
+            raise KDistillError(f"{run_dir}: its recipe builds the {role} with {spec.model!r}, which would import and "
+                                "run that code; pass --trust-code (trust_code=True) if you trust this run directory.")
     device = resolve_device(recipe.device)
     splits, info = prepare_data(recipe)
     models = build_models(recipe, None, None, device)
     for role in list(models):
-        if roles is not None and role not in roles and role != "teacher":
-            del models[role]
+        if roles is not None and role not in roles:
+            if role != "teacher" or skip_teacher:
+                del models[role]
         elif (run_dir / f"{role}.safetensors").is_file():
             load_weights(models[role], run_dir / f"{role}.safetensors", role)
     return recipe, models, splits, info
 
 
 def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True,
-                 data: str | Path | None = None) -> dict:
+                 data: str | Path | None = None, trust_code: bool = False) -> dict:
     """Re-evaluate a finished run: rebuild its models from ``recipe.yaml`` and its safetensors files.
 
     Args:
         weights: a student .safetensors to evaluate instead of the run's own.
         data: other data of the same kind (an IDX folder, a text or CSV file) to evaluate on,
             its test split standardised as the run's own data was.
+        trust_code: allow the run's recipe to import the model callables it names.
     Returns:
         {"test": {role: metrics}} as in ``summary.json``.
     """
@@ -421,12 +489,15 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
         if not Path(data).exists():
             raise KDistillError(f"eval --data: {data} not found; give a folder of IDX files or a text/CSV file.")
         overrides += [f"data.path={data}", "data.normalize=false"]
-    recipe, models, splits, _ = rebuild_run(run_dir, overrides)
+    recipe, models, splits, _ = rebuild_run(run_dir, overrides, trust_code=trust_code)
     if data is not None:
-        saved = json.loads((Path(run_dir) / "summary.json").read_text()).get("data", {})
-        if "mean" in saved and splits.test_set.x.is_floating_point():
-            standardize(splits.test_set, saved["mean"], saved["std"])
+        saved = Preprocess.from_info(json.loads((Path(run_dir) / "summary.json").read_text()).get("data", {}))
+        if saved is not None and splits.test_set.x.is_floating_point():  # loaded as the run's own: divided
+            splits.test_set.x = saved.standardize(splits.test_set.x)
     device = resolve_device(recipe.device)
     if weights is not None:
+        if "student" not in models:
+            raise KDistillError(f"eval --weights: the run in {run_dir} has no student (its stages train "
+                                f"{', '.join(sorted({s.train for s in recipe.stages}))}); drop --weights.")
         load_weights(models["student"], weights, "student")
     return final_evaluation(recipe, models, splits, device)

@@ -6,11 +6,13 @@ Everything here runs before any training, so that bad input fails early.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from kdistill.data import ArraySource, Splits, as_source, load_source, normalize, split
+from kdistill import distributed
+from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
 from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
 from kdistill.models.ensemble import TeacherEnsemble
@@ -32,7 +34,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
-    """Load, normalise and split the data. ``data`` may be ``(train, test)`` of user data."""
+    """Load, preprocess and split the data. ``data`` may be ``(train, test)`` of user data.
+
+    Returns:
+        (splits, info): info holds the sample counts and, for float inputs, ``normalize`` (how
+        the preprocessing was chosen: teacher, data or none) and ``preprocess``
+        (``Preprocess.to_dict()``: what the models' inputs are, from raw inputs).
+    """
     spec = recipe.data
     if data is None and spec.source in TEXT_SOURCES:
         train, test = load_text_data(recipe)
@@ -48,12 +56,115 @@ def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
             bad = (~torch.isfinite(source.x.flatten(1))).any(1).nonzero().flatten()
             raise KDistillError(f"data: {len(bad)} {part} inputs hold NaN or infinite values (the first is sample "
                                 f"{int(bad[0])}); clean or drop them first.")
+    _check_labels(recipe, train, test)
     info = {"train": len(train), "test": len(test)}
-    if spec.normalize and train.x.is_floating_point():  # not token ids
-        info["mean"], info["std"] = normalize(train, test)
+    before = None
+    if train.x.is_floating_point():  # not token ids
+        info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None)
+        info["preprocess"] = preprocess.to_dict()
+        if preprocess.standardizes or preprocess.divide_by != train.divided_by:
+            before = test.x[:TEACHER_CHECK_SAMPLES].clone()
+            for source in (train, test):
+                source.x = to_model_inputs(preprocess, source)
+    elif spec.normalize in ("teacher", "data"):
+        raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to {train.x.dtype} inputs "
+                            "(token ids); drop it or pass float inputs.")
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
+    splits.test_before_preprocess = before
     return splits, info
+
+
+TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing
+
+
+def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None:
+    """Labels are classes 0..K-1, or -1 for a training sample without a label; a classify run's
+    test set is scored by its labels, so it needs them all."""
+    for part, source in (("training", train), ("test", test)):
+        if len(source) and int(source.y.min()) < UNLABELLED:
+            raise KDistillError(f"data: a {part} label is {int(source.y.min())}; labels are classes 0..K-1, "
+                                "or -1 for a training sample without a label.")
+    unlabelled = int((test.y == UNLABELLED).sum())
+    if recipe.task == "classify" and unlabelled:
+        raise KDistillError(f"data: {unlabelled} of the {len(test)} test labels are -1 (unlabelled), but a classify "
+                            "run scores the test set by its labels; label them, or move them into the training set.")
+
+
+def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool) -> tuple[str, Preprocess]:
+    """How the float inputs are preprocessed, from ``data.normalize``: (teacher|data|none, Preprocess).
+
+    ``auto`` is the teacher's recorded preprocessing if ``teacher.weights`` records one, else the
+    training data's statistics when this run trains the teacher, or when there is no teacher and
+    the source is built in (not ``custom``: the user's own data), else none.
+    """
+    mode, teacher = recipe.data.normalize, recipe.teacher
+    weights = teacher.weights if teacher is not None else None
+    recorded = read_preprocess(weights, "teacher") if weights else None
+    if mode == "auto":
+        trains_teacher = any(s.train == "teacher" for s in recipe.stages)
+        mode = ("teacher" if recorded is not None else
+                "data" if trains_teacher or (teacher is None and not custom) else "none")
+    if mode == "teacher":
+        if recorded is None:
+            where = "the teacher has no weights file"
+            if weights:
+                where = f"teacher.weights {weights} {'records none' if Path(weights).is_file() else 'is not found'}"
+            raise KDistillError(f"data.normalize: 'teacher' reads the preprocessing recorded with teacher.weights, "
+                                f"but {where}; set data.normalize to data or none.")
+        return mode, _teacher_preprocess(recorded, train, recipe.data.source if not custom else "custom")
+    if mode == "data":
+        return mode, Preprocess.fit(train.x, train.divided_by)
+    return mode, Preprocess(train.divided_by)
+
+
+def _teacher_preprocess(recorded: Preprocess, train: ArraySource, source: str) -> Preprocess:
+    """The teacher's recorded preprocessing, its division checked against (or applied to) the data's."""
+    if recorded.divide_by is None or recorded.divide_by == train.divided_by:  # None: legacy, as loaded
+        return Preprocess(train.divided_by, recorded.mean, recorded.std)
+    if train.divided_by != 1.0:
+        raise KDistillError(f"data.normalize: the teacher was trained on inputs divided by {recorded.divide_by:g} "
+                            f"(recorded in teacher.weights), but source {source!r} divides them by "
+                            f"{train.divided_by:g}; train a teacher on this data, or set data.normalize: data.")
+    if len(train) and float(train.x.abs().max()) <= 1.0:
+        raise KDistillError(f"data: the teacher takes raw inputs divided by {recorded.divide_by:g} (recorded in "
+                            f"teacher.weights), but the training inputs already lie in [-1, 1]; pass the raw "
+                            f"inputs, or ArraySource(x, y, divided_by={recorded.divide_by:g}) for divided ones.")
+    return recorded
+
+
+def to_model_inputs(preprocess: Preprocess, source: ArraySource) -> torch.Tensor:
+    """The inputs of ``source`` (already divided by ``source.divided_by``) preprocessed for the models."""
+    x = source.x
+    if preprocess.divide_by != source.divided_by:  # raw inputs (divided_by 1): the teacher's division
+        x = x / (preprocess.divide_by / source.divided_by)
+    return preprocess.standardize(x)
+
+
+def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info: dict, device) -> None:
+    """Judge a teacher this run does not train on up to 2,000 test inputs before and after the
+    preprocessing, and print both: a drop shows inputs unlike those it was trained on.
+
+    Adds ``teacher_accuracy: {samples, before, after}`` to ``info`` (prepare_data's data info),
+    unless nothing was preprocessed, there is no teacher, the run trains it, or the task is embed.
+    """
+    from kdistill.evaluate import predict
+
+    before = splits.test_before_preprocess
+    if (before is None or "teacher" not in models or recipe.task != "classify"
+            or any(s.train == "teacher" for s in recipe.stages)):
+        return
+    teacher = getattr(models["teacher"], "main", models["teacher"])
+    labels = splits.test_set.y[: len(before)]
+    try:
+        accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()
+                    for x in (before, splits.test_set.x[: len(before)])]
+    except (RuntimeError, ValueError, TypeError, IndexError):  # inputs the model refuses: the dry pass says so
+        return
+    info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
+    if distributed.is_main():
+        print(f"teacher accuracy on {len(before)} test inputs: {accuracy[0]:.4f} before preprocessing, "
+              f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
 
 
 def load_text_data(recipe: Recipe) -> tuple[ArraySource, ArraySource]:
@@ -149,10 +260,31 @@ def _dry_features(model: nn.Module, names: list[str], owner: str, derived: dict,
     """Features of one forward pass in eval mode, without gradients (shapes for adapters)."""
     was_training = model.training
     model.eval()
-    with FeatureTaps(model, names, owner, derived) as taps, torch.no_grad():
-        feats = taps.collect(model(sample))
-    model.train(was_training)
+    try:
+        with FeatureTaps(model, names, owner, derived) as taps, torch.no_grad():
+            try:
+                out = model(sample)
+            except (RuntimeError, ValueError, TypeError, IndexError) as err:  # the model refused the data
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise KDistillError(
+                    f"{owner}: the model fails on the data's inputs of shape {tuple(sample.shape[1:])} "
+                    f"({sample.dtype}): {first[:300]}; make {owner}.args fit the data (e.g. in_features, "
+                    "image_size, in_channels).") from None
+            feats = taps.collect(out)
+    finally:
+        model.train(was_training)
     return feats
+
+
+def check_stage_data(recipe: Recipe, splits: Splits) -> None:
+    """Every stage has samples to train on (a labelled stage needs data.labelled > 0)."""
+    for i, stage in enumerate(recipe.stages):
+        x, _ = stage_data(splits, stage.data)
+        if len(x) == 0:
+            fix = {"labelled": "set data.labelled above 0", "transfer": "leave training samples outside the "
+                   "labelled and val sets (data.labelled, data.val, data.transfer)"}.get(stage.data, "give more data")
+            raise KDistillError(f"stages.{i} ({stage.name}): trains on data '{stage.data}', which holds no samples; "
+                                f"{fix}, or drop the stage.")
 
 
 def build_stage_objectives(recipe: Recipe, models: dict, sample: torch.Tensor, pca=None,

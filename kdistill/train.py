@@ -253,7 +253,7 @@ def train_stage(
                     bad = next((k for k, v in terms.items() if not math.isfinite(float(v))), "loss")
                     raise KDistillError(
                         f"{desc}: loss term {bad!r} became {float(terms.get(bad, loss)):.3g} at epoch {epoch + 1}, "
-                        f"step {done}; lower the learning rate or that term's weight (the last checkpoint is kept).")
+                        f"step {done}; lower the learning rate or that term's weight")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 # several processes: DDP has averaged the student's gradients; the objective's own
@@ -275,8 +275,7 @@ def train_stage(
                         checkpoint_every and (epoch * len(batches) + done) % checkpoint_every == 0)):
                     checkpoint(loop_state(epoch, done, order, sums))
                 if STOP.is_set() and not last:
-                    raise KDistillError(f"{desc}: stopped by a signal at epoch {epoch + 1}, step {done}; "
-                                        "a checkpoint was written: continue with kdistill run --resume RUN_DIR")
+                    raise KDistillError(f"{desc}: stopped by a signal at epoch {epoch + 1}, step {done}")
             skip = 0
             means = {name: total / len(x) for name, total in distributed.sum_across(sums, device).items()}
             means["lr"] = schedule.get_last_lr()[0]
@@ -285,8 +284,7 @@ def train_stage(
             if checkpoint is not None:
                 checkpoint(loop_state(epoch + 1, 0, None, {}))
             if STOP.is_set():
-                raise KDistillError(f"{desc}: stopped by a signal after epoch {epoch + 1}; a checkpoint was "
-                                    "written: continue with kdistill run --resume RUN_DIR")
+                raise KDistillError(f"{desc}: stopped by a signal after epoch {epoch + 1}")
     finally:
         student_taps.remove()
         if teacher_taps is not None:

@@ -60,9 +60,18 @@ def existing_run(tmp):
     run(BASE, runs_dir=tmp, progress=False)
 
 
+def binary_recipe(tmp):
+    (tmp / "r.yaml").write_bytes(bytes(range(256)) * 4)
+
+
+def runs_dir_is_a_file(tmp):
+    (tmp / "runs").write_text("a file")
+
+
 # what a case needs on disk before it runs
 SETUP = {"malformed YAML": write_malformed_yaml, "truncated or corrupt checkpoint": write_truncated_checkpoint,
-         "run directory that already exists": lambda tmp: (tmp / "bad").mkdir()}
+         "run directory that already exists": lambda tmp: (tmp / "bad").mkdir(),
+         "binary file as the recipe": binary_recipe, "runs directory that is a file": runs_dir_is_a_file}
 
 CASES = {
     "malformed YAML": (malformed_yaml, "is not valid YAML"),
@@ -94,6 +103,21 @@ CASES = {
                                                  runs_dir=tmp, progress=False), "not a .safetensors file"),
     "NaN or infinite input values": (nan_inputs, "NaN or infinite"),
     "run directory that already exists": (existing_run, "already exists"),
+    "binary file as the recipe": (lambda tmp: load_recipe(tmp / "r.yaml"), "is not a text file"),
+    "run name that is a path": (lambda tmp: load_recipe(recipe(name="../elsewhere")), "is not a run name"),
+    "loss weight of NaN": (lambda tmp: load_recipe(recipe(stages__0__loss=[{"loss": "kd", "weight": float("nan")}])),
+                           "stages.0.loss.0.weight: Input should be a finite number"),
+    "no labelled samples for a labelled stage": (
+        lambda tmp: run(recipe(data={"source": "digits", "labelled": 0}, stages__0__data="labelled"), runs_dir=tmp,
+                        progress=False), "holds no samples; set data.labelled above 0"),
+    "student input size that does not fit the data": (
+        lambda tmp: run(recipe(student={"model": "mlp", "args": {"in_features": 784}}), runs_dir=tmp, progress=False),
+        "student: the model fails on the data's inputs of shape (1, 8, 8)"),
+    "model argument out of range": (
+        lambda tmp: run(recipe(student={"model": "mlp", "args": {"in_features": 64, "dropout": 2.0}}), runs_dir=tmp,
+                        progress=False), "model 'mlp': bad arguments"),
+    "runs directory that is a file": (lambda tmp: run(BASE, runs_dir=tmp / "runs", progress=False),
+                                      "is a file, not a folder"),
 }
 
 

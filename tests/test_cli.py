@@ -22,9 +22,16 @@ def kdistill(*args, cwd=None):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    result = kdistill("run", RECIPE, *FAST, "--runs-dir", runs, "-q")
+    result = kdistill("run", RECIPE, *FAST, "--runs-dir", runs)
     assert result.returncode == 0, result.stderr
     return runs / "digits-quick", result.stdout
+
+
+def test_quiet_prints_the_run_directory_alone(tmp_path):
+    one = ["stages.teacher.epochs=1", "stages.baseline.epochs=1", "stages.distil.epochs=1", "latency=false"]
+    result = kdistill("run", RECIPE, *one, "--runs-dir", tmp_path, "-q")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{tmp_path / 'digits-quick'}\n" and "epoch" not in result.stderr
 
 
 def test_run_writes_a_complete_run_directory(finished_run):

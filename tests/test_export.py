@@ -73,6 +73,19 @@ def test_export_loads_in_transformers_and_sentence_transformers(tokenizer_dir, t
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
+def test_exported_folder_is_byte_reproducible_and_readable(tokenizer_dir, tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    first = export_sentence_transformer(tiny_encoder(tokenizer_dir), tmp_path / "a")
+    second = export_sentence_transformer(tiny_encoder(tokenizer_dir), tmp_path / "b")
+    weights = (first / "model.safetensors", second / "model.safetensors")
+    assert weights[0].read_bytes() == weights[1].read_bytes()
+    assert {stat.S_IMODE(p.stat().st_mode) for p in first.rglob("*") if p.is_file()} == {0o666 & ~mask}
+
+
 def test_export_without_normalize_omits_the_module(tokenizer_dir, tmp_path):
     encoder = tiny_encoder(tokenizer_dir, normalize=False)
     out = export_sentence_transformer(encoder, tmp_path / "raw")

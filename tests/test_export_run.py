@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import onnxruntime
 import pytest
 import torch
@@ -28,7 +29,9 @@ def test_export_formats_give_the_students_outputs(finished, fmt, tmp_path):
     meta = export_run(finished.run_dir, fmt, tmp_path)
     saved = json.loads((tmp_path / "student.json").read_text())
     assert saved == meta and saved["input_shape"] == [None, 1, 8, 8] and saved["classes"] == [str(i) for i in range(10)]
-    assert len(saved["normalize"]["mean"]) == 1  # the standardisation the inputs need
+    ops = [step["op"] for step in saved["preprocess"]]  # raw digits (0..16) -> the student's inputs
+    assert ops == ["cast", "reshape", "divide", "subtract", "divide"] and saved["raw_input"]["shape"] == [None, 8, 8]
+    assert len(saved["preprocess"][3]["value"]) == 1  # the standardisation: one mean a channel
     student = finished.student.cpu().eval()
     x = torch.randn(5, 1, 8, 8)
     with torch.no_grad():
@@ -53,3 +56,53 @@ def test_export_refuses_bad_requests(finished, tmp_path):
         export_run(finished.run_dir, "safetensors", tmp_path)
     with pytest.raises(KDistillError, match="not a finished run directory"):
         export_run(tmp_path / "nothing", "onnx")
+
+
+def _apply_steps(x, steps):
+    """Apply student.json's preprocessing steps, as a user would, with numpy alone."""
+    for step in steps:
+        if step["op"] == "cast":
+            x = x.astype(step["dtype"])
+        elif step["op"] == "reshape":
+            x = x.reshape(step["shape"])
+        else:
+            value = np.asarray(step["by"] if step["op"] == "divide" else step["value"], dtype=x.dtype)
+            if "axis" in step:  # one value a channel
+                value = value.reshape([-1 if d == step["axis"] else 1 for d in range(x.ndim)])
+            x = x / value if step["op"] == "divide" else x - value
+    return x
+
+
+def test_raw_inputs_through_the_listed_steps_give_the_runs_accuracy(finished, tmp_path):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    meta = export_run(finished.run_dir, "onnx", tmp_path)
+    bunch = load_digits()  # the raw images: 0..16, (N, 8, 8), split as kdistill's digits source splits them
+    _, raw, _, labels = train_test_split(bunch.images, bunch.target, test_size=0.25, random_state=0,
+                                         stratify=bunch.target)
+    assert raw.dtype.name == meta["raw_input"]["dtype"] and list(raw.shape[1:]) == meta["raw_input"]["shape"][1:]
+    x = _apply_steps(raw, meta["preprocess"])
+    assert x.dtype.name == meta["input_dtype"] and list(x.shape[1:]) == meta["input_shape"][1:]
+    session = onnxruntime.InferenceSession(meta["path"], providers=["CPUExecutionProvider"])
+    predicted = session.run(None, {session.get_inputs()[0].name: x})[0].argmax(1)
+    accuracy = float((predicted == labels).mean())
+    assert accuracy == pytest.approx(finished.summary["test"]["student"]["accuracy"], abs=1e-6)
+
+
+def test_a_failed_export_leaves_nothing(finished, tmp_path, monkeypatch):
+    import kdistill.export as export_module
+
+    def half_written(model, sample, path, **kwargs):
+        path.write_bytes(b"half an onnx file")
+        raise KDistillError("export_onnx: differs from PyTorch")
+
+    monkeypatch.setattr(export_module, "export_onnx", half_written)
+    with pytest.raises(KDistillError, match="differs"):
+        export_run(finished.run_dir, "onnx", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    with pytest.raises(KDistillError, match="differs"):
+        export_run(finished.run_dir, "onnx", tmp_path / "mine")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]

@@ -2,11 +2,17 @@
 
 import base64
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from kdistill import run
+from kdistill.errors import KDistillError
 from kdistill.report import compare_runs, write_report
 
 
@@ -51,3 +57,77 @@ def test_report_is_redrawn_from_the_files(finished):
     (finished / "plots" / "tradeoff.png").unlink()
     write_report(finished)
     assert (finished / "plots" / "tradeoff.png").is_file()
+
+
+def _copy(finished, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(finished, tmp_path / "run"))
+
+
+def _one_line(err) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated", "no labels"])
+def test_a_corrupt_predictions_file_is_one_line_naming_it(finished, tmp_path, damage):
+    run_dir = _copy(finished, tmp_path)
+    path = run_dir / "predictions.safetensors"
+    if damage == "random bytes":
+        path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        saved = load_file(str(path))
+        save_file({k: v for k, v in saved.items() if k != "labels"}, str(path))
+    with pytest.raises(KDistillError, match="predictions.safetensors") as err:
+        write_report(run_dir)
+    assert str(path) in _one_line(err) and "delete it" in str(err.value)
+    # the fix the message gives: without the file, the report is drawn less those two figures
+    path.unlink()
+    write_report(run_dir)
+    assert {p.name for p in (run_dir / "plots").iterdir()} >= {"learning_curves.png", "tradeoff.png"}
+    assert "reliability" not in (run_dir / "report.md").read_text()
+
+
+def test_cli_report_of_a_corrupt_predictions_file_exits_2_with_one_line(finished, tmp_path):
+    run_dir = _copy(finished, tmp_path)
+    (run_dir / "predictions.safetensors").write_bytes(b"\x00not a safetensors file" * 50)
+    done = subprocess.run([sys.executable, "-m", "kdistill.cli", "report", str(run_dir)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: report: ") and done.stderr.count("\n") == 1
+    assert "predictions.safetensors" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("text, match", [
+    ('{"test": {"student": {"accuracy": 0.9', "not valid JSON"),
+    ("\xff\xfe garbage", "not JSON text|not valid JSON"),
+    ("[1, 2]", "holds no 'test' metrics"),
+    ('{"name": "x"}', "holds no 'test' metrics"),
+])
+def test_a_malformed_summary_is_one_line_naming_it(finished, tmp_path, text, match):
+    run_dir = _copy(finished, tmp_path)
+    (run_dir / "summary.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(KDistillError, match=match) as err:
+        write_report(run_dir)
+    assert str(run_dir / "summary.json") in _one_line(err)
+    with pytest.raises(KDistillError, match=match):
+        compare_runs([finished, run_dir], tmp_path / "cmp")
+
+
+@pytest.mark.parametrize("line, match", [
+    ('{"stage": "distil", "model": "student", "epo', "line 3 is not valid JSON"),
+    ('["not", "a", "record"]', "line 3 is not an epoch's record"),
+    ('{"stage": "distil", "epoch": 1}', "line 3 is not an epoch's record"),
+])
+def test_a_malformed_metrics_line_is_one_line_naming_it(finished, tmp_path, line, match):
+    run_dir = _copy(finished, tmp_path)
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[:2], line, *lines[3:]]) + "\n")
+    with pytest.raises(KDistillError, match=match) as err:
+        write_report(run_dir)
+    assert str(path) in _one_line(err) and "delete" in str(err.value)

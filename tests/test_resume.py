@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,21 +17,7 @@ from kdistill.errors import KDistillError
 
 # two stages (the second starts from the first's end, with an L2 pull to it), dropout, a
 # memory-bank loss (CRD) and augmentation: every kind of state a checkpoint must carry
-RECIPE = {
-    "name": "resumable", "seed": 3, "threads": 1, "latency": False,
-    "data": {"source": "digits", "labelled": 200},
-    "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [32]}},
-    "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16], "dropout": 0.1}},
-    "checkpoint": {"every": 3},
-    "stages": [
-        {"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 64},
-        {"name": "distil", "data": "transfer", "epochs": 3, "batch_size": 64,
-         "loss": [{"loss": "kd"}, {"loss": "crd", "weight": 0.1, "student": "stages.0", "teacher": "stages.0",
-                                   "args": {"feat_dim": 8, "num_negatives": 16}}]},
-        {"name": "finetune", "data": "labelled", "epochs": 4, "batch_size": 32, "augment": {"flip": True},
-         "init_from": "distil", "loss": [{"loss": "ce"}, {"loss": "l2_start", "weight": 0.01}]},
-    ],
-}
+RECIPE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "resumable.yaml").read_text())
 
 
 def cli(*args, **kwargs):
@@ -113,7 +100,8 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, uninterrupted):
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 2
     stderr = proc.stderr.read()
-    assert "stopped by a signal" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert "stopped by a signal" in stderr and "Traceback" not in stderr
+    assert f"kdistill run --resume {runs / 'resumable.incomplete'}" in stderr  # the path, not a placeholder
     done = cli("run", "--resume", runs / "resumable.incomplete", "--runs-dir", runs, "-q")
     assert done.wait(timeout=300) == 0, done.stderr.read()
     resumed = load_file(runs / "resumable" / "student.safetensors")

@@ -6,10 +6,12 @@ import numpy as np
 import torch
 
 from kdistill.data.arrays import ArraySource
+from kdistill.data.preprocess import Preprocess, read_preprocess
 from kdistill.data.splits import UNLABELLED, Splits, split
 from kdistill.errors import KDistillError
 
-__all__ = ["ArraySource", "Splits", "UNLABELLED", "load_source", "as_source", "normalize", "split"]
+__all__ = ["ArraySource", "Preprocess", "Splits", "UNLABELLED", "load_source", "as_source", "normalize",
+           "read_preprocess", "split"]
 
 
 def load_source(source: str, path: str | None = None) -> tuple[ArraySource, ArraySource]:
@@ -50,15 +52,12 @@ def normalize(train: ArraySource, *others: ArraySource) -> tuple[list[float], li
 
     Returns (mean, std), one value per channel (axis 1).
     """
-    dims = [d for d in range(train.x.dim()) if d != 1] if train.x.dim() > 2 else [0]
-    mean = train.x.mean(dim=dims).flatten().tolist()
-    std = train.x.std(dim=dims).clamp_min(1e-6).flatten().tolist()
+    preprocess = Preprocess.fit(train.x)
     for source in (train, *others):
-        standardize(source, mean, std)
-    return mean, std
+        source.x = preprocess.standardize(source.x)
+    return list(preprocess.mean), list(preprocess.std)
 
 
 def standardize(source: ArraySource, mean: list[float], std: list[float]) -> None:
     """``(x - mean) / std`` in place, one value per channel (axis 1), as ``normalize`` returned them."""
-    shape = (1, -1, *[1] * (source.x.dim() - 2))
-    source.x = (source.x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
+    source.x = Preprocess(mean=tuple(mean), std=tuple(std)).standardize(source.x)

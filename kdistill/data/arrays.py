@@ -17,13 +17,16 @@ class ArraySource:
     Args:
         x: inputs, ``(N, ...)``; images as ``(N, C, H, W)`` (uint8 becomes float), token ids
             as int64 ``(N, 2, L)`` (ids and attention mask, for the HF encoders).
-        y: integer class labels ``(N,)``.
+        y: integer class labels ``(N,)``; ``-1`` marks an unlabelled sample.
         num_classes: number of classes (default: ``max(y) + 1``).
+        divided_by: the fixed division already applied to the raw inputs (255 for kdistill's
+            IDX loader, 16 for its digits; 1: the inputs as they came).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int = 0
+    divided_by: float = 1.0
 
     def __post_init__(self):
         self.x = torch.as_tensor(np.asarray(self.x) if not torch.is_tensor(self.x) else self.x)
@@ -42,4 +45,4 @@ class ArraySource:
         return len(self.y)
 
     def subset(self, index: torch.Tensor) -> "ArraySource":
-        return ArraySource(self.x[index], self.y[index], self.num_classes)
+        return ArraySource(self.x[index], self.y[index], self.num_classes, self.divided_by)

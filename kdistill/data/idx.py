@@ -11,6 +11,7 @@ from kdistill.data.arrays import ArraySource
 from kdistill.errors import KDistillError
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+DIVIDE_BY = 255.0  # the files hold uint8 pixels 0..255; the loader gives them in [0, 1]
 INSTALL_HINT = (
     "install the default with `sudo apt-get install -y dataset-fashion-mnist`, "
     "or set data.path to a folder holding the four IDX .gz files of (Fashion-)MNIST"
@@ -54,6 +55,7 @@ def load_idx_folder(path: str | None = None) -> tuple[ArraySource, ArraySource]:
         images_file, labels_file = FILES[split]
         images = read_idx(_find(folder, images_file))
         labels = read_idx(_find(folder, labels_file))
-        x = images.astype(np.float32)[:, None] / 255.0  # (N, 1, 28, 28)
-        splits.append(ArraySource(x, labels.astype(np.int64), num_classes=int(labels.max()) + 1))
+        x = images.astype(np.float32)[:, None] / DIVIDE_BY  # (N, 1, 28, 28)
+        splits.append(ArraySource(x, labels.astype(np.int64), num_classes=int(labels.max()) + 1,
+                                  divided_by=DIVIDE_BY))
     return splits[0], splits[1]

@@ -6,6 +6,8 @@ import numpy as np
 
 from kdistill.data.arrays import ArraySource
 
+DIVIDE_BY = 16.0  # sklearn's digits are 0..16 ints (held as float64); the loader gives them in [0, 1]
+
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArraySource, ArraySource]:
     """Digits as ``(N, 1, 8, 8)`` images in [0, 1], split into (train, test), stratified."""
@@ -13,9 +15,9 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArraySource
     from sklearn.model_selection import train_test_split
 
     bunch = sk_digits()
-    x = (bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
+    x = (bunch.images.astype(np.float32) / DIVIDE_BY)[:, None]  # (N, 1, 8, 8)
     y = bunch.target.astype(np.int64)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
-    return ArraySource(x_tr, y_tr, 10), ArraySource(x_te, y_te, 10)
+    return ArraySource(x_tr, y_tr, 10, DIVIDE_BY), ArraySource(x_te, y_te, 10, DIVIDE_BY)

@@ -23,11 +23,14 @@ class Splits:
     pool_set: ArraySource | None = None
     # the pool's true labels: read only by stages with data 'full', which train a teacher
     pool_labels: torch.Tensor | None = None
+    # the first test inputs as they were before preprocessing, to judge the teacher on both
+    test_before_preprocess: torch.Tensor | None = None
 
 
-def _count(value: float | int, total: int, field: str) -> int:
+def _count(value: float | int, total: int, field: str, bounded: bool = True) -> int:
+    """A count, or a fraction of ``total``, checked to lie in ``0..total`` (or, unbounded, to be 0 or more)."""
     n = int(round(value * total)) if isinstance(value, float) and value <= 1 else int(value)
-    if not 0 <= n <= total:
+    if n < 0 or (bounded and n > total):
         raise KDistillError(f"data.{field}: {value} is outside 0..{total}; give a count or a fraction.")
     return n
 
@@ -57,25 +60,35 @@ def split(
 ) -> Splits:
     """Split ``train`` into labelled / transfer / validation sets.
 
+    Rows labelled ``-1`` (``UNLABELLED``) are the user's unlabelled samples: the labelled and
+    validation sets are drawn from the other rows only, and they all join the transfer set.
+
     Args:
-        labelled: labelled samples, a count (600) or a fraction (0.01), stratified.
+        labelled: labelled samples, a count (600) or a fraction (0.01) of the labelled rows, stratified.
         val: held-out labelled samples for choosing hyper-parameters, stratified.
         transfer: how many of the remaining samples form the transfer set (default: all).
         seed: the split depends on this seed alone.
     """
     g = torch.Generator().manual_seed(seed)
-    n_lab = _count(labelled, len(train), "labelled")
-    n_val = _count(val, len(train), "val")
-    if n_lab + n_val > len(train):
+    has_label = train.y != UNLABELLED
+    n_known = int(has_label.sum())
+    n_lab = _count(labelled, n_known, "labelled", bounded=False)
+    n_val = _count(val, n_known, "val", bounded=False)
+    if n_lab + n_val > n_known:
+        rows = (f"the {n_known} labelled training samples ({len(train) - n_known} more are labelled -1)"
+                if n_known < len(train) else f"the {len(train)} training samples")
         raise KDistillError(
-            f"data: labelled ({n_lab}) + val ({n_val}) exceed the {len(train)} training samples."
+            f"data: labelled ({n_lab}) + val ({n_val}) exceed {rows}; lower data.labelled or data.val."
         )
     everything = torch.arange(len(train))
-    val_idx = stratified_pick(train.y, n_val, g) if n_val else everything[:0]
-    rest = torch.ones(len(train), dtype=torch.bool)
+    known = everything[has_label]
+    val_idx = known[stratified_pick(train.y[known], n_val, g)] if n_val else everything[:0]
+    rest = has_label.clone()
     rest[val_idx] = False
     pool = everything[rest]
     lab_idx = pool[stratified_pick(train.y[pool], n_lab, g)] if n_lab else everything[:0]
+    rest = torch.ones(len(train), dtype=torch.bool)
+    rest[val_idx] = False
     rest[lab_idx] = False
     transfer_idx = everything[rest]
     if transfer is not None:

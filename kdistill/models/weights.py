@@ -2,25 +2,52 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from kdistill.errors import KDistillError
+from kdistill.paths import user_path
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to a .safetensors file, byte for byte the same for the same tensors and
+    metadata (the header's keys sorted), readable like any other output file (mode 0666 less
+    the umask), written to a temporary name and renamed so the final name is always whole."""
+    raw = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:  # open() honours the umask, unlike safetensors' own writer (0600)
+        f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    os.replace(tmp, path)
+
+
+def make_readable(folder: str | Path) -> None:
+    """Give every file under ``folder`` the mode a new file gets (0666 less the umask): writers
+    such as safetensors' create weight files readable by their owner alone."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~mask)
 
 
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write the model's state dict (parameters and buffers) to a .safetensors file."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=metadata)
+    save_tensors(model.state_dict(), path, metadata)
 
 
 def load_weights(model: nn.Module, path: str | Path, owner: str = "model") -> nn.Module:
     """Load a .safetensors file into ``model`` in place; every key must match."""
-    path = Path(path)
+    path = user_path(path, f"{owner}.weights")
     if path.suffix != ".safetensors":
         raise KDistillError(f"{owner}.weights: {path} is not a .safetensors file; convert it first.")
     if not path.is_file():

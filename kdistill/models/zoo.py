@@ -43,7 +43,7 @@ def build_model(name: str, **kwargs) -> nn.Module:
         )
     try:
         return MODELS[name](**kwargs)
-    except TypeError as err:
+    except (TypeError, ValueError) as err:  # a builder refusing its arguments (missing, unknown, out of range)
         raise KDistillError(f"model {name!r}: bad arguments {kwargs}: {err}") from None
 
 

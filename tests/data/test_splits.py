@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from kdistill.data import ArraySource, split
+from kdistill.errors import KDistillError
 
 
 def _source(n_per_class=100, classes=5):
@@ -39,3 +41,38 @@ def test_transfer_set_labels_are_withheld():
     assert (s.pool_labels >= 0).all()
     rows = {tuple(r.flatten().tolist()) for r in train.x}
     assert all(tuple(r.flatten().tolist()) in rows for r in s.pool_set.x[:5])
+
+
+def test_unlabelled_rows_only_join_the_transfer_set():
+    train = _source()  # 5 classes x 100
+    train.x = torch.arange(500.0).reshape(500, 1, 1, 1)  # each input names its row
+    train.y[torch.arange(500) % 2 == 1] = -1  # every other row has no label: 50 labelled a class
+    s = split(train, _source(10), labelled=50, val=0.2, seed=0)
+    assert torch.bincount(s.labelled_set.y).tolist() == [10] * 5  # stratified over the real classes
+    assert torch.bincount(s.val_set.y).tolist() == [10] * 5  # 0.2 of the 250 labelled rows
+    rows = [set(part.x.flatten().long().tolist()) for part in (s.labelled_set, s.val_set, s.transfer_set)]
+    assert all(r % 2 == 0 for r in rows[0] | rows[1])  # drawn from labelled rows only
+    assert set(range(1, 500, 2)) <= rows[2] and len(rows[2]) == 500 - 50 - 50
+    assert (s.pool_labels[(s.pool_set.x.flatten().long() % 2 == 1)] == -1).all()  # no label invented
+
+
+def test_more_labelled_than_labelled_rows_fails():
+    train = _source()
+    train.y[:450] = -1
+    with pytest.raises(KDistillError, match=r"labelled \(40\) \+ val \(20\) exceed the 50 labelled training samples "
+                                            r"\(450 more are labelled -1\)"):
+        split(train, _source(10), labelled=40, val=20)
+
+
+def test_a_classify_test_set_needs_every_label(tmp_path):
+    from kdistill.recipe import load_recipe
+    from kdistill.setup import prepare_data
+
+    train, test = _source(), _source(10)
+    test.y[3] = -1
+    recipe = load_recipe({"data": {"source": "custom", "labelled": 10}, "stages": [{"name": "s"}]})
+    with pytest.raises(KDistillError, match="1 of the 50 test labels are -1"):
+        prepare_data(recipe, (train, test))
+    train.y[0] = -3
+    with pytest.raises(KDistillError, match="a training label is -3"):
+        prepare_data(recipe, (train, _source(10)))

@@ -103,3 +103,56 @@ def test_sub_network_of_a_resnet_keeps_chosen_blocks():
         sub_network(teacher, keep={"stages.0": [3]})
     with pytest.raises(KDistillError, match="transformer"):
         sub_network(teacher, keep=[0])
+
+
+def _copy_of(tiny_bert, folder, drop=()):
+    """A copy of the tiny BERT folder in ``folder``, less the files named in ``drop``."""
+    import shutil
+
+    shutil.copytree(tiny_bert, folder)
+    for name in drop:
+        (folder / name).unlink()
+    return folder
+
+
+def test_a_folder_of_pickled_weights_is_refused_before_anything_is_unpickled(tiny_bert, tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    # what save_pretrained(safe_serialization=False) wrote on transformers 4: pytorch_model.bin, a pickle
+    folder = _copy_of(tiny_bert, tmp_path / "pickled", drop=["model.safetensors"])
+    torch.save(transformers.AutoModel.from_pretrained(tiny_bert).state_dict(), folder / "pytorch_model.bin")
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: unpickled.append(a) or {})
+    with pytest.raises(KDistillError, match=r"pickled holds its weights only as a pickle \(pytorch_model.bin\)") as err:
+        build_model("hf", path=str(folder))
+    assert unpickled == [] and "\n" not in str(err.value)
+    assert "save_pretrained" in str(err.value) and str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "folder .*missing does not exist"),
+    ("no config", "has no config.json"),
+    ("broken config", r"cannot read .*config.json \(.*not a valid JSON"),
+    ("unknown architecture", r"cannot read .*config.json \(.*nosuchmodel"),
+    ("no weights", "holds no model.safetensors"),
+    ("truncated weights", "safetensors weights in .* cannot be read"),
+    ("a file", "model.safetensors is a file"),
+])
+def test_a_bad_model_folder_is_one_line(tiny_bert, tmp_path, case, match):
+    pytest.importorskip("transformers")
+    folder = tmp_path / "missing" if case == "missing" else _copy_of(tiny_bert, tmp_path / "model")
+    if case == "no config":
+        (folder / "config.json").unlink()
+    elif case == "broken config":
+        (folder / "config.json").write_text('{"model_type": "bert", ')
+    elif case == "unknown architecture":
+        (folder / "config.json").write_text('{"model_type": "nosuchmodel"}')
+    elif case == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif case == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:3000])
+    elif case == "a file":
+        folder = folder / "model.safetensors"
+    with pytest.raises(KDistillError, match=match) as err:
+        build_model("hf", path=str(folder))
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)

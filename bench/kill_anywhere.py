@@ -1,0 +1,118 @@
+"""Kill a run at random moments (SIGKILL), finish it, and check nothing was lost.
+
+Each trial starts ``kdistill run`` on a recipe with every kind of state a checkpoint carries
+(a teacher stage, CRD's memory bank, an L2 pull to an earlier stage, dropout, augmentation,
+a checkpoint every 3 steps), kills it at a time drawn uniformly from [0, 1.05 x the
+uninterrupted run's wall time], then finishes it the way a user would: ``--resume`` when the
+unfinished run has a checkpoint, else the same command again. The finished run must hold
+the same ``student.safetensors`` bytes and the same metrics as the uninterrupted run, and no
+``.incomplete`` folder may be left. Writes ``bench/results/kill_anywhere.{jsonl,md}``.
+
+    python bench/kill_anywhere.py --trials 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+RESULTS = Path(__file__).parent / "results"
+RECIPE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "resumable.yaml").read_text())
+
+
+def kdistill(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kdistill.cli", *map(str, args)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def phase(runs: Path) -> str:
+    """Where the run was when it died, read from what it left on disk."""
+    final, partial = runs / RECIPE["name"], runs / f"{RECIPE['name']}.incomplete"
+    if final.exists():
+        return "complete"
+    if not partial.exists():
+        return "before the run directory"
+    names = sorted((partial / "checkpoints").glob("ckpt-*.pt"))
+    if not names:
+        return "before the first checkpoint"
+    stage = int(names[-1].name[6:8])
+    return "after training" if stage == len(RECIPE["stages"]) else f"training stage {stage}"
+
+
+def finish(recipe: Path, runs: Path) -> int:
+    """Finish the run as a user would; returns how many commands it took."""
+    commands = 0
+    while not (runs / RECIPE["name"]).exists():
+        partial = runs / f"{RECIPE['name']}.incomplete"
+        resumable = partial.exists() and any((partial / "checkpoints").glob("ckpt-*.pt"))
+        proc = kdistill("run", "--resume", partial, "-q") if resumable else kdistill("run", recipe, "--runs-dir", runs, "-q")
+        if proc.wait() != 0:
+            raise SystemExit(f"finishing failed: {proc.stderr.read().strip()}")
+        commands += 1
+    return commands
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="kill-anywhere-"))
+    recipe = work / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    started = time.perf_counter()
+    reference = kdistill("run", recipe, "--runs-dir", work / "reference", "-q")
+    assert reference.wait() == 0, reference.stderr.read()
+    wall = time.perf_counter() - started
+    ref = work / "reference" / RECIPE["name"]
+    records = []
+    for trial in range(args.trials):
+        runs = work / f"trial-{trial}"
+        delay = rng.uniform(0, 1.05 * wall)
+        proc = kdistill("run", recipe, "--runs-dir", runs, "-q")
+        time.sleep(delay)
+        killed = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        where = phase(runs) if killed else "complete"
+        commands = finish(recipe, runs)
+        done = runs / RECIPE["name"]
+        same = ((done / "student.safetensors").read_bytes() == (ref / "student.safetensors").read_bytes()
+                and (done / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text())
+        left = sorted(p.name for p in runs.iterdir() if p.name.endswith(".incomplete"))
+        record = {"trial": trial, "kill_at_s": round(delay, 2), "killed": killed, "phase": where,
+                  "commands_to_finish": commands, "identical": same, "incomplete_left": left,
+                  "checkpoints_left": (done / "checkpoints").exists()}
+        records.append(record)
+        print(json.dumps(record), flush=True)
+        shutil.rmtree(runs)
+    shutil.rmtree(work)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "kill_anywhere.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    ok = [r for r in records if r["identical"] and not r["incomplete_left"] and not r["checkpoints_left"]]
+    lines = [f"Uninterrupted run: {wall:.1f} s wall (process start included). {len(records)} trials, kill time "
+             f"uniform in [0, {1.05 * wall:.1f}] s, seed {args.seed}: {len(ok)} of {len(records)} finished with the "
+             "uninterrupted run's student.safetensors bytes and metrics.jsonl, no .incomplete and no checkpoints left.",
+             "", "| where the kill found the run | trials | identical after finishing |", "|---|---:|---:|"]
+    for where, count in sorted(Counter(r["phase"] for r in records).items()):
+        same = sum(r["identical"] for r in records if r["phase"] == where)
+        lines.append(f"| {where} | {count} | {same} |")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "kill_anywhere.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
