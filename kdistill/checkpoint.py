@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch.nn.parameter import is_lazy
 
 PATTERN = "ckpt-*.pt"
 
@@ -43,6 +44,22 @@ def load_latest(folder: str | Path) -> tuple[dict, Path] | None:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             warnings.warn(f"checkpoint {path.name} cannot be read ({first}); using the one before it.")
     return None
+
+
+def module_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module.state_dict()`` without lazy parameters not yet materialised (a later stage's
+    ``LazyLinear``): they hold no values, and ``torch.load(weights_only=True)`` refuses them."""
+    return {k: v for k, v in module.state_dict().items() if not is_lazy(v)}
+
+
+def load_module_state(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load what :func:`module_state` saved: every key must match, except lazy parameters that
+    were still unmaterialised when it was saved and are still so now."""
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    current = module.state_dict()
+    missing = [k for k in missing if not is_lazy(current[k])]
+    if missing or unexpected:
+        raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
 
 
 def rng_state() -> dict:

@@ -225,10 +225,9 @@ class StageSpec(Strict):
         if isinstance(value, str):
             from torch._dynamo import list_backends
 
-            known = list_backends(exclude_tags=())
-            if value not in known:
+            if value not in list_backends(exclude_tags=()):  # debugging backends too, but not named below
                 raise ValueError(f"unknown torch.compile backend {value!r}; use true (inductor) or one of "
-                                 f"{', '.join(known)}")
+                                 f"{', '.join(list_backends())}")
         return value
 
 

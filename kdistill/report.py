@@ -113,7 +113,10 @@ def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> l
     for run_dir in run_dirs:
         run_dir = user_path(run_dir, "report")
         summaries.append(read_summary(run_dir))
-        for name, kind in (("metrics.jsonl", "file"), ("predictions.safetensors", "file"), (PLOTS, "folder")):
+        written = ["report.md", "report.html", *(f"{PLOTS}/{p.name}" for p in (run_dir / PLOTS).glob("*.png"))]
+        expected = {"metrics.jsonl": "file", "predictions.safetensors": "file", PLOTS: "folder",
+                    **{name: "file" for name in written}}
+        for name, kind in expected.items():
             path = run_dir / name
             if path.exists() and (path.is_dir() if kind == "file" else not path.is_dir()):
                 raise KDistillError(f"report: {path} should be a {kind}; move it away and run the report again.")
@@ -124,6 +127,9 @@ def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> l
         out = user_path(out, "report --out")
         if out.exists() and not out.is_dir():
             raise KDistillError(f"report --out: {out} is a file; give a folder for the comparison of the runs.")
+        folder = next((out / n for n in ("report.md", "report.html", "comparison.png") if (out / n).is_dir()), None)
+        if folder is not None:
+            raise KDistillError(f"report --out: {folder} is a folder where the comparison writes a file; move it away.")
     return summaries
 
 

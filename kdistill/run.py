@@ -20,7 +20,7 @@ from torch import nn
 from kdistill.data import Preprocess, Splits
 from kdistill.errors import KDistillError
 from kdistill import distributed
-from kdistill.checkpoint import checkpoint_name, load_latest, save_checkpoint
+from kdistill.checkpoint import checkpoint_name, load_latest, load_module_state, module_state, save_checkpoint
 from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
 from kdistill.export import class_names, export_sentence_transformer
@@ -81,7 +81,7 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
             for role, state in resume["models"].items():
                 models[role].load_state_dict(state)
             for name, state in resume["objectives"].items():
-                objectives[name].load_state_dict(state)
+                load_module_state(objectives[name], state)
             if pca is not None and resume["pca"] is not None:
                 pca.load_state_dict(resume["pca"])
         except (KeyError, RuntimeError) as err:  # a model or loss the checkpoint does not describe
@@ -97,7 +97,7 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
         state = {"version": 1, "stage": i, "loop": loop, "ends": ends, "starts": starts,
                  "stage_times": stage_times, "teacher_changed": teacher_changed, "metrics_lines": out.lines,
                  "models": {r: m.state_dict() for r, m in models.items() if r != "teacher" or teacher_trained},
-                 "objectives": {n: o.state_dict() for n, o in objectives.items()},
+                 "objectives": {n: module_state(o) for n, o in objectives.items()},
                  "pca": pca.state_dict() if pca is not None else None}
         name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
         save_checkpoint(out.path / "checkpoints", name, state, recipe.checkpoint.keep)
@@ -121,7 +121,7 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
         if prepare_embedding(recipe, objective, model, models, splits, device, pca, teacher_changed):
             teacher_changed = False
         if resuming:  # after prepare_embedding, which would start the prototypes afresh
-            objective.load_state_dict(resume["objectives"][stage.name])
+            load_module_state(objective, resume["objectives"][stage.name])
         x, y = stage_data(splits, stage.data)
 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model):

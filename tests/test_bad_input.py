@@ -2,6 +2,7 @@
 disk. ``python tests/test_bad_input.py`` prints the table of messages in docs/errors.md."""
 
 import copy
+import sys
 import warnings
 from pathlib import Path
 
@@ -68,10 +69,34 @@ def runs_dir_is_a_file(tmp):
     (tmp / "runs").write_text("a file")
 
 
+def pickled_hf_folder(tmp):
+    (tmp / "hf").mkdir()
+    (tmp / "hf" / "config.json").write_text('{"model_type": "bert"}')
+    torch.save({"w": torch.zeros(1)}, tmp / "hf" / "pytorch_model.bin")
+
+
+def run_with_corrupt_predictions(tmp):
+    done = run(BASE, runs_dir=tmp / "runs", progress=False).run_dir
+    (done / "predictions.safetensors").write_bytes(b"\x00" * 64)
+
+
+def report(tmp):
+    from kdistill.cli import main
+
+    argv = sys.argv
+    sys.argv = ["kdistill", "--debug", "report", str(tmp / "runs" / "bad")]
+    try:
+        main()
+    finally:
+        sys.argv = argv
+
+
 # what a case needs on disk before it runs
 SETUP = {"malformed YAML": write_malformed_yaml, "truncated or corrupt checkpoint": write_truncated_checkpoint,
          "run directory that already exists": lambda tmp: (tmp / "bad").mkdir(),
-         "binary file as the recipe": binary_recipe, "runs directory that is a file": runs_dir_is_a_file}
+         "binary file as the recipe": binary_recipe, "runs directory that is a file": runs_dir_is_a_file,
+         "HF model folder holding a pickle": pickled_hf_folder,
+         "corrupt predictions.safetensors given to kdistill report": run_with_corrupt_predictions}
 
 CASES = {
     "malformed YAML": (malformed_yaml, "is not valid YAML"),
@@ -118,6 +143,19 @@ CASES = {
                         progress=False), "model 'mlp': bad arguments"),
     "runs directory that is a file": (lambda tmp: run(BASE, runs_dir=tmp / "runs", progress=False),
                                       "is a file, not a folder"),
+    "HF model folder holding a pickle": (
+        lambda tmp: run(recipe(teacher={"model": "hf", "args": {"path": str(tmp / "hf")}}), runs_dir=tmp / "runs",
+                        progress=False), "which kdistill never loads"),
+    "corrupt predictions.safetensors given to kdistill report": (report, "cannot be read"),
+    "unknown torch.compile backend": (lambda tmp: load_recipe(recipe(stages__0__compile="nosuch")),
+                                      "unknown torch.compile backend 'nosuch'"),
+    "data field the source does not read": (
+        lambda tmp: load_recipe(recipe(data={"source": "digits", "path": "/data/digits"})), "data.path"),
+    "more labelled samples than labelled rows": (
+        lambda tmp: run(recipe(data={"source": "custom", "labelled": 40}),
+                        data=((torch.randn(60, 64), torch.tensor([0, 1] * 10 + [-1] * 40)),
+                              (torch.randn(10, 64), torch.tensor([0, 1] * 5))), runs_dir=tmp / "runs",
+                        progress=False), "labelled"),
 }
 
 

@@ -91,3 +91,22 @@ def test_bad_recipe_fails_in_one_line_before_training(tmp_path):
     assert list(tmp_path.iterdir()) == []
     debug = kdistill("--debug", "run", RECIPE, "stages.distil.epocs=3", "--runs-dir", tmp_path)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "KDistillError" in debug.stderr
+
+
+def test_help_lists_debug():
+    result = kdistill("--help")
+    assert result.returncode == 0 and "--debug" in result.stdout
+
+
+def test_a_bug_of_our_own_is_not_reported_as_bad_input(monkeypatch, tmp_path):
+    """Exit 2 is for the user's input; any other exception leaves main() with its traceback (exit 1)."""
+    import kdistill.cli as cli
+    import kdistill.report
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(kdistill.report, "check_report_inputs", broken)
+    monkeypatch.setattr(sys, "argv", ["kdistill", "report", str(tmp_path)])
+    with pytest.raises(ZeroDivisionError):
+        cli.main()

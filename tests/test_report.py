@@ -131,3 +131,17 @@ def test_a_malformed_metrics_line_is_one_line_naming_it(finished, tmp_path, line
     with pytest.raises(KDistillError, match=match) as err:
         write_report(run_dir)
     assert str(path) in _one_line(err) and "delete" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["report.md", "report.html", "plots/tradeoff.png"])
+def test_an_output_path_taken_by_a_folder_is_refused_before_writing(finished, tmp_path, name):
+    import shutil
+
+    from kdistill.report import check_report_inputs
+
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    (copy / name).unlink(missing_ok=True)
+    (copy / name).mkdir(parents=True)
+    with pytest.raises(KDistillError, match="should be a file"):
+        check_report_inputs([copy], None)

@@ -106,3 +106,26 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, uninterrupted):
     assert done.wait(timeout=300) == 0, done.stderr.read()
     resumed = load_file(runs / "resumable" / "student.safetensors")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_a_run_stopped_before_a_stage_with_lazy_modules_resumes(tmp_path, uninterrupted, monkeypatch):
+    """CRD's heads are lazy until its stage runs: a checkpoint of an earlier stage must still load
+    (weights_only refuses unmaterialised parameters) and the resumed run end as the uninterrupted one."""
+    module = sys.modules["kdistill.run"]
+    real, calls = module.train_stage, []
+
+    def crash_at_the_second_stage(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as a kill between the stages would
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "train_stage", crash_at_the_second_stage)
+    with pytest.raises(KeyboardInterrupt):
+        run(RECIPE, runs_dir=tmp_path, progress=False)
+    monkeypatch.undo()
+    state, path = load_latest(tmp_path / "resumable.incomplete" / "checkpoints")
+    assert path.name.startswith("ckpt-s00-")
+    resumed = load_file(run(None, resume=tmp_path / "resumable.incomplete", progress=False).run_dir
+                        / "student.safetensors")
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
