@@ -20,6 +20,7 @@ lost, only its total mass at T = 1 is kept.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdistill import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.errors import KDistillError
 from kdistill.models.taps import OUTPUT, FeatureTaps
@@ -37,11 +39,19 @@ SHARD = 8192  # samples a shard
 VERSION = 1
 
 
+def fingerprint(tensors) -> str:
+    """A content hash of tensors (a model's state or a data set), to key cached teacher outputs."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def cache_key(teacher_fp: str, data_fp: str, augment: dict, views: int, seed: int, topk: int | None,
               dtype: str) -> str:
     """The folder name of a cache: changes whenever anything that shapes its content does."""
-    import hashlib
-
     text = json.dumps([VERSION, teacher_fp, data_fp, augment, views, seed, topk, dtype], sort_keys=True)
     return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
@@ -127,9 +137,6 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
 
     Returns: the opened cache.
     """
-    from kdistill import distributed
-    from kdistill.train import fingerprint  # the same content hash as the in-memory memo
-
     augment = {k: v for k, v in (augment or {}).items() if v}
     if not augment and views != 1:
         raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")

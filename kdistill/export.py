@@ -25,6 +25,7 @@ from kdistill.errors import KDistillError
 from kdistill.models.hf import HFEncoder
 from kdistill.models.weights import make_readable
 from kdistill.paths import user_path
+from kdistill.rebuild import rebuild_run
 
 # --------------------------------------------------------------------------- sentence-transformers
 
@@ -299,7 +300,6 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     """
     from kdistill.data.preprocess import Preprocess, input_steps
     from kdistill.models.weights import save_weights
-    from kdistill.run import rebuild_run
 
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")

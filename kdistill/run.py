@@ -28,6 +28,7 @@ from kdistill.models.hf import HFEncoder
 from kdistill.models.weights import load_weights, save_tensors, save_weights, snapshot
 from kdistill.objective import Objective
 from kdistill.paths import user_path
+from kdistill.rebuild import rebuild_run
 from kdistill.recipe import Recipe, StageSpec, dump_recipe, load_recipe
 from kdistill.report import write_report
 from kdistill.rundir import NullRunDir, RunDir, check_run_dir, tensorboard_writer
@@ -431,45 +432,6 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device, outpu
     if "teacher" in results and "student" in results:
         results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
     return {"test": results}
-
-
-def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
-                trust_code: bool = False) -> tuple[Recipe, dict, Splits, dict]:
-    """A finished run's recipe, models (with their saved weights), data splits and data info.
-
-    Args:
-        roles: the models wanted (default all); the teacher's weights are read only if it is one.
-        trust_code: allow models named by import path (``package.module:callable``), whose code
-            runs when they are built; a run directory from elsewhere could name anything.
-    """
-    run_dir = user_path(run_dir, "run directory")
-    if not (run_dir / "recipe.yaml").is_file():
-        raise KDistillError(f"{run_dir} is not a finished run directory (no recipe.yaml).")
-    recipe = load_recipe(run_dir / "recipe.yaml", list(overrides))
-    skip_teacher = roles is not None and "teacher" not in roles
-    if skip_teacher:  # the teacher's architecture may be needed (a student cut from it), its weights not
-        for spec in (recipe.teacher, *recipe.teachers.values()):
-            if spec is not None:
-                spec.weights = None
-    specs = [("teacher", recipe.teacher), ("student", recipe.student),
-             *((f"teachers.{n}", t) for n, t in recipe.teachers.items())]
-    for role, spec in specs:
-        if spec is not None and spec.model and spec.model.startswith("(python)"):
-            raise KDistillError(f"{run_dir}: its {role} was a Python module ({spec.model.split(' ', 1)[1]}), which "
-                                "cannot be rebuilt from the recipe; load student.safetensors into it in Python.")
-        if spec is not None and spec.model and ":" in spec.model and not trust_code:
-            raise KDistillError(f"{run_dir}: its recipe builds the {role} with {spec.model!r}, which would import and "
-                                "run that code; pass --trust-code (trust_code=True) if you trust this run directory.")
-    device = resolve_device(recipe.device)
-    splits, info = prepare_data(recipe)
-    models = build_models(recipe, None, None, device)
-    for role in list(models):
-        if roles is not None and role not in roles:
-            if role != "teacher" or skip_teacher:
-                del models[role]
-        elif (run_dir / f"{role}.safetensors").is_file():
-            load_weights(models[role], run_dir / f"{role}.safetensors", role)
-    return recipe, models, splits, info
 
 
 def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True,

@@ -8,7 +8,6 @@ augmented views included, read back memory-mapped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections import OrderedDict
 import math
 import threading
@@ -21,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from kdistill import distributed
-from kdistill.cache import build_cache
+from kdistill.cache import build_cache, fingerprint
 from kdistill.checkpoint import rng_state, set_rng_state
 from kdistill.errors import KDistillError
 from kdistill.data.augment import random_shift_flip, shift_flip
@@ -73,16 +72,6 @@ def make_schedule(optimizer, total_steps: int, steps_per_epoch: int, name: str =
         return 1.0
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def fingerprint(tensors) -> str:
-    """A content hash of tensors (a model's state or a data set), to key cached teacher outputs."""
-    h = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
 
 
 # set by SIGINT/SIGTERM while a run trains: the loop writes a checkpoint and stops cleanly
