@@ -30,6 +30,8 @@ from pathlib import Path
 
 import yaml
 
+from kdistill.checkpoint import has_checkpoint
+
 RESULTS = Path(__file__).parent / "results"
 RECIPE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "resumable.yaml").read_text())
 
@@ -63,7 +65,7 @@ def finish(recipe: Path, runs: Path) -> tuple[int, str | None]:
     commands = 0
     while not (runs / RECIPE["name"]).exists():
         partial = runs / f"{RECIPE['name']}.incomplete"
-        resumable = partial.exists() and any((partial / "checkpoints").glob("ckpt-*.pt"))
+        resumable = has_checkpoint(partial / "checkpoints")
         proc = kdistill("run", "--resume", partial, "-q") if resumable else kdistill("run", recipe, "--runs-dir", runs, "-q")
         commands += 1
         if proc.wait() != 0:

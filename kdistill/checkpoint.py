@@ -23,6 +23,11 @@ def checkpoint_name(stage: int, epoch: int, step: int) -> str:
     return f"ckpt-s{stage:02d}-e{epoch:05d}-b{step:07d}.pt"
 
 
+def has_checkpoint(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a checkpoint (readable or not: ``load_latest`` decides)."""
+    return any(Path(folder).glob(PATTERN))
+
+
 def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

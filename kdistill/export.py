@@ -23,7 +23,8 @@ from torch import nn
 
 from kdistill.errors import KDistillError
 from kdistill.models.hf import HFEncoder
-from kdistill.models.weights import make_readable
+from kdistill.data.preprocess import Preprocess, input_steps
+from kdistill.models.weights import make_readable, save_weights
 from kdistill.paths import user_path
 from kdistill.rebuild import rebuild_run
 
@@ -298,14 +299,13 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
 
     Returns: the JSON written, with ``path``.
     """
-    from kdistill.data.preprocess import Preprocess, input_steps
-    from kdistill.models.weights import save_weights
-
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     run_dir = user_path(run_dir, "export")
     out = user_path(out, "export --out") if out is not None else run_dir / "export"
     target = out / f"student.{ {'safetensors': 'safetensors', 'onnx': 'onnx', 'torchscript': 'pt'}[fmt] }"
+    if out.exists() and not out.is_dir():
+        raise KDistillError(f"export: {out} is a file; give a folder with --out.")
     if target.exists() and not overwrite:
         raise KDistillError(f"export: {target} exists; choose another --out or pass --overwrite.")
     recipe, models, splits, info = rebuild_run(run_dir, roles=("student",), trust_code=trust_code)
@@ -320,8 +320,6 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
             "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
             "classes": class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
             "task": recipe.task}
-    if out.exists() and not out.is_dir():
-        raise KDistillError(f"export: {out} is a file; give a folder with --out.")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # written under temporary names and renamed once checked: a failed export leaves nothing

@@ -3,14 +3,28 @@ saved, and its data, for ``kdistill eval`` and ``kdistill export``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from kdistill.data import Splits
+from kdistill.data import Preprocess, Splits
 from kdistill.errors import KDistillError
 from kdistill.models.weights import load_weights
 from kdistill.paths import user_path
 from kdistill.recipe import Recipe, load_recipe
 from kdistill.setup import build_models, prepare_data, resolve_device
+
+
+def run_preprocess(run_dir: Path) -> Preprocess | None:
+    """The preprocessing a finished run used (``summary.json``'s data), ``None`` if it records none:
+    a rebuilt run sees the inputs it was trained on, whatever its teacher's weights say today."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        return Preprocess.from_info(json.loads(path.read_text(encoding="utf8")).get("data", {}))
+    except (ValueError, AttributeError, TypeError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise KDistillError(f"{path} is not the summary kdistill wrote (no readable data.preprocess); "
+                            "run the recipe again to write the run directory.") from None
 
 
 def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
@@ -41,7 +55,7 @@ def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
             raise KDistillError(f"{run_dir}: its recipe builds the {role} with {spec.model!r}, which would import and "
                                 "run that code; pass --trust-code (trust_code=True) if you trust this run directory.")
     device = resolve_device(recipe.device)
-    splits, info = prepare_data(recipe)
+    splits, info = prepare_data(recipe, preprocess=run_preprocess(run_dir))
     models = build_models(recipe, None, None, device)
     for role in list(models):
         if roles is not None and role not in roles:

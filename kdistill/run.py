@@ -20,10 +20,12 @@ from torch import nn
 from kdistill.data import Preprocess, Splits
 from kdistill.errors import KDistillError
 from kdistill import distributed
-from kdistill.checkpoint import checkpoint_name, load_latest, load_module_state, module_state, save_checkpoint
+from kdistill.checkpoint import (checkpoint_name, has_checkpoint, load_latest, load_module_state, module_state,
+                                 save_checkpoint)
 from kdistill.embedding_eval import evaluate_embedders, mean_cosine
 from kdistill.evaluate import evaluate_model, predict
 from kdistill.export import class_names, export_sentence_transformer
+from kdistill.models.ensemble import main_teacher
 from kdistill.models.hf import HFEncoder
 from kdistill.models.weights import load_weights, save_tensors, save_weights, snapshot
 from kdistill.objective import Objective
@@ -132,7 +134,7 @@ def fit(recipe: Recipe, models: dict, objectives: dict, splits: Splits, device, 
             if evaluate_now and distributed.is_main():  # other ranks log nothing
                 if recipe.task == "embed" and "teacher" in models and stage.train != "teacher":
                     cosine = mean_cosine(predict(model, eval_set.x, device, 256),
-                                         predict(main_teacher(models), eval_set.x, device, 256))
+                                         predict(main_teacher(models["teacher"]), eval_set.x, device, 256))
                     record[eval_name] = {"mean_cosine": cosine}
                     line += f" {eval_name} cosine to teacher {cosine:.4f}"
                 else:
@@ -347,15 +349,10 @@ def _kept_or_discarded(out, err: KDistillError) -> KDistillError:
     resume from (and the message says how); otherwise nothing of it is left on disk."""
     if out.path is None:  # a rank that writes nothing
         return err
-    if any((out.path / "checkpoints").glob("ckpt-*.pt")):
+    if has_checkpoint(out.path / "checkpoints"):
         return type(err)(f"{err}; the run so far is kept: continue with kdistill run --resume {out.path}")
     out.discard()
     return type(err)(f"{err}; no checkpoint had been written, so {out.path} was removed")
-
-
-def main_teacher(models: dict) -> nn.Module:
-    """The teacher, or with extra teachers the main one."""
-    return getattr(models["teacher"], "main", models["teacher"])
 
 
 def cache_recipe(recipe: Recipe | dict | str | Path, overrides: list[str] = (), verify: bool = False,
@@ -409,14 +406,14 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device, outpu
     test = splits.test_set
     trained = {s.train for s in recipe.stages}
     if recipe.task == "embed":
-        judged = {role: main_teacher(models) if role == "teacher" else m for role, m in models.items()
+        judged = {role: main_teacher(models["teacher"]) if role == "teacher" else m for role, m in models.items()
                   if role != "student" or role in trained}
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, test.x, test.y, device,
                                            tuple(recipe.embedding.shots) if recipe.embedding else (1, 5, 10, 50),
                                            recipe.seed)}
     teacher_logits = None
     if "teacher" in models:
-        teacher = main_teacher(models)
+        teacher = main_teacher(models["teacher"])
         teacher.eval()
         teacher_logits = teacher_outputs(teacher, [OUTPUT], test.x, device)[OUTPUT].cpu()
     results = {}
@@ -424,7 +421,7 @@ def final_evaluation(recipe: Recipe, models: dict, splits: Splits, device, outpu
         # a student no stage trained is not reported (a run that only trains a teacher)
         if role in models and (role != "student" or role in trained):
             against = teacher_logits if role != "teacher" else None
-            model = getattr(models[role], "main", models[role])  # with extra teachers: the main one
+            model = main_teacher(models[role]) if role == "teacher" else models[role]
             logits = teacher_logits if role == "teacher" else predict(model, test.x, device)
             results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, logits)
             if outputs is not None:
@@ -441,7 +438,7 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
     Args:
         weights: a student .safetensors to evaluate instead of the run's own.
         data: other data of the same kind (an IDX folder, a text or CSV file) to evaluate on,
-            its test split standardised as the run's own data was.
+            preprocessed as the run's own data was (its summary.json records how).
         trust_code: allow the run's recipe to import the model callables it names.
     Returns:
         {"test": {role: metrics}} as in ``summary.json``.
@@ -450,12 +447,9 @@ def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency
     if data is not None:
         if not Path(data).exists():
             raise KDistillError(f"eval --data: {data} not found; give a folder of IDX files or a text/CSV file.")
-        overrides += [f"data.path={data}", "data.normalize=false"]
+        overrides.append(f"data.path={data}")
+    # the run's own preprocessing is applied to the other data too (rebuild_run reads it)
     recipe, models, splits, _ = rebuild_run(run_dir, overrides, trust_code=trust_code)
-    if data is not None:
-        saved = Preprocess.from_info(json.loads((Path(run_dir) / "summary.json").read_text()).get("data", {}))
-        if saved is not None and splits.test_set.x.is_floating_point():  # loaded as the run's own: divided
-            splits.test_set.x = saved.standardize(splits.test_set.x)
     device = resolve_device(recipe.device)
     if weights is not None:
         if "student" not in models:

@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from kdistill.checkpoint import has_checkpoint
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
@@ -52,10 +53,6 @@ def check_runs_dir(runs_dir: str | Path) -> Path:
     return runs_dir
 
 
-def _resumable(path: Path) -> bool:
-    return path.is_dir() and any((path / "checkpoints").glob("ckpt-*.pt"))
-
-
 def check_run_dir(runs_dir: str | Path, name: str, overwrite: bool) -> Path:
     """The final path of run ``name`` in ``runs_dir``, once it is safe to (over)write: an
     existing run is replaced only with ``overwrite`` and only if kdistill wrote it, and an
@@ -73,7 +70,7 @@ def check_run_dir(runs_dir: str | Path, name: str, overwrite: bool) -> Path:
         if not is_run_dir(partial):
             raise KDistillError(f"run directory {partial} exists but was not written by kdistill (no {MARKER} file in "
                                 "it), so it is left alone; move it away yourself or choose another name (name=...).")
-        if _resumable(partial) and not overwrite:
+        if has_checkpoint(partial / "checkpoints") and not overwrite:
             raise KDistillError(f"{partial} holds an unfinished run with checkpoints; continue it with "
                                 f"`kdistill run --resume {partial}`, or start again with --overwrite "
                                 "(which deletes them).")
@@ -126,7 +123,8 @@ class RunDir:
         return out
 
     def discard(self) -> None:
-        """Remove the run directory of a run that failed before it trained anything."""
+        """Remove the run directory of a run stopped with no checkpoint to resume from, and the
+        runs folders it created if they are left empty."""
         self.metrics.close()
         shutil.rmtree(self.path, ignore_errors=True)
         for folder in self.made:  # deepest first

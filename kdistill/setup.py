@@ -15,7 +15,7 @@ from kdistill import distributed
 from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
 from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapter, build_adapters
-from kdistill.models.ensemble import TeacherEnsemble
+from kdistill.models.ensemble import TeacherEnsemble, main_teacher
 from kdistill.models.subnet import pick_layers, sub_network
 from kdistill.models.taps import OUTPUT, FeatureTaps, resolve_module
 from kdistill.models.weights import load_weights, snapshot
@@ -33,8 +33,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
-    """Load, preprocess and split the data. ``data`` may be ``(train, test)`` of user data.
+def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None) -> tuple[Splits, dict]:
+    """Load, preprocess and split the data. ``data`` may be ``(train, test)`` of user data;
+    ``preprocess``: the one a finished run used (rebuilding it), instead of choosing from the recipe.
 
     Returns:
         (splits, info): info holds the sample counts and, for float inputs, ``normalize`` (how
@@ -60,7 +61,7 @@ def prepare_data(recipe: Recipe, data=None) -> tuple[Splits, dict]:
     info = {"train": len(train), "test": len(test)}
     before = None
     if train.x.is_floating_point():  # not token ids
-        info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None)
+        info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
         info["preprocess"] = preprocess.to_dict()
         if preprocess.standardizes or preprocess.divide_by != train.divided_by:
             before = test.x[:TEACHER_CHECK_SAMPLES].clone()
@@ -91,13 +92,18 @@ def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None
                             "run scores the test set by its labels; label them, or move them into the training set.")
 
 
-def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool) -> tuple[str, Preprocess]:
-    """How the float inputs are preprocessed, from ``data.normalize``: (teacher|data|none, Preprocess).
+def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool,
+                      given: Preprocess | None = None) -> tuple[str, Preprocess]:
+    """How the float inputs are preprocessed, from ``data.normalize``: (teacher|data|none|run, Preprocess).
 
     ``auto`` is the teacher's recorded preprocessing if ``teacher.weights`` records one, else the
     training data's statistics when this run trains the teacher, or when there is no teacher and
-    the source is built in (not ``custom``: the user's own data), else none.
+    the source is built in (not ``custom``: the user's own data), else none. ``given`` (a
+    finished run's own, mode ``run``) overrides all of these.
     """
+    source = recipe.data.source if not custom else "custom"
+    if given is not None:
+        return "run", _teacher_preprocess(given, train, source)
     mode, teacher = recipe.data.normalize, recipe.teacher
     weights = teacher.weights if teacher is not None else None
     recorded = read_preprocess(weights, "teacher") if weights else None
@@ -112,14 +118,15 @@ def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool) -> tuple
                 where = f"teacher.weights {weights} {'records none' if Path(weights).is_file() else 'is not found'}"
             raise KDistillError(f"data.normalize: 'teacher' reads the preprocessing recorded with teacher.weights, "
                                 f"but {where}; set data.normalize to data or none.")
-        return mode, _teacher_preprocess(recorded, train, recipe.data.source if not custom else "custom")
+        return mode, _teacher_preprocess(recorded, train, source)
     if mode == "data":
         return mode, Preprocess.fit(train.x, train.divided_by)
     return mode, Preprocess(train.divided_by)
 
 
 def _teacher_preprocess(recorded: Preprocess, train: ArraySource, source: str) -> Preprocess:
-    """The teacher's recorded preprocessing, its division checked against (or applied to) the data's."""
+    """A recorded preprocessing (a teacher's, or a finished run's), its division checked against
+    (or applied to) the data's."""
     if recorded.divide_by is None or recorded.divide_by == train.divided_by:  # None: legacy, as loaded
         return Preprocess(train.divided_by, recorded.mean, recorded.std)
     if train.divided_by != 1.0:
@@ -154,7 +161,7 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
     if (before is None or "teacher" not in models or recipe.task != "classify"
             or any(s.train == "teacher" for s in recipe.stages)):
         return
-    teacher = getattr(models["teacher"], "main", models["teacher"])
+    teacher = main_teacher(models["teacher"])
     labels = splits.test_set.y[: len(before)]
     try:
         accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()

@@ -106,3 +106,19 @@ def test_a_failed_export_leaves_nothing(finished, tmp_path, monkeypatch):
     with pytest.raises(KDistillError, match="differs"):
         export_run(finished.run_dir, "onnx", tmp_path / "mine")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_a_run_with_a_loaded_teacher_exports_the_preprocessing_it_trained_on(finished, tmp_path):
+    """A student-only export does not read the teacher's weights, so the run's own preprocessing
+    (here the teacher's, recorded in its weights) must come from the run directory itself."""
+    recipe = {"name": "loaded", "latency": False, "data": {"source": "digits", "labelled": 100},
+              "teacher": {"model": "cnn", "args": {"channels": [8], "image_size": 8},
+                          "weights": str(finished.run_dir / "teacher.safetensors")},
+              "student": {"model": "cnn", "args": {"channels": [4], "image_size": 8}},
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "loss": [{"loss": "kd"}]}]}
+    done = run(recipe, runs_dir=tmp_path / "runs", progress=False)
+    used = done.summary["data"]["preprocess"]
+    assert done.summary["data"]["normalize"] == "teacher" and used["mean"] is not None
+    meta = export_run(done.run_dir, "safetensors", tmp_path / "out")
+    assert {"op": "subtract", "value": used["mean"], "axis": 1} in meta["preprocess"]
+    assert {"op": "divide", "by": used["std"], "axis": 1} in meta["preprocess"]

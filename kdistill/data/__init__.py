@@ -57,7 +57,3 @@ def normalize(train: ArraySource, *others: ArraySource) -> tuple[list[float], li
         source.x = preprocess.standardize(source.x)
     return list(preprocess.mean), list(preprocess.std)
 
-
-def standardize(source: ArraySource, mean: list[float], std: list[float]) -> None:
-    """``(x - mean) / std`` in place, one value per channel (axis 1), as ``normalize`` returned them."""
-    source.x = Preprocess(mean=tuple(mean), std=tuple(std)).standardize(source.x)

@@ -11,6 +11,11 @@ import torch
 from torch import nn
 
 
+def main_teacher(teacher: nn.Module) -> nn.Module:
+    """The teacher itself, or with extra teachers (a ``TeacherEnsemble``) the main one."""
+    return teacher.main if isinstance(teacher, TeacherEnsemble) else teacher
+
+
 class TeacherEnsemble(nn.Module):
     """Runs the main teacher and every extra teacher on the same input; returns the main output."""
 
