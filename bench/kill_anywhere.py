@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from kdistill.checkpoint import has_checkpoint
+from kdistill.train.checkpoint import has_checkpoint
 
 RESULTS = Path(__file__).parent / "results"
 RECIPE = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "resumable.yaml").read_text())

@@ -64,28 +64,26 @@ def measure(mode: str, teacher: dict, student: dict, quick: bool, epochs: int, i
 
     import torch
 
-    from kdistill.data import load_source
-    from kdistill.models.zoo import build_model
-    from kdistill.objective import build_objective
-    from kdistill.train import StageConfig, train_stage
+    from kdistill.pipeline import build_pipeline
+    from kdistill.recipe import load_recipe
+    from kdistill.train.loop import Hooks, train_stage
+    from kdistill.train.teacher import teacher_source
 
-    if threads:
-        torch.set_num_threads(threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train, _ = load_source("digits" if quick else "fashion_mnist")
-    x, y = train.x[:images], train.y[:images]
-    torch.manual_seed(0)
-    model = build_model(student["model"], **student["args"]).to(device)
-    teacher_model = build_model(teacher["model"], **teacher["args"]).to(device).eval().requires_grad_(False)
     loss = [{"loss": "ce"}] if mode == "alone" else [{"loss": "kd", "args": {"alpha": 0.9}}]
-    config = StageConfig(epochs=epochs, batch_size=128, cache_teacher=False, seed=0,
-                         cache={"dir": cache_dir} if mode == "cached" else None)
+    recipe = {"name": "speed", "seed": 0, "device": "auto", "threads": threads, "latency": False,
+              "data": {"source": "digits" if quick else "fashion_mnist", "labelled": min(images, 1347) if quick else images, "normalize": "none"},
+              "teacher": teacher, "student": student,
+              "stages": [{"name": mode, "data": "labelled", "epochs": epochs, "batch_size": 128, "cache_teacher": False,
+                          "optimizer": {"name": "sgd", "lr": 0.05, "weight_decay": 0.0}, "loss": loss,
+                          "cache": {"dir": cache_dir} if mode == "cached" else None}]}
+    p = build_pipeline(load_recipe(recipe))
+    stage, device = p.recipe.stages[0], p.device
+    x, y = p.stage_data(stage)
+    teacher_model = p.models["teacher"] if mode != "alone" else None
     build = 0.0
     if mode == "cached":  # the cache on its own, as `kdistill cache` builds it
-        from kdistill.cache import build_cache
-
         start = time.perf_counter()
-        build_cache(teacher_model, ["logits"], x, cache_dir, device)
+        teacher_source(teacher_model, p.objectives[mode], x, stage, 0, device).close()
         build = time.perf_counter() - start
     times = []
     last = [time.perf_counter()]
@@ -95,8 +93,8 @@ def measure(mode: str, teacher: dict, student: dict, quick: bool, epochs: int, i
         times.append(now - last[0])
         last[0] = now
 
-    train_stage(model, build_objective(loss), x, y, config, device,
-                teacher_model if mode != "alone" else None, tick, progress=False)
+    train_stage(p.models["student"], p.objectives[mode], x, y, stage, device, teacher_model, seed=0,
+                hooks=Hooks(tick, progress=False))
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     # the first epoch warms up allocators and caches; of the others the fastest is the epoch time:

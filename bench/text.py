@@ -27,12 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_lines  # noqa: E402
 
 from kdistill import run
-from kdistill.embedding_eval import size_on_disk
-from kdistill.export import export_onnx
-from kdistill.models.hf import save_tiny_bert, write_tiny_sentences
+from kdistill.evaluate.embedding import size_on_disk
+from kdistill.export.onnx import export_onnx
 from kdistill.recipe import load_recipe
-from kdistill.run import final_evaluation
-from kdistill.setup import build_models, freeze, prepare_data, resolve_device
+from kdistill.pipeline import build_pipeline
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -60,16 +58,15 @@ def recipe_for(layers: int, quick: bool, tiny: Path | None, epochs: int | None, 
 
 def undistilled(tree: dict) -> dict:
     """The final evaluation of the sub-network as cut from the teacher, before any training."""
-    recipe = load_recipe(tree)
-    device = resolve_device(recipe.device)
-    splits, _ = prepare_data(recipe)
-    models = build_models(recipe, None, None, device)
-    freeze(models["teacher"])
-    return final_evaluation(recipe, models, splits, device)["test"]
+    p = build_pipeline(load_recipe(tree), train=False)
+    return p.family.final_metrics(p.recipe, p.models, p.splits, p.device)["test"]
 
 
 def tiny_teacher(folder: Path) -> Path:
     """A 4-layer random BERT and 300 made-up sentences in 3 classes, for --quick."""
+    sys.path.insert(0, str(ROOT / "tests"))  # the test fixtures live in tests/fixtures.py
+    from fixtures import save_tiny_bert, write_tiny_sentences
+
     save_tiny_bert(folder, layers=4)
     write_tiny_sentences(folder / "sentences.csv", n=300)
     return folder

@@ -3,7 +3,8 @@
 from kdistill.data import ArraySource
 from kdistill.errors import KDistillError
 from kdistill.recipe import Recipe, load_recipe
-from kdistill.run import RunResult, evaluate_run, run
+from kdistill.rebuild import evaluate_run
+from kdistill.runner import RunResult, run
 
 __all__ = ["ArraySource", "KDistillError", "Recipe", "RunResult", "evaluate_run", "load_recipe", "run"]
 __version__ = "0.1.0"

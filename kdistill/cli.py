@@ -30,8 +30,8 @@ def demo_recipe() -> Path:
 
 def _run(recipe: Path | None, overrides: list[str], runs_dir: Path, overwrite: bool, quiet: bool,
          resume: Path | None = None) -> None:
-    from kdistill.report import comparison_table
-    from kdistill.run import run as run_recipe
+    from kdistill.evaluate.report import comparison_table
+    from kdistill.runner import run as run_recipe
 
     result = run_recipe(recipe, overrides or [], runs_dir=runs_dir, overwrite=overwrite, progress=not quiet,
                         resume=resume)
@@ -70,8 +70,8 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
                                                  "(an IDX folder, a text or CSV file)"),
              trust_code: bool = TrustCode) -> None:
     """Evaluate a finished run's models on the test set (or on other data) and print the table."""
-    from kdistill.report import comparison_table
-    from kdistill.run import evaluate_run
+    from kdistill.evaluate.report import comparison_table
+    from kdistill.rebuild import evaluate_run
 
     typer.echo(comparison_table(evaluate_run(run_dir, weights, latency, data, trust_code=trust_code)))
 
@@ -81,7 +81,7 @@ def report(run_dirs: list[Path] = typer.Argument(..., help="finished run directo
            out: Path = typer.Option(Path("report"), "--out", help="where the comparison of several runs goes")) -> None:
     """Draw each run's figures and write its report.md and self-contained report.html; with
     several runs, also one comparison table and chart in --out."""
-    from kdistill.report import check_report_inputs, compare_runs, write_report
+    from kdistill.evaluate.report import check_report_inputs, compare_runs, write_report
 
     summaries = check_report_inputs(run_dirs, out if len(run_dirs) > 1 else None)  # before writing anything
     for run_dir, summary in zip(run_dirs, summaries):
@@ -97,7 +97,7 @@ def export(run_dir: Path = typer.Argument(..., help="a finished run directory"),
            out: Optional[Path] = typer.Option(None, "--out", help="folder to write (default RUN_DIR/export)"),
            overwrite: bool = Overwrite, trust_code: bool = TrustCode) -> None:
     """Export the student alone, with student.json (input shape, normalisation, class names)."""
-    from kdistill.export import export_run
+    from kdistill.rebuild import export_run
 
     meta = export_run(run_dir, format, out, overwrite, trust_code=trust_code)
     check = f" (checked against PyTorch: max |diff| {meta['max_abs_diff']:.2g})" if "max_abs_diff" in meta else ""
@@ -110,7 +110,7 @@ def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages ha
           verify: bool = typer.Option(False, "--verify", help="compare the cache with the live teacher on a sample"),
           quiet: bool = Quiet) -> None:
     """Run the teacher once and store the outputs the recipe's stages need on disk."""
-    from kdistill.run import cache_recipe
+    from kdistill.precompute import cache_recipe
 
     for entry in cache_recipe(recipe, overrides or [], verify=verify, progress=not quiet):
         line = (f"{entry['stage']}: {entry['samples']:,} samples x {entry['views']} views, taps {entry['taps']}, "

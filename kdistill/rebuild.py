@@ -1,17 +1,20 @@
-"""A finished run rebuilt from its directory: the recipe it ran, its models with the weights it
-saved, and its data, for ``kdistill eval`` and ``kdistill export``."""
+"""Jobs on a finished run, rebuilt from its directory through the builder (the recipe it ran,
+its models with the weights it saved, its data): ``kdistill eval`` and ``kdistill export``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from kdistill.data import Preprocess, Splits
+from kdistill.data import Preprocess
+from kdistill.data.load import class_names
+from kdistill.data.preprocess import input_steps
+from kdistill.export.student import EXTENSIONS, FORMATS, write_student
 from kdistill.errors import KDistillError
 from kdistill.models.weights import load_weights
 from kdistill.paths import user_path
-from kdistill.recipe import Recipe, load_recipe
-from kdistill.setup import build_models, prepare_data, resolve_device
+from kdistill.recipe import load_recipe
+from kdistill.pipeline import Pipeline, build_pipeline
 
 
 def run_preprocess(run_dir: Path) -> Preprocess | None:
@@ -28,8 +31,9 @@ def run_preprocess(run_dir: Path) -> Preprocess | None:
 
 
 def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
-                trust_code: bool = False) -> tuple[Recipe, dict, Splits, dict]:
-    """A finished run's recipe, models (with their saved weights), data splits and data info.
+                trust_code: bool = False) -> Pipeline:
+    """A finished run's pipeline: its recipe, models (with their saved weights), data splits and
+    data info, built for evaluation (no objectives).
 
     Args:
         roles: the models wanted (default all); the teacher's weights are read only if it is one.
@@ -54,13 +58,75 @@ def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
         if spec is not None and spec.model and ":" in spec.model and not trust_code:
             raise KDistillError(f"{run_dir}: its recipe builds the {role} with {spec.model!r}, which would import and "
                                 "run that code; pass --trust-code (trust_code=True) if you trust this run directory.")
-    device = resolve_device(recipe.device)
-    splits, info = prepare_data(recipe, preprocess=run_preprocess(run_dir))
-    models = build_models(recipe, None, None, device)
+    pipeline = build_pipeline(recipe, preprocess=run_preprocess(run_dir), train=False)
+    models = pipeline.models
     for role in list(models):
         if roles is not None and role not in roles:
             if role != "teacher" or skip_teacher:
                 del models[role]
         elif (run_dir / f"{role}.safetensors").is_file():
             load_weights(models[role], run_dir / f"{role}.safetensors", role)
-    return recipe, models, splits, info
+    return pipeline
+
+
+def evaluate_run(run_dir: str | Path, weights: str | Path | None = None, latency: bool = True,
+                 data: str | Path | None = None, trust_code: bool = False) -> dict:
+    """Re-evaluate a finished run: rebuild its models from ``recipe.yaml`` and its safetensors files.
+
+    Args:
+        weights: a student .safetensors to evaluate instead of the run's own.
+        data: other data of the same kind (an IDX folder, a text or CSV file) to evaluate on,
+            preprocessed as the run's own data was (its summary.json records how).
+        trust_code: allow the run's recipe to import the model callables it names.
+    Returns:
+        {"test": {role: metrics}} as in ``summary.json``.
+    """
+    overrides = [f"latency={str(latency).lower()}"]
+    if data is not None:
+        if not Path(data).exists():
+            raise KDistillError(f"eval --data: {data} not found; give a folder of IDX files or a text/CSV file.")
+        overrides.append(f"data.path={data}")
+    # the run's own preprocessing is applied to the other data too (rebuild_run reads it)
+    p = rebuild_run(run_dir, overrides, trust_code=trust_code)
+    if weights is not None:
+        if "student" not in p.models:
+            raise KDistillError(f"eval --weights: the run in {run_dir} has no student (its stages train "
+                                f"{', '.join(sorted({s.train for s in p.recipe.stages}))}); drop --weights.")
+        load_weights(p.models["student"], weights, "student")
+    return p.family.final_metrics(p.recipe, p.models, p.splits, p.device)
+
+
+def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | None = None,
+               overwrite: bool = False, trust_code: bool = False) -> dict:
+    """Export a finished run's student alone (no teacher, adapters or loss state) as
+    ``student.<ext>`` in ``out`` (default ``<run_dir>/export``), with ``student.json``: the raw
+    input (dtype, shape), every preprocessing step that turns it into the input the student
+    takes (shape, dtype), its class names and the format. ONNX and TorchScript files are checked
+    against PyTorch on real test inputs. ``trust_code``: allow the run's recipe to import the
+    model callables it names (``package.module:callable``).
+
+    Returns: the JSON written, with ``path``.
+    """
+    if fmt not in FORMATS:
+        raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    run_dir = user_path(run_dir, "export")
+    out = user_path(out, "export --out") if out is not None else run_dir / "export"
+    target = out / f"student.{EXTENSIONS[fmt]}"
+    if out.exists() and not out.is_dir():
+        raise KDistillError(f"export: {out} is a file; give a folder with --out.")
+    if target.exists() and not overwrite:
+        raise KDistillError(f"export: {target} exists; choose another --out or pass --overwrite.")
+    p = rebuild_run(run_dir, roles=("student",), trust_code=trust_code)
+    recipe, models, splits, info = p.recipe, p.models, p.splits, p.data_info
+    if "student" not in models:
+        raise KDistillError(f"export: the run in {run_dir} trained no student (its stages train "
+                            f"{', '.join(sorted({s.train for s in recipe.stages}))}); export a run with a student.")
+    student = models["student"].cpu().eval()
+    sample = splits.test_set.x[:64]
+    preprocess = Preprocess.from_info(info)
+    input_shape = [None, *sample.shape[1:]]
+    meta = {"format": fmt, "recipe": recipe.name, **input_steps(recipe, preprocess, input_shape),
+            "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
+            "classes": class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
+            "task": recipe.task}
+    return write_student(student, sample, meta, fmt, out, target, preprocess)

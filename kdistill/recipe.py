@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdistill.errors import KDistillError
-from kdistill.losses.registry import LOSSES, check_loss_name
+from kdistill.losses.registry import build_loss, check_loss_name, contract_of
 from kdistill.paths import user_path
 from kdistill.rundir import check_run_name
 
@@ -159,6 +159,15 @@ class TermSpec(Strict):
     def _known(cls, value: str) -> str:
         return check_loss_name(value)
 
+    @model_validator(mode="after")
+    def _constructs(self) -> "TermSpec":
+        """The loss is built once here, so a bad argument fails before any data loads."""
+        try:
+            build_loss(self.loss, **self.args)
+        except KDistillError as err:
+            raise ValueError(str(err)) from None
+        return self
+
 
 class EmbeddingSpec(Strict):
     """Shallow distillation: the teacher feature 'embedding' is a PCA of a teacher tap."""
@@ -196,7 +205,7 @@ class CacheSpec(Strict):
 
     dir: str = ".kdistill/cache"  # caches are folders under it, named by teacher, data and augmentation
     views: int = Field(1, ge=1)  # augmented views of every sample (with augment); training draws among them
-    topk: int | None = Field(None, ge=1)  # keep only the k largest logits (see kdistill/cache.py)
+    topk: int | None = Field(None, ge=1)  # keep only the k largest logits (see kdistill/train/cache.py)
     dtype: Literal["float16", "float32"] = "float16"
 
 
@@ -272,6 +281,10 @@ class Recipe(Strict):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return value
 
+    def trains(self, role: str) -> bool:
+        """Whether a stage trains ``role`` (teacher, student or baseline)."""
+        return any(s.train == role for s in self.stages)
+
     @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
         if self.task is None:
@@ -285,7 +298,7 @@ class Recipe(Strict):
         for extra in self.teachers:
             if not extra.isidentifier():
                 raise ValueError(f"teachers: name {extra!r} must be a plain identifier (letters, digits, _)")
-        if self.teachers and (self.teacher is None or any(s.train == "teacher" for s in self.stages)):
+        if self.teachers and (self.teacher is None or self.trains("teacher")):
             raise ValueError("teachers: extra teachers need a main 'teacher' and no stage that trains it")
         for i, stage in enumerate(self.stages):
             if names.count(stage.name) > 1:
@@ -296,7 +309,7 @@ class Recipe(Strict):
                     f"(earlier: {names[:i]})"
                 )
             needs_teacher = stage.train != "teacher" and any(
-                getattr(LOSSES[t.loss], "uses_teacher", True) for t in stage.loss
+                contract_of(t.loss).teacher for t in stage.loss
             )
             if needs_teacher and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) uses a teacher loss but no teacher is set")
@@ -311,10 +324,10 @@ class Recipe(Strict):
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
             for t in stage.loss:
-                start = t.args.get("start", "stage") if t.loss == "l2_start" else "stage"
+                start = t.args.get("start", "stage") if contract_of(t.loss).start else "stage"
                 if start not in ("init", "stage", *names[:i]):
                     raise ValueError(
-                        f"stages.{i}.loss: l2_start start {start!r} must be init, stage or an "
+                        f"stages.{i}.loss: {t.loss} start {start!r} must be init, stage or an "
                         f"earlier stage ({names[:i]})"
                     )
             for t in stage.loss:

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kdistill.checkpoint import has_checkpoint
+from kdistill.train.checkpoint import has_checkpoint
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 

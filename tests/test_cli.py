@@ -9,6 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from kdistill.models.zoo import build_model
+from fixtures import stage_records
 
 RECIPE = Path(__file__).parents[1] / "recipes" / "digits_quick.yaml"
 FAST = ["stages.teacher.epochs=3", "stages.baseline.epochs=5", "stages.distil.epochs=3", "latency=false"]
@@ -42,7 +43,7 @@ def test_run_writes_a_complete_run_directory(finished_run):
     assert not run_dir.with_name("digits-quick.incomplete").exists()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records] == ["teacher"] * 3 + ["baseline"] * 5 + ["distil"] * 3
-    distil = records[-1]["train"]
+    distil = stage_records(run_dir)["distil"][-1]["train"]
     assert {"loss", "kd", "hint", "lr"} <= set(distil)
     summary = json.loads((run_dir / "summary.json").read_text())
     for role in ("teacher", "baseline", "student"):
@@ -101,12 +102,12 @@ def test_help_lists_debug():
 def test_a_bug_of_our_own_is_not_reported_as_bad_input(monkeypatch, tmp_path):
     """Exit 2 is for the user's input; any other exception leaves main() with its traceback (exit 1)."""
     import kdistill.cli as cli
-    import kdistill.report
+    import kdistill.evaluate.report
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(kdistill.report, "check_report_inputs", broken)
+    monkeypatch.setattr(kdistill.evaluate.report, "check_report_inputs", broken)
     monkeypatch.setattr(sys, "argv", ["kdistill", "report", str(tmp_path)])
     with pytest.raises(ZeroDivisionError):
         cli.main()

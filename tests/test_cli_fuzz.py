@@ -625,11 +625,18 @@ def build_template(base: Path) -> Template:
 
 def stop_after_first_epoch(sb: Path, problems: list[str]) -> bool:
     """Run STOPPED and make it stop (as on SIGINT) once its first checkpoint is written."""
-    from kdistill import train
+    import contextlib
+
+    from kdistill import runner
 
     folder = sb / "runs" / "stopped.incomplete"
+
+    class CheckpointWritten:  # "a signal arrived" as soon as the first checkpoint exists
+        def is_set(self):
+            return any((folder / "checkpoints").glob("ckpt-*.pt"))
+
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train.STOP, "is_set", lambda: any((folder / "checkpoints").glob("ckpt-*.pt")))
+        mp.setattr(runner, "stop_on_signals", lambda: contextlib.nullcontext(CheckpointWritten()))
         result = invoke(["run", "stopped.yaml", "--runs-dir", "runs", "-q"], sb, timeout=300)
     if result.code != 2 or not resumable(folder):
         problems.append(f"a run stopped after its first epoch exited {result.code} "

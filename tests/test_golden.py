@@ -97,7 +97,7 @@ def student_hashes(result) -> dict[str, str]:
 
 
 def run_case(case: str, runs_dir: Path) -> dict[str, str]:
-    from kdistill.run import run as run_recipe
+    from kdistill.runner import run as run_recipe
 
     torch.manual_seed(0)
     torch.set_num_threads(2)  # the recorded thread count (reductions may split by thread)

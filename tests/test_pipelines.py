@@ -5,6 +5,7 @@ import json
 import pytest
 
 from kdistill import run
+from fixtures import stage_records
 
 TEACHER = {"model": "cnn", "args": {"channels": [16, 32], "hidden": 64, "image_size": 8}}
 STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
@@ -35,9 +36,9 @@ def test_shallow_pipeline_embeds_and_classifies_by_distance(tmp_path):
     assert emb["teacher"]["prototype@10"] > 0.8
     assert emb["student"]["prototype@10"] > 0.5
     assert (result.run_dir / "embedding_head.safetensors").is_file()
-    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert {"embed_mse", "distance_kl"} <= set(records[4]["train"])
-    assert {"prototype_kl", "ce"} <= set(records[-1]["train"])
+    records = stage_records(result.run_dir)
+    assert {"embed_mse", "distance_kl"} <= set(records["distil"][-1]["train"])
+    assert {"prototype_kl", "ce"} <= set(records["prototypes"][-1]["train"])
 
 
 def test_deep_pipeline_and_composite_objective(tmp_path):
@@ -54,8 +55,8 @@ def test_deep_pipeline_and_composite_objective(tmp_path):
                   {"loss": "kd", "args": {"alpha": 0.5}, "weight": 0.0}]},  # weight 0: switched off
     ])
     result = run(recipe, runs_dir=tmp_path, progress=False)
-    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    distil, finetune = records[6]["train"], records[-1]["train"]
+    records = stage_records(result.run_dir)
+    distil, finetune = records["distil"][-1]["train"], records["finetune"][-1]["train"]
     assert {"vid", "at", "kd", "residual_smooth", "entropy"} <= set(distil)
     assert {"ovr", "scatter", "l2_start"} <= set(finetune) and "kd" not in finetune
     assert finetune["l2_start"] > 0  # the weights moved away from where distillation left them

@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from kdistill import run
-from kdistill.checkpoint import load_latest
+from kdistill.train.checkpoint import load_latest
 from kdistill.errors import KDistillError
 
 # two stages (the second starts from the first's end, with an L2 pull to it), dropout, a
@@ -111,7 +111,7 @@ def test_sigterm_writes_a_checkpoint_and_stops_cleanly(tmp_path, uninterrupted):
 def test_a_run_stopped_before_a_stage_with_lazy_modules_resumes(tmp_path, uninterrupted, monkeypatch):
     """CRD's heads are lazy until its stage runs: a checkpoint of an earlier stage must still load
     (weights_only refuses unmaterialised parameters) and the resumed run end as the uninterrupted one."""
-    module = sys.modules["kdistill.run"]
+    module = sys.modules["kdistill.train.fit"]
     real, calls = module.train_stage, []
 
     def crash_at_the_second_stage(*args, **kwargs):
@@ -129,3 +129,17 @@ def test_a_run_stopped_before_a_stage_with_lazy_modules_resumes(tmp_path, uninte
     resumed = load_file(run(None, resume=tmp_path / "resumable.incomplete", progress=False).run_dir
                         / "student.safetensors")
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+
+def test_a_checkpoint_of_another_version_is_refused_in_one_line(tmp_path):
+    from kdistill.train.checkpoint import checkpoint_name, save_checkpoint
+    from kdistill.train.fit import CHECKPOINT_KEYS
+
+    partial = tmp_path / "resumable.incomplete"
+    partial.mkdir()
+    (partial / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
+    old = {key: 0 for key in CHECKPOINT_KEYS - {"features"}} | {"version": 1, "pca": None}
+    save_checkpoint(partial / "checkpoints", checkpoint_name(1, 0, 0), old)
+    with pytest.raises(KDistillError, match=r"another version of kdistill \(checkpoint version 1"):
+        run(None, resume=partial, progress=False)
+    assert (partial / "checkpoints").is_dir()  # refused, nothing removed

@@ -8,11 +8,13 @@ import sys
 
 import pytest
 
-from kdistill import run
+from kdistill import evaluate_run, run
 from kdistill.errors import KDistillError
 from kdistill.rundir import MARKER
 
-run_module = sys.modules["kdistill.run"]  # the package re-exports the function under the module's name
+import kdistill.runner as run_module  # noqa: E402
+import kdistill.train.fit as fit_module  # noqa: E402
+from kdistill.families import Classifier  # noqa: E402
 
 RECIPE = {"name": "r", "seed": 1, "latency": False, "data": {"source": "digits", "labelled": 100},
           "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
@@ -97,7 +99,7 @@ def _crash_at(monkeypatch, phase):
     def crash(*args, **kwargs):
         raise Crash(phase)
 
-    target = {"evaluation": (run_module, "final_evaluation"), "export": (run_module, "save_weights"),
+    target = {"evaluation": (Classifier, "final_metrics"), "export": (run_module, "save_weights"),
               "report": (run_module, "write_report"), "rename": (sys.modules["kdistill.rundir"], "publish")}[phase]
     monkeypatch.setattr(*target, crash)
     return Crash
@@ -115,7 +117,7 @@ def test_a_crash_after_training_is_finished_by_resume_without_training(tmp_path,
     def no_training(*args, **kwargs):
         raise AssertionError("--resume trained again")
 
-    monkeypatch.setattr(run_module, "train_stage", no_training)
+    monkeypatch.setattr(fit_module, "train_stage", no_training)
     done = run(None, resume=partial, progress=False).run_dir
     assert done == tmp_path / "r" and not partial.exists() and not (done / "checkpoints").exists()
     for name in ("student.safetensors", "teacher.safetensors", "predictions.safetensors"):
@@ -168,9 +170,9 @@ def test_eval_and_export_import_no_code_unless_trusted(tmp_path, monkeypatch):
     done = run(recipe, runs_dir=tmp_path / "runs", progress=False).run_dir
     marker.unlink()
     sys.modules.pop("mymodels", None)
-    from kdistill.export import export_run
+    from kdistill.rebuild import export_run
 
-    for action in (lambda trust: run_module.evaluate_run(done, latency=False, trust_code=trust),
+    for action in (lambda trust: evaluate_run(done, latency=False, trust_code=trust),
                    lambda trust: export_run(done, "safetensors", tmp_path / "out", trust_code=trust)):
         with pytest.raises(KDistillError, match="--trust-code"):
             action(False)
@@ -184,7 +186,7 @@ def test_eval_and_export_import_no_code_unless_trusted(tmp_path, monkeypatch):
 def test_a_corrupt_teacher_file_does_not_block_a_student_export(tmp_path, reference):
     import shutil
 
-    from kdistill.export import export_run
+    from kdistill.rebuild import export_run
 
     copy = tmp_path / "r"
     shutil.copytree(reference, copy)

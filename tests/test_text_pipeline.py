@@ -1,15 +1,15 @@
 """End to end on text: a tiny transformer teacher, a 1-layer student cut from it, distilled on
 unlabelled sentences, judged by agreement with the teacher and few-label accuracy."""
 
-import json
 
 import pytest
 
 from kdistill import run
-from kdistill.embedding_eval import mean_cosine
+from kdistill.evaluate.embedding import mean_cosine
 from kdistill.models.subnet import sub_network
 from kdistill.errors import KDistillError
 from kdistill.recipe import load_recipe
+from fixtures import stage_records
 
 pytest.importorskip("transformers")
 
@@ -40,8 +40,7 @@ def test_distilled_sub_network_moves_towards_the_teacher(tiny_bert, sentences, t
     for key in ("prototype@1", "logreg@10", "neighbour_overlap@10", "sentences_per_s", "speedup", "weight_bytes"):
         assert key in s1
     assert after.summary["data"]["test"] == 60
-    log = [json.loads(line) for line in (after.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert "mean_cosine" in log[-1]["val"]
+    assert "mean_cosine" in stage_records(after.run_dir)["distil"][-1]["val"]
     assert "cosine to teacher" in (after.run_dir / "report.md").read_text()
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def attention_map(feats: torch.Tensor, p: float) -> torch.Tensor:
@@ -15,7 +15,7 @@ def attention_map(feats: torch.Tensor, p: float) -> torch.Tensor:
     return feats.float().abs().pow(p).sum(dim=1, keepdim=True)
 
 
-@register("at")
+@register("at", Contract(adapt=False))
 class AttentionTransfer(nn.Module):
     """Distance between the L2-normalised spatial attention maps of student and teacher.
 
@@ -35,12 +35,11 @@ class AttentionTransfer(nn.Module):
         student: ``(B, Cs, Hs, Ws)``. teacher: ``(B, Ct, Ht, Wt)``.
     """
 
-    adapt = False  # compares within-sample summaries: channels may differ
 
     def __init__(self, p: float = 2.0):
         super().__init__()
         if p <= 0:
-            raise TypeError("p must be > 0")
+            raise ValueError("p must be > 0")
         self.p = p
 
     def forward(self, student, teacher, target=None):

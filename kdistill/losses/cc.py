@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def taylor_rbf_correlation(x: torch.Tensor, gamma: float, order: int) -> torch.Tensor:
@@ -25,7 +25,7 @@ def taylor_rbf_correlation(x: torch.Tensor, gamma: float, order: int) -> torch.T
     return sum(c * cos.pow(p) for p, c in enumerate(coeffs))
 
 
-@register("cc")
+@register("cc", Contract(adapt=False))
 class CorrelationCongruence(nn.Module):
     """``loss = ||C_s - C_t||_F^2 / B^2``, C the Taylor-approximated RBF correlation over the batch.
 
@@ -41,12 +41,11 @@ class CorrelationCongruence(nn.Module):
         student: ``(B, Ds)``, teacher: ``(B, Dt)``; higher dims are flattened.
     """
 
-    adapt = False  # compares (B, B) correlation matrices: widths may differ
 
     def __init__(self, gamma: float = 0.4, order: int = 2):
         super().__init__()
         if gamma <= 0 or not isinstance(order, int) or order < 0:
-            raise TypeError("gamma must be > 0 and order an int >= 0")
+            raise ValueError("gamma must be > 0 and order an int >= 0")
         self.gamma, self.order = gamma, order
 
     def forward(self, student, teacher, target=None):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.data.splits import UNLABELLED
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def labelled_cross_entropy(
@@ -25,11 +25,9 @@ def labelled_cross_entropy(
     )
 
 
-@register("ce")
+@register("ce", Contract(teacher=False))
 class CrossEntropy(nn.Module):
     """Cross-entropy with the labels; unlabelled samples (label -1) are left out."""
-
-    uses_teacher = False
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()

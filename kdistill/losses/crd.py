@@ -11,7 +11,7 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
 from kdistill.errors import KDistillError
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 BANKS = ("student_bank", "teacher_bank")
 
@@ -33,7 +33,7 @@ def embed(x, weight, bias) -> torch.Tensor:
     return F.normalize(F.linear(x.flatten(1).float(), weight, bias).float(), dim=1)
 
 
-@register("crd")
+@register("crd", Contract(adapt=False, index=True))
 class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
     """Contrast each sample's student embedding with teacher embeddings of other samples, and back.
 
@@ -75,20 +75,17 @@ class ContrastiveRepresentationDistillation(LazyModuleMixin, nn.Module):
     state), so a resumed run draws the same negatives. Memory per call is about ``2 * B * K * feat_dim`` floats.
     """
 
-    adapt = False  # has its own heads: widths may differ
-    wants_index = True
-
     def __init__(self, feat_dim: int = 128, num_negatives: int = 4096, temperature: float = 0.07,
                  momentum: float = 0.5, seed: int = 0):
         super().__init__()
         if not (isinstance(feat_dim, int) and feat_dim >= 1):
-            raise TypeError("feat_dim must be an integer >= 1")
+            raise ValueError("feat_dim must be an integer >= 1")
         if not (isinstance(num_negatives, int) and num_negatives >= 1):
-            raise TypeError("num_negatives must be an integer >= 1")
+            raise ValueError("num_negatives must be an integer >= 1")
         if not temperature > 0:
-            raise TypeError("temperature must be > 0")
+            raise ValueError("temperature must be > 0")
         if not 0 <= momentum < 1:
-            raise TypeError("momentum must be in [0, 1)")
+            raise ValueError("momentum must be in [0, 1)")
         self.feat_dim, self.num_negatives = feat_dim, num_negatives
         self.temperature, self.momentum, self.seed = temperature, momentum, seed
         self.student_weight, self.student_bias = UninitializedParameter(), UninitializedParameter()

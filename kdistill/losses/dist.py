@@ -36,7 +36,7 @@ class DIST(nn.Module):
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, tau: float = 1.0):
         super().__init__()
         if beta < 0 or gamma < 0 or tau <= 0:
-            raise TypeError("beta and gamma must be >= 0 and tau > 0")
+            raise ValueError("beta and gamma must be >= 0 and tau > 0")
         self.beta, self.gamma, self.tau = beta, gamma, tau
 
     def forward(self, student, teacher, target=None):

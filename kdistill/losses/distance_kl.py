@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def neighbour_log_probs(x: torch.Tensor, tau: float) -> torch.Tensor:
@@ -25,7 +25,7 @@ def neighbour_log_probs(x: torch.Tensor, tau: float) -> torch.Tensor:
     return F.log_softmax(-dist / tau, dim=1)
 
 
-@register("distance_kl")
+@register("distance_kl", Contract(adapt=False))
 class DistanceKL(nn.Module):
     """``loss = (1 / B) * sum_i KL(P_t(i, .) || P_s(i, .))`` over in-batch neighbours.
 
@@ -41,12 +41,11 @@ class DistanceKL(nn.Module):
         student: ``(B, Ds)``. teacher: ``(B, Dt)``.
     """
 
-    adapt = False  # compares distances within each embedding space: widths may differ
 
     def __init__(self, tau: float = 1.0):
         super().__init__()
         if tau <= 0:
-            raise TypeError("tau must be > 0")
+            raise ValueError("tau must be > 0")
         self.tau = tau
 
     def forward(self, student, teacher, target=None):

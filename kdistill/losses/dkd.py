@@ -54,7 +54,7 @@ class DecoupledKD(nn.Module):
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0):
         super().__init__()
         if alpha < 0 or beta < 0 or temperature <= 0:
-            raise TypeError("alpha and beta must be >= 0 and temperature > 0")
+            raise ValueError("alpha and beta must be >= 0 and temperature > 0")
         self.alpha, self.beta, self.temperature = alpha, beta, temperature
 
     def forward(self, student, teacher, target=None):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("entropy")
+@register("entropy", Contract(teacher=False))
 class PredictiveEntropy(nn.Module):
     """``loss = mean_b H(q_b)``, ``H(q) = -sum_k q_k log q_k``, ``q = softmax(logits / T)``.
 
@@ -22,12 +22,10 @@ class PredictiveEntropy(nn.Module):
         student: logits ``(B, K)``.
     """
 
-    uses_teacher = False
-
     def __init__(self, temperature: float = 1.0):
         super().__init__()
         if temperature <= 0:
-            raise TypeError("temperature must be > 0")
+            raise ValueError("temperature must be > 0")
         self.temperature = temperature
 
     def forward(self, student, teacher=None, target=None):

@@ -38,7 +38,7 @@ class SoftTargetKD(nn.Module):
     def __init__(self, temperature: float = 4.0, alpha: float = 0.9):
         super().__init__()
         if temperature <= 0 or not 0 <= alpha <= 1:
-            raise TypeError("temperature must be > 0 and alpha in [0, 1]")
+            raise ValueError("temperature must be > 0 and alpha in [0, 1]")
         self.temperature, self.alpha = temperature, alpha
 
     def forward(self, student, teacher, target=None):

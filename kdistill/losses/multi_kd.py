@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def combined_soft_targets(teacher_logits: tuple[torch.Tensor, ...], temperature: float,
@@ -28,7 +28,7 @@ def combined_soft_targets(teacher_logits: tuple[torch.Tensor, ...], temperature:
     return (w[..., None] * probs).sum(0)
 
 
-@register("multi_kd")
+@register("multi_kd", Contract(adapt=False))
 class MultiTeacherKD(nn.Module):
     """``T^2 * KL(p || softmax(s / T))`` with p the teachers' combined soft targets.
 
@@ -42,14 +42,12 @@ class MultiTeacherKD(nn.Module):
     Inputs: student ``(B, K)``; teacher: a tuple of ``(B, K)`` logits.
     """
 
-    adapt = False
-
     def __init__(self, temperature: float = 4.0, weights: list[float] | None = None, weighting: str = "fixed"):
         super().__init__()
         if temperature <= 0 or weighting not in ("fixed", "confidence"):
-            raise TypeError("temperature must be > 0 and weighting 'fixed' or 'confidence'")
+            raise ValueError("temperature must be > 0 and weighting 'fixed' or 'confidence'")
         if weights is not None and (not weights or min(weights) < 0 or sum(weights) <= 0):
-            raise TypeError("weights must be non-negative with a positive sum")
+            raise ValueError("weights must be non-negative with a positive sum")
         self.temperature, self.weights, self.weighting = temperature, weights, weighting
 
     def forward(self, student, teacher, target=None):

@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("nst")
+@register("nst", Contract(adapt=False))
 class NeuronSelectivityTransfer(nn.Module):
     """Squared MMD between the student's and the teacher's channel maps, with ``k(x, y) = (x^T y + c)^d``.
 
@@ -29,12 +29,11 @@ class NeuronSelectivityTransfer(nn.Module):
         student: ``(B, Cs, Hs, Ws)``. teacher: ``(B, Ct, Ht, Wt)``.
     """
 
-    adapt = False  # compares distributions of channel maps: channel counts may differ
 
     def __init__(self, degree: int = 2, c: float = 0.0):
         super().__init__()
         if not isinstance(degree, int) or degree < 1 or c < 0:
-            raise TypeError("degree must be an int >= 1 and c >= 0")
+            raise ValueError("degree must be an int >= 1 and c >= 0")
         self.degree, self.c = degree, c
 
     def kernel_mean(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

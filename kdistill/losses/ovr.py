@@ -8,10 +8,10 @@ from torch import nn
 
 from kdistill.data.splits import UNLABELLED
 from kdistill.losses.ce import labelled_cross_entropy
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("ovr")
+@register("ovr", Contract(teacher=False))
 class OneVsRest(nn.Module):
     """``loss = mean_i [ -log sigmoid(f_y) - sum_{k != y} log sigmoid(-f_k) ] / (K if normalize)
     + ce_weight * CE(softmax(f), y)``, over the labelled samples (label -1 is left out).
@@ -24,8 +24,6 @@ class OneVsRest(nn.Module):
     Inputs:
         student: logits ``f``, ``(B, K)``. target: ``(B,)``.
     """
-
-    uses_teacher = False
 
     def __init__(self, normalize: bool = False, ce_weight: float = 1.0):
         super().__init__()

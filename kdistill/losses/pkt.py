@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def cosine_conditionals(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -21,7 +21,7 @@ def cosine_conditionals(x: torch.Tensor, eps: float) -> torch.Tensor:
     return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(eps)
 
 
-@register("pkt")
+@register("pkt", Contract(adapt=False))
 class ProbabilisticKT(nn.Module):
     """``loss = sum_i sum_{j != i} p_{j|i} * log((p_{j|i} + eps) / (q_{j|i} + eps))``.
 
@@ -39,12 +39,11 @@ class ProbabilisticKT(nn.Module):
         student: ``(B, Ds)``, teacher: ``(B, Dt)``; higher dims are flattened.
     """
 
-    adapt = False  # compares similarities within each feature space: widths may differ
 
     def __init__(self, eps: float = 1e-7):
         super().__init__()
         if eps <= 0:
-            raise TypeError("eps must be > 0")
+            raise ValueError("eps must be > 0")
         self.eps = eps
 
     def forward(self, student, teacher, target=None):

@@ -33,7 +33,7 @@ class PrototypeKL(nn.Module):
     def __init__(self, lam: float = 0.1, temperature: float = 1.0):
         super().__init__()
         if lam <= 0 or temperature <= 0:
-            raise TypeError("lam and temperature must be > 0")
+            raise ValueError("lam and temperature must be > 0")
         self.lam, self.temperature = lam, temperature
 
     def forward(self, student, teacher=None, target=None):

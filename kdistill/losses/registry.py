@@ -1,25 +1,95 @@
-"""Loss registry: each distillation method is one module registered by a lowercase name.
+"""Loss registry: each distillation method is one module registered by a lowercase name, with
+a ``Contract`` saying what it reads.
 
-Every loss has the same signature, ``forward(student, teacher=None, target=None) -> scalar``:
-tensors in, scalar out. Losses never see a model, a module path or the recipe.
+Every loss is ``forward(student, teacher=None, target=None, **extra) -> scalar``: tensors in,
+scalar out. Losses never see a model, a module path or the recipe; the objective feeds each
+the features and extras its contract asks for.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
+import typing
+from dataclasses import dataclass
 
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from torch import nn
 
 from kdistill.errors import KDistillError
+from kdistill.models.taps import OUTPUT
 
-LOSSES: dict[str, type[nn.Module]] = {}
+
+@dataclass(frozen=True)
+class Contract:
+    """What a registered loss declares about itself; the objective reads nothing else.
+
+    Args:
+        teacher: it reads a teacher feature (``teacher`` in forward; False: labels or the
+            student alone, and the term gets ``teacher=None``).
+        reads: the student feature it reads unless the recipe's term names one (``logits``
+            for the output, ``weights`` for the trainable parameters, or a module path).
+        adapt: the student feature passes through a learned adapter to the teacher feature's
+            shape where the two differ (False: the loss compares within-sample or within-batch
+            summaries, or has heads of its own, so the shapes may differ).
+        index: forward takes ``index``, each sample's position in the stage's data ``(B,)``
+            (for a memory bank of samples).
+        start: forward takes ``start``, the weights theta_0 the stage's run chose: one tensor
+            per trainable student parameter, in ``parameters()`` order. The term's ``start``
+            argument names them (it is the objective's, not passed to the constructor):
+            ``init`` (the student's initial weights), ``stage`` (the weights the stage starts
+            from; the default) or an earlier stage's name (the weights it ended with).
+        weights: forward takes ``weights``, the student's trainable parameters (a list of
+            tensors, the live parameters, so gradients reach them).
+    """
+
+    teacher: bool = True  # its teacher features (and ``start``) arrive detached: a loss never trains them
+    reads: str = OUTPUT
+    adapt: bool = True
+    index: bool = False
+    start: bool = False
+    weights: bool = False
 
 
-def register(name: str):
-    """Register a loss class under ``name``. Set ``uses_teacher = False`` on labels-only losses."""
+@dataclass(frozen=True)
+class Registered:
+    """A registered loss: its class and its contract."""
+
+    cls: type[nn.Module]
+    contract: Contract
+
+
+LOSSES: dict[str, Registered] = {}
+
+
+def _detached(value):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_detached(v) for v in value)
+    return value.detach() if hasattr(value, "detach") else value
+
+
+def _teacher_detached(forward):
+    """``forward`` with its teacher features and ``start`` weights detached: gradients reach
+    the student and the loss's own parameters only, whatever the caller passes."""
+
+    @functools.wraps(forward)
+    def wrapped(self, student, teacher=None, *args, **kwargs):
+        if "start" in kwargs:
+            kwargs["start"] = _detached(kwargs["start"])
+        return forward(self, student, _detached(teacher), *args, **kwargs)
+
+    return wrapped
+
+
+def register(name: str, contract: Contract = Contract()):
+    """Register a loss class under ``name`` with its ``contract`` (default: reads the student's
+    logits and the teacher's, adapted where shapes differ). Its ``forward`` receives the teacher
+    features detached."""
 
     def wrap(cls):
-        LOSSES[name] = cls
+        cls.forward = _teacher_detached(cls.forward)
+        LOSSES[name] = Registered(cls, contract)
         return cls
 
     return wrap
@@ -33,9 +103,49 @@ def check_loss_name(name: str) -> str:
     return name
 
 
-def build_loss(name: str, **kwargs) -> nn.Module:
-    cls = LOSSES[check_loss_name(name)]
+def contract_of(name: str) -> Contract:
+    return LOSSES[check_loss_name(name)].contract
+
+
+def constructor_args(name: str, args: dict) -> dict:
+    """The term's arguments that go to the loss's constructor (``start`` is the objective's)."""
+    return {k: v for k, v in args.items() if not (k == "start" and contract_of(name).start)}
+
+
+def check_loss_args(name: str, kwargs: dict) -> dict:
+    """The arguments fit the loss's constructor: their names, and their values the types its
+    signature declares (``4`` for a float is 4.0; ``"four"`` fails). Returns them converted."""
+    cls = LOSSES[check_loss_name(name)].cls
     try:
-        return cls(**kwargs)
+        inspect.signature(cls).bind(**kwargs)
     except TypeError as err:
-        raise KDistillError(f"loss {name!r}: bad arguments {kwargs}: {err}") from None
+        known = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        raise KDistillError(f"loss {name!r}: bad arguments {kwargs}: {err}; it takes "
+                            f"{', '.join(known) or 'no arguments'}.") from None
+    hints = typing.get_type_hints(cls.__init__)
+    checked = {}
+    for key, value in kwargs.items():
+        if key not in hints:
+            checked[key] = value
+            continue
+        try:
+            checked[key] = TypeAdapter(hints[key], config=ConfigDict(allow_inf_nan=False)).validate_python(value)
+        except ValidationError as err:
+            raise KDistillError(f"loss {name!r}: argument {key}={value!r}: {err.errors()[0]['msg']} "
+                                f"({_type_name(hints[key])}).") from None
+    return checked
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def build_loss(name: str, **kwargs) -> nn.Module:
+    """Construct a registered loss. Arguments it does not take, or values it refuses (a
+    ``ValueError`` from its constructor), are the user's and fail in one line; any other error
+    inside the constructor is a bug and is raised as it is."""
+    kwargs = check_loss_args(name, constructor_args(name, kwargs))
+    try:
+        return LOSSES[name].cls(**kwargs)
+    except ValueError as err:
+        raise KDistillError(f"loss {name!r}: {err}") from None

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def normalised_distances(x: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def triplet_cosines(x: torch.Tensor) -> torch.Tensor:
     return cos
 
 
-@register("rkd")
+@register("rkd", Contract(adapt=False))
 class RelationalKD(nn.Module):
     """``loss = distance_weight * L_D + angle_weight * L_A``, both Huber (smooth-L1, delta = 1).
 
@@ -67,12 +67,11 @@ class RelationalKD(nn.Module):
         student: ``(B, Ds)``, teacher: ``(B, Dt)``; higher dims are flattened.
     """
 
-    adapt = False  # compares relations within each embedding: widths may differ
 
     def __init__(self, distance_weight: float = 25.0, angle_weight: float = 50.0):
         super().__init__()
         if distance_weight < 0 or angle_weight < 0:
-            raise TypeError("distance_weight and angle_weight must be >= 0")
+            raise ValueError("distance_weight and angle_weight must be >= 0")
         self.distance_weight, self.angle_weight = distance_weight, angle_weight
 
     def forward(self, student, teacher, target=None):

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from kdistill.data.splits import UNLABELLED
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("scatter")
+@register("scatter", Contract(teacher=False))
 class IntraClassScatter(nn.Module):
     """Mean squared distance of each labelled embedding to its class mean within the batch.
 
@@ -21,8 +21,6 @@ class IntraClassScatter(nn.Module):
     Inputs:
         student: ``(B, D)``, or ``(B, C, H, W)`` flattened to ``(B, C*H*W)``. target: ``(B,)``.
     """
-
-    uses_teacher = False
 
     def forward(self, student, teacher=None, target=None):
         if target is None or not bool((target != UNLABELLED).any()):

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def normalised_gram(x: torch.Tensor) -> torch.Tensor:
@@ -15,7 +15,7 @@ def normalised_gram(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(a @ a.T, dim=1)
 
 
-@register("sp")
+@register("sp", Contract(adapt=False))
 class SimilarityPreserving(nn.Module):
     """``loss = ||G~_s - G~_t||_F^2 / B^2``, ``G~`` the row-normalised batch Gram matrix.
 
@@ -26,7 +26,6 @@ class SimilarityPreserving(nn.Module):
         student: ``(B, Cs, Hs, Ws)`` or ``(B, Ds)``; teacher: ``(B, Ct, Ht, Wt)`` or ``(B, Dt)``.
     """
 
-    adapt = False  # compares (B, B) similarity matrices: shapes may differ
 
     def forward(self, student, teacher, target=None):
         g_s, g_t = normalised_gram(student), normalised_gram(teacher)  # (B, B)

@@ -38,7 +38,7 @@ class VariationalInformationDistillation(LazyModuleMixin, nn.Module):
     def __init__(self, init_variance: float = 5.0, eps: float = 1e-5):
         super().__init__()
         if not init_variance > eps > 0:
-            raise TypeError("need init_variance > eps > 0")
+            raise ValueError("need init_variance > eps > 0")
         self.init_variance, self.eps = init_variance, eps
         self.alpha = UninitializedParameter()
 

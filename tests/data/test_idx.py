@@ -4,7 +4,7 @@ import pytest
 from kdistill.data.idx import load_idx_folder, read_idx
 from kdistill.errors import KDistillError
 
-from conftest import _write_idx, write_fake_mnist
+from fixtures import _write_idx, write_fake_mnist
 
 
 def test_read_idx_round_trip(tmp_path):

@@ -66,7 +66,7 @@ def test_more_labelled_than_labelled_rows_fails():
 
 def test_a_classify_test_set_needs_every_label(tmp_path):
     from kdistill.recipe import load_recipe
-    from kdistill.setup import prepare_data
+    from kdistill.data.load import prepare_data
 
     train, test = _source(), _source(10)
     test.y[3] = -1

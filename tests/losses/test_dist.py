@@ -27,10 +27,8 @@ def test_weights_and_temperature_squared():
     assert dist(2 * STUDENT_P.log(), 2 * TEACHER_P.log()).item() == pytest.approx(38 / 3, abs=1e-4)
 
 
-def test_zero_when_student_equals_teacher():
-    logits = torch.randn(4, 5)
-    assert build_loss("dist")(logits, logits.clone()).abs().item() < 1e-5
-    one = torch.randn(1, 5)  # a batch of one: no intra-class term
+def test_batch_of_one_has_no_intra_class_term():
+    one = torch.randn(1, 5)  # no correlation across one sample: L_intra is left out, not NaN
     assert build_loss("dist")(one, one.clone()).abs().item() < 1e-5
 
 
@@ -39,13 +37,6 @@ def test_invariant_to_adding_a_constant_to_a_samples_logits():
     student, teacher = torch.randn(4, 5), torch.randn(4, 5)
     shifted = student + torch.tensor([[3.0], [-2.0], [10.0], [0.5]])
     assert dist(shifted, teacher).item() == pytest.approx(dist(student, teacher).item(), abs=1e-5)
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(3, 4, requires_grad=True)
-    teacher = torch.randn(3, 4, requires_grad=True)
-    build_loss("dist")(student, teacher.detach()).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None
 
 
 def test_bad_arguments_name_the_loss():

@@ -18,11 +18,6 @@ def test_value_by_hand():
     assert build_loss("distance_kl")(torch.zeros(3, 2), teacher).item() == pytest.approx(by_hand, abs=1e-6)
 
 
-def test_zero_when_student_equals_teacher():
-    emb = torch.randn(4, 3)
-    assert build_loss("distance_kl", tau=0.5)(emb, emb.clone()).item() < 1e-6
-
-
 def test_invariant_to_translating_the_student():
     loss = build_loss("distance_kl")
     student, teacher = torch.randn(4, 3), torch.randn(4, 6)  # widths may differ
@@ -35,10 +30,3 @@ def test_batch_of_one_gives_zero():
     loss = build_loss("distance_kl")(student, torch.randn(1, 3))
     assert loss.item() == 0.0
     loss.backward()
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(4, 3, requires_grad=True)
-    teacher = torch.randn(4, 3, requires_grad=True)
-    build_loss("distance_kl")(student, teacher.detach()).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None

@@ -37,11 +37,6 @@ def test_kd_decomposes_into_tckd_and_weighted_nckd():
     assert torch.allclose(p_target, F.softmax(teacher / 2, 1).gather(1, target[:, None]).squeeze(1))
 
 
-def test_zero_when_student_equals_teacher():
-    logits = torch.randn(4, 6)
-    assert build_loss("dkd")(logits, logits.clone(), torch.tensor([0, -1, 3, 5])).abs().item() < 1e-5
-
-
 def test_unlabelled_samples_use_the_teachers_argmax():
     dkd = build_loss("dkd")
     student, teacher = torch.randn(3, 4), torch.randn(3, 4)
@@ -51,13 +46,6 @@ def test_unlabelled_samples_use_the_teachers_argmax():
     assert dkd(student, teacher, None).item() == pytest.approx(expected, abs=1e-6)
     mixed = torch.tensor([argmax[0].item(), -1, argmax[2].item()])
     assert dkd(student, teacher, mixed).item() == pytest.approx(expected, abs=1e-6)
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(3, 4, requires_grad=True)
-    teacher = torch.randn(3, 4, requires_grad=True)
-    build_loss("dkd")(student, teacher.detach(), torch.tensor([1, -1, 2])).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None
 
 
 def test_bad_arguments_name_the_loss():

@@ -13,12 +13,4 @@ def test_value_by_hand():
 
 def test_zero_when_student_equals_teacher_up_to_scale():
     emb = torch.randn(3, 5)
-    assert build_loss("embed_cosine")(emb, emb.clone()).item() < 1e-6
     assert build_loss("embed_cosine")(4.0 * emb, emb).item() < 1e-6
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(3, 5, requires_grad=True)
-    teacher = torch.randn(3, 5, requires_grad=True)
-    build_loss("embed_cosine")(student, teacher.detach()).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None

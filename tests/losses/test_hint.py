@@ -8,13 +8,6 @@ def test_value_by_hand():
     assert build_loss("hint")(student, torch.zeros(2, 2)).item() == 7.5  # (1 + 4 + 9 + 16) / 4
 
 
-def test_zero_when_student_equals_teacher():
-    feats = torch.randn(2, 3, 4, 4)
-    assert build_loss("hint")(feats, feats.clone()).item() == 0.0
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(2, 3, 4, 4, requires_grad=True)
-    teacher = torch.randn(2, 3, 4, 4, requires_grad=True)
-    build_loss("hint")(student, teacher.detach()).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None
+def test_mean_over_every_element_of_a_map():
+    # a difference of 2 everywhere in a (B, C, H, W) map: squared 4, averaged over all elements
+    assert build_loss("hint")(torch.full((2, 3, 4, 4), 2.0), torch.zeros(2, 3, 4, 4)).item() == 4.0

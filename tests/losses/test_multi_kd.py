@@ -30,14 +30,13 @@ def test_confidence_weights_by_hand():
     assert loss(torch.zeros(1, 2), (a, b)).item() > 0
 
 
-def test_one_teacher_is_plain_kd_and_gradients_reach_the_student_only():
-    s = torch.randn(4, 5, requires_grad=True)
-    t = torch.randn(4, 5, requires_grad=True)
-    multi = build_loss("multi_kd", temperature=2.0)(s, (t.detach(),))
-    plain = build_loss("kd", temperature=2.0, alpha=1.0)(s, t.detach())
+def test_one_teacher_is_plain_kd():
+    s, t = torch.randn(4, 5), torch.randn(4, 5)
+    multi = build_loss("multi_kd", temperature=2.0)(s, (t,))
+    plain = build_loss("kd", temperature=2.0, alpha=1.0)(s, t)
     assert multi.item() == pytest.approx(plain.item(), rel=1e-5)
-    multi.backward()
-    assert s.grad.abs().sum() > 0 and t.grad is None
+    # a bare tensor is taken as one teacher
+    assert build_loss("multi_kd", temperature=2.0)(s, t).item() == pytest.approx(plain.item(), rel=1e-5)
 
 
 def test_bad_weights_fail_clearly():

@@ -28,11 +28,6 @@ def test_angle_term_by_hand():
     assert loss.item() == pytest.approx(by_hand, abs=1e-6)
 
 
-def test_zero_when_student_equals_teacher():
-    emb = torch.randn(5, 4)
-    assert build_loss("rkd")(emb, emb.clone()).item() < 1e-6
-
-
 def test_invariant_to_scaling_and_translating_the_student():
     rkd = build_loss("rkd")
     student, teacher = torch.randn(5, 3), torch.randn(5, 6)  # widths may differ
@@ -46,13 +41,6 @@ def test_feature_maps_are_flattened_and_a_batch_of_one_gives_zero():
     maps = torch.randn(4, 2, 3, 3)
     assert rkd(maps, maps.flatten(1).clone()).item() < 1e-6
     assert rkd(torch.randn(1, 3), torch.randn(1, 3)).item() == 0.0
-
-
-def test_gradient_reaches_student_only():
-    student = torch.randn(4, 3, requires_grad=True)
-    teacher = torch.randn(4, 5, requires_grad=True)
-    build_loss("rkd")(student, teacher.detach()).backward()
-    assert student.grad.abs().sum() > 0 and teacher.grad is None
 
 
 def test_bad_arguments_name_the_loss():

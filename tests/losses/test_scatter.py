@@ -31,7 +31,7 @@ def test_no_labels_gives_zero_and_a_usable_graph():
     assert torch.equal(student.grad, torch.zeros(4, 3))
 
 
-def test_maps_are_flattened_and_gradient_reaches_student():
-    student = torch.randn(4, 2, 3, 3, requires_grad=True)
-    build_loss("scatter")(student, None, torch.tensor([0, 0, 1, 1])).backward()
-    assert student.grad.abs().sum() > 0
+def test_maps_are_flattened():
+    scatter, target = build_loss("scatter"), torch.tensor([0, 0, 1, 1])
+    maps = torch.randn(4, 2, 3, 3)
+    assert scatter(maps, None, target).item() == pytest.approx(scatter(maps.flatten(1), None, target).item())

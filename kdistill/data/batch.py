@@ -1,0 +1,34 @@
+"""A training batch: which samples, their inputs, their labels, and which labels count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from kdistill.data.splits import UNLABELLED
+
+
+@dataclass
+class Batch:
+    """Samples ``index`` of a stage's data.
+
+    Args:
+        index: the samples' positions in the stage's data ``(B,)`` (for teacher outputs cached
+            by sample and losses that keep a memory of samples).
+        x: the inputs ``(B, ...)``; y: the labels ``(B,)``, ``-1`` where withheld.
+        mask: which labels count ``(B,)`` bool (False: unlabelled); padding masks of token
+            inputs travel inside ``x`` today and belong here when inputs are streamed.
+    """
+
+    index: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor
+
+    @classmethod
+    def of(cls, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, device) -> "Batch":
+        """The samples ``index`` of ``(x, y)``, moved to ``device`` (the index stays where it is)."""
+        xb = x[index].to(device, non_blocking=True)
+        yb = y[index].to(device, non_blocking=True)
+        return cls(index, xb, yb, yb != UNLABELLED)

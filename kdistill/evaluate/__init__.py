@@ -1,0 +1,1 @@
+"""Evaluation: metrics, few-label and embedding evaluation, the report and its figures."""

@@ -1,0 +1,161 @@
+"""Sentence-embedding students against their teacher: closeness, neighbourhoods, few-label accuracy,
+encoding speed and size on disk.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from kdistill.errors import KDistillError
+from kdistill.evaluate.fewshot import few_label_accuracy
+from kdistill.evaluate.metrics import predict
+from kdistill.models.infer import eval_mode
+
+
+def check_rows(name: str, *tensors: torch.Tensor) -> None:
+    """Raise unless every tensor is a matrix ``(N, D)`` with the same number of rows N (widths may differ)."""
+    for t in tensors:
+        if t.dim() != 2:
+            raise KDistillError(f"{name}: embeddings must be a matrix (N, D); got shape {tuple(t.shape)}.")
+    rows = {len(t) for t in tensors}
+    if len(rows) > 1:
+        shapes = ", ".join(str(tuple(t.shape)) for t in tensors)
+        raise KDistillError(f"{name}: embeddings must have one row per sample on both sides; got {shapes}.")
+
+
+def mean_cosine(student: torch.Tensor, teacher: torch.Tensor) -> float:
+    """Mean over rows of cosine(student_i, teacher_i): ``(N, D), (N, D) -> float``."""
+    check_rows("mean_cosine", student, teacher)
+    if student.shape[1] != teacher.shape[1]:
+        raise KDistillError(
+            f"mean_cosine: widths differ (student {student.shape[1]}, teacher {teacher.shape[1]}); "
+            "project one side to the other's width first."
+        )
+    return F.cosine_similarity(student.detach().float(), teacher.detach().float(), dim=1).mean().item()
+
+
+def nearest_rows(unit: torch.Tensor, start: int, stop: int, k: int) -> torch.Tensor:
+    """Indices of the k most similar other rows of rows ``start:stop`` of unit-length rows: ``(N, D) -> (C, k)``."""
+    sims = unit[start:stop] @ unit.T  # (C, N)
+    rows = torch.arange(len(sims), device=sims.device)
+    sims[rows, rows + start] = float("-inf")  # not the row itself
+    return sims.topk(k, dim=1).indices
+
+
+def neighbour_overlap(student: torch.Tensor, teacher: torch.Tensor, k: int = 10, chunk_size: int = 1024) -> float:
+    """Mean over rows of |A ∩ B| / k, where A and B are the row's k nearest other rows by cosine
+    similarity under the student and under the teacher: ``(N, Ds), (N, Dt) -> float``.
+    """
+    check_rows("neighbour_overlap", student, teacher)
+    if not 1 <= k < len(student):
+        raise KDistillError(
+            f"neighbour_overlap: k={k} must be at least 1 and below the number of rows ({len(student)})."
+        )
+    s_unit = F.normalize(student.detach().float(), dim=1)
+    t_unit = F.normalize(teacher.detach().float(), dim=1)
+    total = 0
+    for start in range(0, len(student), chunk_size):  # at most (chunk_size, N) similarities at once
+        a = nearest_rows(s_unit, start, start + chunk_size, k)
+        b = nearest_rows(t_unit, start, start + chunk_size, k)
+        total += (a.unsqueeze(2) == b.unsqueeze(1)).any(2).sum().item()  # (C, k, k) -> shared count
+    return total / (len(student) * k)
+
+
+@torch.no_grad()
+def encoding_speed(
+    encode: Callable[[list[str]], torch.Tensor], texts: list[str], batch_size: int = 32,
+    warmup: int = 1, repeats: int = 1,
+) -> float:
+    """Sentences a second that ``encode`` turns into embeddings, in batches of ``batch_size``.
+
+    ``warmup`` untimed calls on the first batch come first; the whole of ``texts`` is then encoded
+    ``repeats`` times and the median pass is used.
+    """
+    if not texts:
+        raise KDistillError("encoding_speed: no texts given; pass at least one sentence.")
+    if batch_size < 1 or repeats < 1 or warmup < 0:
+        raise KDistillError(
+            f"encoding_speed: batch_size={batch_size} and repeats={repeats} must be at least 1, "
+            f"warmup={warmup} at least 0."
+        )
+    for _ in range(warmup):
+        wait_for(encode(texts[:batch_size]))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), batch_size):
+            wait_for(encode(texts[i : i + batch_size]))
+        times.append(time.perf_counter() - t0)
+    return len(texts) / max(statistics.median(times), 1e-12)
+
+
+def wait_for(out) -> None:
+    """Wait for a CUDA tensor's pending work, so that timings cover it."""
+    if isinstance(out, torch.Tensor) and out.is_cuda:
+        torch.cuda.synchronize(out.device)
+
+
+def size_on_disk(path: str | Path) -> int:
+    """Bytes of a file, or of all files under a folder (links to files not counted)."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    if not path.is_dir():
+        raise KDistillError(f"size_on_disk: {str(path)!r} is neither a file nor a folder; give a model's path.")
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the model's parameters and buffers as saved (safetensors adds a small header)."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Tensor, test_x: torch.Tensor,
+                       test_labels: torch.Tensor, device, shots=(1, 5, 10, 50), seed: int = 0,
+                       max_pool: int = 5000, speed_samples: int = 1024) -> dict:
+    """The embedding task's final evaluation of the student (and baseline) against the teacher.
+
+    Few labels a class are drawn from the training pool, whose labels no distillation stage
+    read: from the classes with at least ``max(shots)`` pool samples (``classes`` in the
+    result), a seeded sample of at most about ``max_pool`` of them. Agreement with the teacher
+    is measured on the whole test set, accuracy on its samples of those classes. Speed: sentences a second at batch 32 on ``device``, on the first
+    ``speed_samples`` test inputs (tokenised already, so the tokenizer's time is left out).
+    """
+    g = torch.Generator().manual_seed(seed)
+    # the classes with enough pool samples for the largest draw, at most max_pool samples in all
+    classes = [c for c in pool_labels.unique().tolist() if c >= 0 and int((pool_labels == c).sum()) >= max(shots)]
+    per_class = max(max(shots), max_pool // max(1, len(classes)))
+    pick = torch.cat([members[torch.randperm(len(members), generator=g)[:per_class]]
+                      for c in classes for members in [torch.nonzero(pool_labels == c).flatten()]])
+    pool_x, pool_labels = pool_x[pick], pool_labels[pick]
+    labelled = torch.isin(test_labels, torch.tensor(classes, dtype=test_labels.dtype))
+    # numbered 0..k-1, so that no class without labels takes part (as an empty prototype)
+    renumber = torch.full((int(max(pool_labels.max(), test_labels.max())) + 1,), -1, dtype=torch.long)
+    renumber[torch.tensor(classes)] = torch.arange(len(classes))
+    pool_labels, test_labels = renumber[pool_labels], renumber[test_labels.clamp_min(0)]
+    emb = {role: (predict(m, pool_x, device, 256), predict(m, test_x, device, 256)) for role, m in models.items()}
+    results = {}
+    for role, model in models.items():
+        pool, query = emb[role]
+        report = few_label_accuracy(pool, pool_labels, query[labelled], test_labels[labelled], shots, seed=seed,
+                                    methods=("prototype", "logreg"))
+        if role != "teacher":  # closeness to the teacher, on the whole test set
+            t_query = emb["teacher"][1]
+            report["neighbour_overlap@10"] = neighbour_overlap(query, t_query, 10)
+            if query.shape[1] == t_query.shape[1]:
+                report["mean_cosine"] = mean_cosine(query, t_query)
+        items = list(test_x[:speed_samples])
+        with eval_mode(model):
+            speed = encoding_speed(lambda batch, m=model: m(torch.stack(batch).to(device)), items, batch_size=32)
+        results[role] = {**report, "classes": len(classes), "sentences_per_s": speed, "params": sum(p.numel() for p in model.parameters()),
+                         "weight_bytes": weight_bytes(model)}
+    if "teacher" in results:
+        for role in results:
+            results[role]["speedup"] = results[role]["sentences_per_s"] / results["teacher"]["sentences_per_s"]
+    return results

@@ -1,0 +1,160 @@
+"""A text-encoder student as a sentence-transformers folder: ``export_sentence_transformer``
+writes a folder that ``transformers.AutoModel`` / ``AutoTokenizer`` and
+``sentence_transformers.SentenceTransformer`` both load as they are (the layout of
+all-MiniLM-L6-v2: the model and tokenizer at the root, then mean pooling and, when the encoder
+normalises, a Normalize module).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.hf import HFEncoder
+from kdistill.models.weights import make_readable
+
+
+
+def _check_exportable(encoder) -> None:
+    """Refuse encoders that a transformers folder cannot describe."""
+    if getattr(encoder, "pruned_heads", None):
+        raise KDistillError(
+            f"export: the student keeps {encoder.pruned_heads} attention heads per layer, which a transformers "
+            "config cannot describe; build the student with student.from_teacher.heads unset to export it."
+        )
+    model = getattr(encoder, "model", None)
+    if model is None or not hasattr(model, "save_pretrained") or not hasattr(model, "config"):
+        raise KDistillError(f"export: {type(encoder).__name__} is not a text encoder (model: hf); "
+                            "only HFEncoder models export as a sentence-transformers folder.")
+    if getattr(encoder, "tokenizer", None) is None:
+        raise KDistillError("export: the encoder has no tokenizer; build it with model.args.tokenizer "
+                            "(a folder holding one) to export it.")
+    _check_matches_config(model)
+
+
+def _check_matches_config(model: nn.Module) -> None:
+    """Refuse a model whose weights differ in names or shapes from a fresh model of its config
+    (it would not reload), comparing against a weightless copy built on the meta device."""
+    try:
+        with torch.device("meta"):
+            fresh = type(model)(copy.deepcopy(model.config))  # a copy: init may edit its config
+    except Exception:  # noqa: BLE001  (a class we cannot rebuild this way: skip the check, reloading decides)
+        return
+    ours, theirs = model.state_dict(), fresh.state_dict()
+    missing, extra = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+    wrong = [k for k in ours if k in theirs and ours[k].shape != theirs[k].shape]
+    if missing or extra or wrong:
+        raise KDistillError(
+            f"export: the model's weights do not fit its own config (missing {missing[:2]}, extra {extra[:2]}, "
+            f"wrong shape {wrong[:2]}), so it would not reload; shrink students with student.from_teacher, "
+            "which keeps the config in step."
+        )
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+
+
+def _write_sentence_transformer_files(folder: Path, hidden_size: int, max_length: int, normalize: bool) -> None:
+    """The modules.json, pooling and config files that sentence-transformers reads."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir()
+    _write_json(folder / "modules.json", modules)
+    _write_json(folder / "1_Pooling" / "config.json", {
+        "word_embedding_dimension": hidden_size,
+        "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True,
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    })
+    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
+    versions = {name: _version(name) for name in ("sentence-transformers", "transformers")}
+    versions = {k.replace("-", "_"): v for k, v in versions.items() if v}
+    versions["pytorch"] = torch.__version__
+    _write_json(folder / "config_sentence_transformers.json", {
+        "model_type": "SentenceTransformer",
+        "__version__": versions,
+        "prompts": {},
+        "default_prompt_name": None,
+        "similarity_fn_name": "cosine",
+    })
+
+
+def _prepare_target(out_dir: Path, overwrite: bool) -> Path:
+    """Check ``out_dir`` may be written; return the ``.incomplete`` folder to write into first."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise KDistillError(f"export: {out_dir} is a file; give a folder path.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise KDistillError(f"export: {out_dir} exists and is not empty; choose a new folder or pass overwrite=True.")
+    staging = out_dir.with_name(out_dir.name + ".incomplete")
+    if staging.exists():
+        shutil.rmtree(staging)  # left over from an export that failed half-way
+    staging.mkdir(parents=True)
+    return staging
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` (if any) by the finished ``staging`` folder."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        if old.exists():
+            shutil.rmtree(old)
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``encoder`` as a folder that ``transformers.AutoModel``/``AutoTokenizer`` and
+    ``sentence_transformers.SentenceTransformer`` load, giving the same embeddings.
+
+    Args:
+        encoder: an ``HFEncoder`` (model: hf), e.g. a trained sub-network student. Head-pruned
+            students are refused (a transformers config cannot describe them).
+        out_dir: the folder to create; written as ``<out_dir>.incomplete`` and renamed at the end.
+        overwrite: replace an existing non-empty ``out_dir``.
+    Returns: the folder's path.
+    """
+    _check_exportable(encoder)
+    config = encoder.model.config
+    hidden_size = getattr(config, "hidden_size", None)
+    if not isinstance(hidden_size, int):
+        raise KDistillError(f"export: the model config ({type(config).__name__}) has no hidden_size; "
+                            "only encoders with a hidden_size export as a sentence-transformers folder.")
+    out_dir = Path(out_dir)
+    staging = _prepare_target(out_dir, overwrite)
+    try:
+        encoder.model.save_pretrained(staging)
+        encoder.tokenizer.save_pretrained(staging)
+        _write_sentence_transformer_files(staging, hidden_size, encoder.max_length, encoder.normalize)
+        make_readable(staging)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+# --------------------------------------------------------------------------- ONNX

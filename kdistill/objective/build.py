@@ -1,0 +1,72 @@
+"""Each stage's objective built from the recipe: its terms, the features they read (taps and
+providers), and the adapters between student and teacher features, checked by one dry forward
+pass before any training."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.adapters import adapter_key, build_adapters
+from kdistill.models.infer import dry_features
+from kdistill.models.taps import OUTPUT
+from kdistill.objective.core import Objective, build_objective
+from kdistill.objective.features import FeatureProvider
+from kdistill.objective.shallow import ShallowSpace
+
+# every feature provider: ``from_recipe(recipe, models, splits, device, sample, num_classes)``
+# gives the provider, or None when the recipe does not ask for its features
+PROVIDERS = (ShallowSpace.from_recipe,)
+
+
+def build_providers(recipe, models: dict, splits, device, sample: torch.Tensor,
+                    num_classes: int) -> list[FeatureProvider]:
+    """The feature providers the recipe asks for, fitted and built before any stage."""
+    found = (make(recipe, models, splits, device, sample, num_classes) for make in PROVIDERS)
+    return [p for p in found if p is not None]
+
+
+def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
+                           providers: list[FeatureProvider] = ()) -> dict[str, Objective]:
+    """One objective per stage, with taps checked and adapters built from one dry forward pass.
+
+    Runs before any training, so a bad tap name fails early. Adapters are shared across stages
+    by (student tap, teacher tap), and with the providers' own adapters.
+    """
+    shared = nn.ModuleDict()
+    for provider in providers:
+        shared.update(provider.adapters())
+    objectives = {}
+    for stage in recipe.stages:
+        objective = build_objective([t.model_dump() for t in stage.loss])
+        objective.use_providers(list(providers))
+        s_names, t_names = objective.taps()
+        s_feats = dry_features(models[stage.train], s_names, "student", sample, objective.student_derived)
+        if objective.uses_teacher and stage.train != "teacher":
+            t_feats = dry_features(models["teacher"], t_names, "teacher", sample, objective.teacher_derived)
+            _check_outputs_match(objective, s_feats, t_feats)
+            pairs = objective.feature_pairs()
+            for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
+                if key not in shared:
+                    shared[key] = adapter.to(sample.device)
+            objective.adapters = nn.ModuleDict({adapter_key(s, t): shared[adapter_key(s, t)] for s, t in pairs})
+        objectives[stage.name] = objective.to(sample.device)
+    return objectives
+
+
+def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> None:
+    """A term comparing the student's output with a teacher's needs the same classes on both sides."""
+    for term in objective.terms:
+        students = term.student if isinstance(term.student, tuple) else (term.student,)
+        teachers = term.teacher if isinstance(term.teacher, tuple) else (term.teacher,)
+        if OUTPUT not in students:
+            continue
+        for t in teachers:
+            if t is None or t.split(":")[-1] != OUTPUT:
+                continue
+            ks, kt = s_feats[OUTPUT].shape[-1], t_feats[t].shape[-1]
+            if ks != kt:
+                who = "teacher" if t == OUTPUT else f"teacher {t.split(':')[0]!r}"
+                raise KDistillError(f"loss {term.name!r}: the {who} outputs {kt} classes but the student {ks}; "
+                                    f"give the student num_classes={kt} (model args).")

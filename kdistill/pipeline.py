@@ -1,0 +1,185 @@
+"""The one builder: recipe -> device -> data -> models -> feature providers -> objectives.
+
+``build_pipeline`` is how every job starts (run, cache, eval, export and the benches), so they
+all see the same data, models and objectives for the same recipe. Everything here runs before
+any training, so that bad input fails early.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from kdistill.data import Preprocess, Splits
+from kdistill.data.load import check_stage_data, prepare_data, stage_data
+from kdistill.errors import KDistillError
+from kdistill.evaluate.metrics import predict
+from kdistill.families import Family, family_of
+from kdistill.models.ensemble import TeacherEnsemble, main_teacher
+from kdistill.models.subnet import pick_layers, sub_network
+from kdistill.models.taps import resolve_module
+from kdistill.models.weights import load_weights
+from kdistill.models.zoo import build_model
+from kdistill.objective.build import build_providers, build_stage_objectives
+from kdistill.objective.core import Objective
+from kdistill.objective.features import FeatureProvider
+from kdistill.recipe import Recipe
+from kdistill.train import distributed
+from kdistill.train.fit import freeze
+from kdistill.train.teacher import TeacherMemo
+
+
+@dataclass
+class Pipeline:
+    """Everything a recipe builds before training.
+
+    Args:
+        models: ``teacher`` (frozen unless a stage trains it), ``student``, ``baseline``.
+        providers: the feature providers the recipe asks for (``objective.features``).
+        objectives: one per stage, by stage name (empty when built for evaluation only).
+        family: how the models are judged and exported (``families``).
+        memo: the teacher outputs computed so far, shared by the stages.
+    """
+
+    recipe: Recipe
+    device: torch.device
+    splits: Splits
+    data_info: dict
+    models: dict[str, nn.Module]
+    family: Family
+    providers: list[FeatureProvider] = field(default_factory=list)
+    objectives: dict[str, Objective] = field(default_factory=dict)
+    memo: TeacherMemo = field(default_factory=TeacherMemo)
+
+    def stage_data(self, stage) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) the stage trains on; labels a stage may not read are -1."""
+        return stage_data(self.splits, stage.data)
+
+
+def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn.Module | None = None, data=None,
+                   *, preprocess: Preprocess | None = None, train: bool = True) -> Pipeline:
+    """Build a recipe's device, data, models and, with ``train``, its feature providers and
+    stage objectives (checked by one dry forward pass).
+
+    Args:
+        teacher, student: the user's own modules, in place of the recipe's model names.
+        data: the user's own ``(train, test)`` data (``kdistill.data.as_source``) or Splits.
+        preprocess: a finished run's preprocessing (rebuilding it), instead of choosing one.
+        train: False to build for evaluation or export only: no objectives, no teacher check.
+    """
+    device = resolve_device(recipe.device)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    splits, info = prepare_data(recipe, data, preprocess)
+    models = build_models(recipe, teacher, student, device)
+    pipeline = Pipeline(recipe, device, splits, info, models, family_of(recipe))
+    if not train:
+        return pipeline
+    check_stage_data(recipe, splits)
+    check_init_from(recipe, models)
+    check_teacher_preprocess(recipe, models, splits, info, device)  # its accuracy before / after preprocessing
+    if "teacher" in models and not recipe.trains("teacher"):
+        freeze(models["teacher"])
+    sample = splits.test_set.x[:2].to(device)
+    # the classes of the training data and of the test set (either may lack some by chance)
+    num_classes = max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)
+    pipeline.providers = build_providers(recipe, models, splits, device, sample, num_classes)
+    pipeline.objectives = build_stage_objectives(recipe, models, sample, pipeline.providers)
+    return pipeline
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise KDistillError(f"device: {name!r} asked for but CUDA is not available; use device=cpu or auto.")
+    return torch.device(name)
+
+
+def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info: dict, device) -> None:
+    """Judge a teacher this run does not train on up to 2,000 test inputs before and after the
+    preprocessing, and print both: a drop shows inputs unlike those it was trained on.
+
+    Adds ``teacher_accuracy: {samples, before, after}`` to ``info`` (prepare_data's data info),
+    unless nothing was preprocessed, there is no teacher, the run trains it, or the task is embed.
+    """
+    before = splits.test_before_preprocess
+    if (before is None or "teacher" not in models or recipe.task != "classify"
+            or recipe.trains("teacher")):
+        return
+    teacher = main_teacher(models["teacher"])
+    labels = splits.test_set.y[: len(before)]
+    try:
+        accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()
+                    for x in (before, splits.test_set.x[: len(before)])]
+    except (RuntimeError, ValueError, TypeError, IndexError):  # inputs the model refuses: the dry pass says so
+        return
+    info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
+    if distributed.is_main():
+        print(f"teacher accuracy on {len(before)} test inputs: {accuracy[0]:.4f} before preprocessing, "
+              f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
+
+
+def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:
+    """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
+    the same student architecture from the same initial weights, trained without distillation.
+    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights."""
+    torch.manual_seed(recipe.seed)
+    models: dict[str, nn.Module] = {}
+    subnet = recipe.student.from_teacher if student is None and recipe.student is not None else None
+    if student is None and recipe.student is not None and subnet is None:
+        student = build_model(recipe.student.model, **recipe.student.args)
+    if recipe.teacher is not None or teacher is not None:
+        if teacher is None:
+            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
+        if recipe.teacher is not None and recipe.teacher.weights:
+            load_weights(teacher, recipe.teacher.weights, "teacher")
+        if subnet is not None:
+            student = cut_student(teacher, subnet)
+        if recipe.teachers:
+            extras = {}
+            for name, spec in recipe.teachers.items():
+                extras[name] = build_model(spec.model, **spec.args)
+                if spec.weights:
+                    load_weights(extras[name], spec.weights, f"teachers.{name}")
+            teacher = TeacherEnsemble(teacher, extras)
+        models["teacher"] = teacher
+    if student is not None:
+        if recipe.student is not None and recipe.student.weights:
+            load_weights(student, recipe.student.weights, "student")
+        models["student"] = student
+    elif recipe.trains("student") or recipe.trains("baseline"):
+        raise KDistillError("student: a stage trains the student but the recipe names none; add a "
+                            "'student' section (model, args) or pass student= from Python.")
+    if recipe.trains("baseline"):
+        models["baseline"] = copy.deepcopy(student)
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def cut_student(teacher: nn.Module, spec) -> nn.Module:
+    """The sub-network of ``teacher`` a recipe's ``student.from_teacher`` describes."""
+    keep = spec.keep
+    if spec.layers is not None:
+        stack = getattr(teacher, "layer_stack", None)
+        if stack is None:
+            raise KDistillError("student.from_teacher.layers: needs a transformer teacher (model: hf); "
+                                "for other models name the blocks, e.g. keep: {stages.1: [0]}.")
+        keep = pick_layers(len(resolve_module(teacher, stack)), spec.layers, spec.pick)
+    return sub_network(teacher, keep, heads=spec.heads, ffn=spec.ffn)
+
+
+def check_init_from(recipe: Recipe, models: dict) -> None:
+    """A stage that starts from another stage's end trains a model of the same shape."""
+    trained = {s.name: s.train for s in recipe.stages}
+    for i, stage in enumerate(recipe.stages):
+        if not stage.init_from:
+            continue
+        source = trained[stage.init_from]
+        a, b = models[stage.train].state_dict(), models[source].state_dict()
+        if {k: tuple(v.shape) for k, v in a.items()} != {k: tuple(v.shape) for k, v in b.items()}:
+            raise KDistillError(f"stages.{i}.init_from: stage {stage.init_from!r} trains the {source}, whose weights "
+                                f"do not fit the {stage.train} this stage trains; start from a stage that trains "
+                                f"the {stage.train} (or one of the same architecture).")

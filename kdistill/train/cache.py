@@ -1,0 +1,250 @@
+"""Teacher outputs on disk: computed once, read back memory-mapped while the student trains.
+
+A cache is a folder named by a key: the fingerprints of the teacher's weights and of the
+inputs, plus the augmentation and the number of views. It holds, for every tapped output,
+shards of ``(samples, views, ...)`` arrays in half precision (``.npy``, memory-mapped on
+read), the augmentation parameters of every view (``params.npy``, ``(N, V, 3)``), and
+``meta.json``, written last: a folder without it is an unfinished build and is rebuilt.
+
+With random augmentation the cache holds ``views`` augmented views of every sample;
+training draws one of them per sample and step and shows the student that same view, so
+teacher and student always see the same image (consistent teaching: Beyer et al. 2022,
+"Knowledge distillation: a good teacher is patient and consistent"; FKD, Shen and Xing 2022).
+
+``topk``: keep only the k largest logits of each view. The others are replaced by one value
+chosen so that, at temperature 1, the k kept classes have exactly their probabilities and the
+remaining mass is spread evenly over the other classes. At another temperature, or for a
+loss that reads the order of the small logits, this is an approximation: the tail's shape is
+lost, only its total mass at T = 1 is kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdistill.train import distributed
+from kdistill.data.augment import draw_shift_flip, shift_flip
+from kdistill.errors import KDistillError
+from kdistill.models.infer import forward_batches
+from kdistill.models.taps import OUTPUT
+
+SHARD = 8192  # samples a shard
+VERSION = 1
+
+
+def fingerprint(tensors) -> str:
+    """A content hash of tensors (a model's state or a data set), to key cached teacher outputs."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_key(teacher_fp: str, data_fp: str, augment: dict, views: int, seed: int, topk: int | None,
+              dtype: str) -> str:
+    """The folder name of a cache: changes whenever anything that shapes its content does."""
+    text = json.dumps([VERSION, teacher_fp, data_fp, augment, views, seed, topk, dtype], sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
+
+
+def _file(name: str) -> str:
+    return name.replace("/", "_").replace(":", "__")
+
+
+def compress_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k of ``logits (..., K)``: values ``(..., k)``, indices ``(..., k)`` and the shared
+    value of the other logits ``(...,)`` (see the module docstring)."""
+    n = logits.shape[-1]
+    values, indices = logits.float().topk(k, dim=-1)
+    log_z = torch.logsumexp(logits.float(), dim=-1)  # (...,)
+    kept = torch.logsumexp(values, dim=-1)
+    rest_mass = (1 - torch.exp(kept - log_z)).clamp_min(1e-12)
+    rest = log_z + torch.log(rest_mass / max(1, n - k))
+    return values, indices, rest
+
+
+def expand_logits(values: torch.Tensor, indices: torch.Tensor, rest: torch.Tensor, n: int) -> torch.Tensor:
+    """Full logits ``(..., n)`` from ``compress_logits``' output."""
+    full = rest.unsqueeze(-1).expand(*rest.shape, n).clone()
+    return full.scatter(-1, indices.long(), values.float())
+
+
+class TeacherCache:
+    """A built cache, opened for reading. ``get(index, view)`` gives the taps of those samples."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise KDistillError(f"cache: {self.folder} is not a finished cache (no meta.json); build it again.")
+        self.meta = json.loads(meta_path.read_text())
+        self.n, self.views, self.classes = self.meta["n"], self.meta["views"], self.meta.get("classes")
+        self.params = torch.from_numpy(np.load(self.folder / "params.npy"))  # (N, V, 3) int16
+        self._shards = {name: [np.load(self.folder / f, mmap_mode="r") for f in files]
+                        for name, files in self.meta["files"].items()}
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.meta["taps"])
+
+    def _read(self, name: str, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        shards = self._shards[name]
+        index, view = index.cpu().numpy(), view.cpu().numpy()
+        size = self.meta.get("shard", SHARD)
+        shard, row = index // size, index % size
+        out = np.empty((len(index), *shards[0].shape[2:]), dtype=shards[0].dtype)
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = shards[s][row[sel], view[sel]]
+        return torch.from_numpy(out)
+
+    def get(self, names: list[str], index: torch.Tensor, view: torch.Tensor | None = None,
+            device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        """Outputs of the taps ``names`` for samples ``index (B,)`` in views ``view (B,)`` (default 0), float32."""
+        view = torch.zeros_like(index) if view is None else view
+        missing = [n for n in names if n not in self.meta["taps"]]
+        if missing:
+            raise KDistillError(f"cache: {self.folder} holds no {missing}; it has {self.names}. Build it again.")
+        out = {}
+        for name in names:
+            if name == OUTPUT and self.meta["topk"]:
+                values, indices, rest = (self._read(f"{OUTPUT}.{p}", index, view) for p in ("values", "indices", "rest"))
+                out[name] = expand_logits(values, indices, rest.squeeze(-1), self.classes)
+            else:
+                out[name] = self._read(name, index, view).float()
+        return {k: v.to(device, non_blocking=True) for k, v in out.items()}
+
+
+def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: torch.Tensor | None, shift: int,
+                 folder: Path, s: int, device, topk: int | None, dtype: str, batch_size: int, info: dict) -> None:
+    """Shard ``s``: the taps ``names`` of every view of the inputs ``x (S, ...)`` (views drawn as
+    ``params (S, V, 3)``; None: one view, unaugmented) as ``(S, V, ...)`` arrays in ``folder``;
+    ``info`` gets each array's trailing shape and the number of classes."""
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    chunks: dict[str, list[np.ndarray]] = {}
+    augmented = params is not None
+    params = params if augmented else torch.zeros(len(x), 1, 3, dtype=torch.int16)
+    for v in range(params.shape[1]):
+        view = params[:, v]
+        feats = forward_batches(
+            teacher, x, device, names, owner="teacher", batch_size=batch_size,
+            transform=(lambda xb, where, view=view: shift_flip(xb, view[where], shift)) if augmented else None,
+            each=lambda f: {n: f[n].float().cpu() for n in names})
+        for n, t in feats.items():
+            if n == OUTPUT:
+                info["classes"] = t.shape[-1]
+            if n == OUTPUT and topk:
+                values, indices, rest = compress_logits(t, min(topk, t.shape[-1]))
+                for suffix, arr in (("values", values), ("indices", indices.int()), ("rest", rest[:, None])):
+                    chunks.setdefault(f"{OUTPUT}.{suffix}", []).append(
+                        arr.numpy().astype(np_dtype if suffix != "indices" else np.int32))
+            else:
+                chunks.setdefault(n, []).append(t.numpy().astype(np_dtype))
+    for n, per_view in chunks.items():
+        arr = np.stack(per_view, axis=1)  # (S, V, ...)
+        np.save(folder / f"{_file(n)}.{s:04d}.npy", arr)
+        info[n] = list(arr.shape[2:])
+
+
+@torch.no_grad()
+def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str | Path, device,
+                augment: dict | None = None, views: int = 1, seed: int = 0, topk: int | None = None,
+                dtype: str = "float16", batch_size: int = 512, progress: bool = False) -> TeacherCache:
+    """Run the frozen ``teacher`` over ``x`` (``views`` augmented views of each sample when
+    ``augment`` shifts or flips) and store the taps ``names`` under ``root``; reuse the folder
+    when the same teacher, data, augmentation and taps were cached before.
+
+    Under torchrun every process calls this: each computes and writes its own shards (shard
+    ``s`` on rank ``s mod world``), and rank 0 writes the metadata once all are written.
+
+    Returns: the opened cache.
+    """
+    augment = {k: v for k, v in (augment or {}).items() if v}
+    if not augment and views != 1:
+        raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")
+    teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint([x])
+    folder = Path(root) / cache_key(teacher_fp, data_fp, augment, views, seed, topk, dtype)
+    partial = folder.with_name(folder.name + ".incomplete")
+    ready = (folder / "meta.json").is_file() and set(names) <= set(TeacherCache(folder).names)
+    if not ready and distributed.is_main():
+        for old in (folder, partial):  # unfinished, or lacking taps now asked for: rebuilt whole
+            if old.exists():
+                shutil.rmtree(old)
+        partial.mkdir(parents=True)
+    distributed.barrier()
+    if ready:
+        return TeacherCache(folder)
+
+    g = torch.Generator().manual_seed(seed)  # the same views on every rank
+    shift = int(augment.get("shift", 0))
+    params = torch.stack([draw_shift_flip(len(x), shift, bool(augment.get("flip", False)), g)
+                          for _ in range(views)], dim=1)  # (N, V, 3)
+    starts = list(range(0, len(x), SHARD))
+    info: dict = {}  # shapes, classes (the same on every rank)
+    for s in range(distributed.rank(), len(starts), distributed.world_size()):
+        start, stop = starts[s], min(starts[s] + SHARD, len(x))
+        _write_shard(teacher, names, x[start:stop], params[start:stop] if augment else None, shift, partial, s,
+                     device, topk, dtype, batch_size, info)
+        if progress:
+            print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
+    distributed.barrier()  # every rank's shards are written
+    if distributed.is_main():
+        np.save(partial / "params.npy", params.numpy())
+        stored = [f"{OUTPUT}.{p}" for p in ("values", "indices", "rest")] if topk else []
+        stored += [n for n in names if not (topk and n == OUTPUT)]
+        files = {n: [f"{_file(n)}.{s:04d}.npy" for s in range(len(starts))] for n in stored}
+        classes = info.get("classes") or np.load(partial / files[stored[0]][0], mmap_mode="r").shape[-1]
+        meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views, "shard": SHARD,
+                "augment": augment, "seed": seed, "topk": topk, "dtype": dtype, "classes": classes,
+                "taps": {n: info.get(n) or list(np.load(partial / files[n][0], mmap_mode="r").shape[2:])
+                         for n in names if n in files},
+                "files": files, "bytes": sum((partial / f).stat().st_size for fs in files.values() for f in fs)}
+        if topk:
+            meta["taps"][OUTPUT] = [classes]
+        (partial / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the cache is complete
+        partial.rename(folder)
+    distributed.barrier()
+    return TeacherCache(folder)
+
+
+@torch.no_grad()
+def verify_cache(cache: TeacherCache, teacher: nn.Module, x: torch.Tensor, device, samples: int = 256,
+                 seed: int = 0, rtol: float = 1e-2, atol: float = 1e-2) -> dict[str, float]:
+    """Compare ``samples`` cached outputs (random samples and views) with the live teacher's.
+
+    Returns the largest absolute difference of each tap; raises KDistillError past
+    ``atol + rtol * |live|`` (half precision rounds at about 1e-3 relative).
+    """
+    g = torch.Generator().manual_seed(seed)
+    index = torch.randperm(cache.n, generator=g)[:samples]
+    view = torch.randint(cache.views, (len(index),), generator=g)
+    names = cache.names
+    stored = cache.get(names, index, view)
+    shift = int(cache.meta["augment"].get("shift", 0)) if cache.meta["augment"] else 0
+    views = cache.params[index, view]
+    live = forward_batches(teacher, x[index], device, names, owner="teacher", batch_size=len(index),
+                           transform=(lambda xb, where: shift_flip(xb, views[where], shift)) if cache.meta["augment"]
+                           else None, each=lambda f: {k: v.float().cpu() for k, v in f.items()})
+    worst = {}
+    for n in names:
+        if n == OUTPUT and cache.meta["topk"]:  # only the kept logits are exact
+            values, indices = live[n].topk(cache.meta["topk"], dim=-1)
+            a, b = stored[n].gather(-1, indices), values
+        else:
+            a, b = stored[n], live[n]
+        worst[n] = (a - b).abs().max().item()
+        bad = ((a - b).abs() > atol + rtol * b.abs()).any().item()
+        if bad or math.isnan(worst[n]):
+            raise KDistillError(f"cache --verify: tap {n!r} differs from the live teacher by up to {worst[n]:.3g} "
+                                f"on {len(index)} samples; the cache at {cache.folder} is stale or corrupt: delete it.")
+    return worst

@@ -1,0 +1,142 @@
+"""A recipe's stages trained in order, with checkpoints to resume from after a crash."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.weights import snapshot
+from kdistill.objective.features import StageContext
+from kdistill.train import distributed
+from kdistill.train.checkpoint import checkpoint_name, load_module_state, module_state, save_checkpoint
+from kdistill.train.loop import Hooks, train_stage
+
+# what a checkpoint written by ``fit`` holds (resume refuses a file without all of them)
+CHECKPOINT_VERSION = 2  # 2: feature providers' state under "features" (1: the PCA under "pca")
+CHECKPOINT_KEYS = {"version", "stage", "loop", "ends", "starts", "stage_times", "teacher_changed", "metrics_lines",
+                   "models", "objectives", "features"}
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher while a student learns from it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class Fit:
+    """Training state across stages: the weights each stage started from and ended with, the
+    time each took, and whether the teacher changed since the feature providers were fitted."""
+
+    def __init__(self, pipeline, out, resume: dict | None = None):
+        self.p, self.out = pipeline, out
+        self.initial = {role: snapshot(m) for role, m in pipeline.models.items()}
+        self.ends: dict[str, dict[str, torch.Tensor]] = {}
+        self.starts: dict[str, dict[str, torch.Tensor]] = {}
+        self.stage_times: dict[str, float] = {}
+        self.teacher_changed = False
+        self.first = 0
+        if resume is not None:
+            self._restore(resume)
+
+    def _restore(self, state: dict) -> None:
+        self.first, self.ends, self.starts = state["stage"], state["ends"], state["starts"]
+        self.stage_times, self.teacher_changed = state["stage_times"], state["teacher_changed"]
+        try:
+            for role, weights in state["models"].items():
+                self.p.models[role].load_state_dict(weights)
+            for name, weights in state["objectives"].items():
+                load_module_state(self.p.objectives[name], weights)
+            for provider, weights in zip(self.p.providers, state["features"]):
+                load_module_state(provider, weights)
+        except (KeyError, RuntimeError, ValueError) as err:  # a model or loss the checkpoint does not describe
+            first = str(err).strip().splitlines()[0][:200]
+            raise KDistillError(f"resume: the checkpoint does not fit the models and losses of the run's recipe.yaml "
+                                f"({first}); was recipe.yaml edited? Restore it, or start the run again "
+                                "(--overwrite).") from None
+
+    def save(self, i: int, loop: dict | None) -> None:
+        """A checkpoint before stage ``i``'s step ``loop`` (None: stage ``i`` not started)."""
+        recipe = self.p.recipe
+        if not distributed.is_main() or not recipe.checkpoint.enabled:
+            return
+        teacher_trained = recipe.trains("teacher")
+        state = {"version": CHECKPOINT_VERSION, "stage": i, "loop": loop, "ends": self.ends, "starts": self.starts,
+                 "stage_times": self.stage_times, "teacher_changed": self.teacher_changed,
+                 "metrics_lines": self.out.lines,
+                 "models": {r: m.state_dict() for r, m in self.p.models.items() if r != "teacher" or teacher_trained},
+                 "objectives": {n: module_state(o) for n, o in self.p.objectives.items()},
+                 "features": [module_state(f) for f in self.p.providers]}
+        name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
+        save_checkpoint(self.out.path / "checkpoints", name, state, recipe.checkpoint.keep)
+
+    def prepare(self, i: int, stage, resuming: bool, resume: dict | None) -> nn.Module | None:
+        """Before stage ``i``: its starting weights, the teacher frozen or trainable, the
+        objective prepared. Returns the frozen teacher the stage learns from (or None)."""
+        models, objective = self.p.models, self.p.objectives[stage.name]
+        model = models[stage.train]
+        if stage.init_from and not resuming:
+            model.load_state_dict(self.ends[stage.init_from])
+        if not resuming:
+            self.starts = {stage.name: snapshot(model)}
+        teacher = None
+        if stage.train == "teacher":
+            self.teacher_changed = True
+            models["teacher"].requires_grad_(True)
+        elif "teacher" in models:
+            teacher = freeze(models["teacher"])
+        context = StageContext(model, models, self.p.splits, self.p.device, self.initial[stage.train], self.ends,
+                               self.starts[stage.name], self.teacher_changed, self.p.recipe.seed)
+        if objective.prepare(context):
+            self.teacher_changed = False
+        if resuming:  # after prepare, which would start the providers' state afresh
+            load_module_state(objective, resume["objectives"][stage.name])
+        return teacher
+
+
+def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
+        stop: threading.Event | None = None) -> dict[str, float]:
+    """Train the recipe's stages in order; returns the seconds each stage took.
+
+    Writes checkpoints into ``out`` (``recipe.checkpoint``); ``resume``: a checkpoint's state,
+    from which training continues exactly; ``stop``: set to checkpoint and stop cleanly.
+    """
+    recipe, splits = pipeline.recipe, pipeline.splits
+    eval_set = splits.val_set or splits.test_set
+    eval_name = "val" if splits.val_set is not None else "test"
+    state = Fit(pipeline, out, resume)
+    for i, stage in enumerate(recipe.stages):
+        if i < state.first:
+            continue
+        resuming = resume is not None and i == state.first
+        teacher = state.prepare(i, stage, resuming, resume)
+        model = pipeline.models[stage.train]
+
+        def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model, teacher=teacher):
+            record = {"stage": stage.name, "model": stage.train, "epoch": epoch + 1, "train": terms}
+            line = f"[{stage.name}] epoch {epoch + 1}/{stage.epochs} loss {terms['loss']:.4f}"
+            evaluate_now = (epoch + 1) % stage.eval_every == 0 or epoch + 1 == stage.epochs
+            if evaluate_now and distributed.is_main():  # other ranks log nothing
+                record[eval_name], words = pipeline.family.epoch_metrics(model, teacher, eval_set, pipeline.device)
+                line += f" {eval_name} {words}"
+                if progress:
+                    print(line, flush=True)
+            out.log(record)
+
+        hooks = Hooks(on_epoch_end=on_epoch_end, progress=progress, desc=stage.name,
+                      checkpoint=(lambda loop, i=i: state.save(i, loop)) if recipe.checkpoint.enabled else None,
+                      checkpoint_every=recipe.checkpoint.every, stop=stop or threading.Event())
+        x, y = pipeline.stage_data(stage)
+        result = train_stage(model, pipeline.objectives[stage.name], x, y, stage, pipeline.device, teacher,
+                             seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks,
+                             resume=resume["loop"] if resuming else None)
+        state.stage_times[stage.name] = result["seconds"]
+        state.ends[stage.name] = snapshot(model)
+    if state.first < len(recipe.stages):
+        # every stage trained: a run killed from here on resumes into the final evaluation
+        state.save(len(recipe.stages), None)
+    return state.stage_times

@@ -1,0 +1,224 @@
+"""The training loop of one stage: setup, step and epoch, read top to bottom.
+
+The teacher is frozen (eval mode, no gradients); where its features come from (live, memory,
+disk) is the ``TeacherSource``'s business. The loop knows no loss, feature or model family by
+name: it feeds the objective the student's taps and the source's teacher features.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from kdistill.data.batch import Batch
+from kdistill.errors import KDistillError
+from kdistill.models.taps import FeatureTaps
+from kdistill.objective.core import Objective
+from kdistill.train import distributed
+from kdistill.train.checkpoint import rng_state, set_rng_state
+from kdistill.train.optim import make_optimizer, make_schedule
+from kdistill.train.teacher import TeacherMemo, TeacherSource, autocast, teacher_source
+
+
+@dataclass
+class Hooks:
+    """What the run asks of the loop besides training.
+
+    Args:
+        on_epoch_end: called with (epoch, mean of each logged term) after every epoch.
+        checkpoint: called with the loop's state (``Trainer.state``) after every epoch, every
+            ``checkpoint_every`` steps (0: epoch ends only) and when ``stop`` is set.
+        stop: set (by SIGINT/SIGTERM) to write a checkpoint and stop cleanly.
+        progress: show a progress bar.
+        desc: the stage's name in messages and the bar.
+    """
+
+    on_epoch_end: Callable[[int, dict], None] | None = None
+    checkpoint: Callable[[dict], None] | None = None
+    checkpoint_every: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    progress: bool = True
+    desc: str = "train"
+
+
+@dataclass
+class Trainer:
+    """One stage's training state: built by ``setup``, advanced by ``step`` and ``run_epoch``."""
+
+    model: nn.Module
+    forward: nn.Module  # the model as called: wrapped for DDP and torch.compile where asked
+    objective: Objective
+    stage: object  # the recipe's StageSpec
+    device: torch.device
+    x: torch.Tensor
+    y: torch.Tensor
+    source: TeacherSource
+    student_taps: FeatureTaps
+    params: list
+    objective_params: list
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    layout: torch.memory_format = torch.contiguous_format
+    # the loop's position, saved in checkpoints
+    epoch: int = 0
+    skip: int = 0  # steps of the current epoch already done (resumed inside an epoch)
+    order: torch.Tensor | None = None
+    sums: dict = field(default_factory=dict)
+    means: dict = field(default_factory=dict)
+    elapsed: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def state(self, epoch: int, step: int, order, sums: dict) -> dict:
+        """Everything a resumed run needs to continue exactly from this step."""
+        return {"epoch": epoch, "step": step, "order": order, "sums": dict(sums), "means": dict(self.means),
+                "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(), "rng": rng_state(),
+                "elapsed": self.elapsed + time.perf_counter() - self.started}
+
+    def load(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.epoch, self.skip, self.elapsed, self.means = state["epoch"], state["step"], state["elapsed"], state["means"]
+        self.order, self.sums = state["order"], dict(state["sums"])
+
+    def close(self) -> None:
+        self.student_taps.remove()
+        self.source.close()
+
+
+def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage, device: torch.device,
+          teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None) -> Trainer:
+    """The stage's optimiser, schedule, wrapped model, data placement and teacher source."""
+    generator = torch.Generator().manual_seed(seed)
+    objective.bind(model)
+    student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
+    params = [p for p in model.parameters() if p.requires_grad]
+    objective_params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params + objective_params, stage.optimizer)
+    steps_per_epoch = math.ceil(len(x) / stage.batch_size)
+    schedule = make_schedule(optimizer, stage.epochs * steps_per_epoch, steps_per_epoch, stage.schedule)
+    scaler = torch.amp.GradScaler("cuda", enabled=stage.amp == "fp16" and device.type == "cuda")
+    forward = model
+    if distributed.world_size() > 1:  # the student in DistributedDataParallel; the frozen teacher is not
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if stage.compile:
+        forward = torch.compile(forward, backend=stage.compile if isinstance(stage.compile, str) else "inductor")
+    layout = torch.channels_last if stage.channels_last and x.dim() == 4 else torch.contiguous_format
+    if stage.channels_last:
+        for m in (model, teacher):
+            if m is not None:
+                m.to(memory_format=layout)
+    if device.type == "cuda" and x.numel() * x.element_size() < 2**31:
+        x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
+    source = teacher_source(teacher, objective, x, stage, seed, device, memo)
+    return Trainer(model, forward, objective, stage, device, x, y, source, student_taps, params, objective_params,
+                   optimizer, schedule, scaler, generator, layout)
+
+
+def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
+    """One optimisation step on ``batch``; returns the step's terms (``loss`` first).
+    ``desc``, ``where``: the stage, and the epoch and step, for the message when the loss stops
+    being finite."""
+    device, stage = t.device, t.stage
+    xb, view = t.source.inputs(batch.x, batch.index, t.generator)
+    xb = xb.contiguous(memory_format=t.layout)
+    teacher_feats = t.source.features(xb, batch.index, view, device)
+    index = batch.index.to(device)  # for losses that keep a memory of samples
+    with autocast(device, stage.amp):
+        student_feats = t.student_taps.collect(t.forward(xb))
+        loss, terms = t.objective(student_feats, teacher_feats, batch.y, index)
+    if not torch.isfinite(loss.detach()):
+        bad = next((k for k, v in terms.items() if not math.isfinite(float(v))), "loss")
+        raise KDistillError(f"{desc}: loss term {bad!r} became {float(terms.get(bad, loss)):.3g} at {where}; "
+                            "lower the learning rate or that term's weight")
+    t.optimizer.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    # several processes: DDP has averaged the student's gradients; the objective's own modules
+    # (adapters, heads, learned variances) are averaged here
+    distributed.average_gradients(t.objective_params)
+    if stage.grad_clip:
+        t.scaler.unscale_(t.optimizer)
+        torch.nn.utils.clip_grad_norm_(t.params + t.objective_params, stage.grad_clip)
+    t.scaler.step(t.optimizer)
+    t.scaler.update()
+    t.schedule.step()
+    return {"loss": loss.detach(), **terms}
+
+
+def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
+    """One pass over the stage's data in a seeded order (or the rest of one, when resumed inside it)."""
+    stage = t.stage
+    t.model.train()
+    t.objective.train()
+    if t.skip:  # resumed inside this epoch: its order and running sums
+        order, sums = t.order, dict(t.sums)
+    else:
+        order, sums = torch.randperm(len(t.x), generator=t.generator), {}
+    batches = order.split(stage.batch_size)
+    bar = tqdm(batches[t.skip:], desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
+               total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
+               dynamic_ncols=True)
+    for done, index in enumerate(bar, start=t.skip + 1):
+        index = distributed.local_share(index)  # the whole batch on one process
+        # x stays on the CPU (small sets: on the GPU); a batch is moved as it is drawn
+        terms = step(t, Batch.of(t.x, t.y, index, t.device), hooks.desc, f"epoch {epoch + 1}, step {done}")
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + float(value) * len(index)
+        bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+        last = done == len(batches)
+        stopping = hooks.stop.is_set()
+        if hooks.checkpoint is not None and not last and (stopping or (
+                hooks.checkpoint_every and (epoch * len(batches) + done) % hooks.checkpoint_every == 0)):
+            hooks.checkpoint(t.state(epoch, done, order, sums))
+        if stopping and not last:
+            raise KDistillError(f"{hooks.desc}: stopped by a signal at epoch {epoch + 1}, step {done}")
+    t.skip = 0
+    t.means = {name: total / len(t.x) for name, total in distributed.sum_across(sums, t.device).items()}
+    t.means["lr"] = t.schedule.get_last_lr()[0]
+
+
+def train_stage(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage,
+                device: torch.device, teacher: nn.Module | None = None, *, seed: int = 0,
+                memo: TeacherMemo | None = None, hooks: Hooks | None = None,
+                resume: dict | None = None) -> dict[str, float]:
+    """Train ``model`` (and the objective's adapters) on ``(x, y)`` as ``stage`` (the recipe's
+    ``StageSpec``) says.
+
+    Args:
+        x: inputs ``(N, ...)``; y: labels ``(N,)``, ``-1`` where a label is withheld.
+        teacher: the frozen teacher, needed when the objective reads teacher features.
+        seed: the stage's seed (order, augmentation); memo: teacher outputs shared across stages.
+        resume: a state ``hooks.checkpoint`` was given: training continues exactly from it.
+    Returns:
+        the last epoch's mean terms, plus ``seconds``.
+    """
+    hooks = hooks or Hooks(desc=stage.name)
+    t = setup(model, objective, x, y, stage, device, teacher, seed, memo)
+    try:
+        if resume is not None:
+            t.load(resume)
+        t.started = time.perf_counter()
+        for epoch in range(t.epoch, stage.epochs):
+            run_epoch(t, epoch, hooks)
+            if hooks.on_epoch_end is not None:
+                hooks.on_epoch_end(epoch, t.means)
+            if hooks.checkpoint is not None:
+                hooks.checkpoint(t.state(epoch + 1, 0, None, {}))
+            if hooks.stop.is_set():
+                raise KDistillError(f"{hooks.desc}: stopped by a signal after epoch {epoch + 1}")
+    finally:
+        t.close()
+    return {**t.means, "seconds": t.elapsed + time.perf_counter() - t.started}

@@ -1,0 +1,24 @@
+"""A training batch (kdistill/data/batch.py): the samples ``index`` of a stage's data, their inputs,
+their labels and which labels count."""
+
+import torch
+
+from kdistill.data.batch import Batch
+from kdistill.data.splits import UNLABELLED
+
+
+def test_of_picks_the_samples_and_marks_the_withheld_labels():
+    x = torch.arange(12.0).reshape(6, 2)
+    y = torch.tensor([3, UNLABELLED, 1, 0, UNLABELLED, 2])
+    index = torch.tensor([4, 0, 1])
+    batch = Batch.of(x, y, index, torch.device("cpu"))
+    assert batch.index is index  # the index itself, where it was
+    assert batch.x.tolist() == [[8.0, 9.0], [0.0, 1.0], [2.0, 3.0]]
+    assert batch.y.tolist() == [UNLABELLED, 3, UNLABELLED]
+    assert batch.mask.dtype == torch.bool and batch.mask.tolist() == [False, True, False]
+
+
+def test_a_fully_labelled_batch_counts_every_label():
+    x, y = torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 2])
+    batch = Batch.of(x, y, torch.arange(3), "cpu")
+    assert batch.mask.all() and torch.equal(batch.y, y) and batch.x.shape == (3, 1, 2, 2)

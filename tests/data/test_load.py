@@ -1,0 +1,134 @@
+"""Choosing and applying the preprocessing (kdistill/data/load.py: choose_preprocess, prepare_data):
+a teacher's recorded preprocessing is read back with its weights, and a user's data is never
+normalised unless asked."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from kdistill import run
+from kdistill.data import ArraySource, Preprocess, load_source, normalize, read_preprocess
+from kdistill.data.load import choose_preprocess, prepare_data
+from kdistill.errors import KDistillError
+from kdistill.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[2] / "kdistill" / "recipes"
+FMNIST = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+STUDENT = {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}}
+
+
+def _raw_digits():
+    """scikit-learn's digits as they come (0..16, float32, (N, 1, 8, 8)), split as the digits source splits them."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x_tr, x_te, y_tr, y_te = train_test_split(bunch.images.astype(np.float32)[:, None], bunch.target, test_size=0.25,
+                                              random_state=0, stratify=bunch.target)
+    return (x_tr, y_tr), (x_te, y_te)
+
+
+def _metadata(path):
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+def test_the_demo_teacher_gets_the_mean_and_std_it_always_had():
+    recorded = read_preprocess(RECIPES / "fmnist_teacher.safetensors")
+    if not FMNIST.is_file():
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    recipe = load_recipe(RECIPES / "demo.yaml")
+    train, _ = load_source("fashion_mnist")
+    mode, chosen = choose_preprocess(recipe, train, custom=False)
+    assert mode == "teacher" and chosen == Preprocess(255.0, recorded.mean, recorded.std)
+    # the statistics it computed before (equal up to the float sums' order, which the thread count sets)
+    mean, std = normalize(train)
+    assert list(chosen.mean) == pytest.approx(mean, rel=1e-6) and list(chosen.std) == pytest.approx(std, rel=1e-6)
+
+
+class RawTeacher(nn.Module):
+    """A user's teacher, trained by hand on raw digit features (0..16), not standardised."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _train_raw_teacher(x, y):
+    torch.manual_seed(0)
+    teacher = RawTeacher()
+    optimizer = torch.optim.Adam(teacher.parameters(), lr=0.01)
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(teacher(x), y).backward()
+        optimizer.step()
+    return teacher.eval()
+
+
+def test_a_users_data_is_not_normalised_unless_asked(tmp_path):
+    train, test = _raw_digits()
+    teacher = _train_raw_teacher(*train)
+    with torch.no_grad():
+        own = (teacher(torch.as_tensor(test[0])).argmax(1) == torch.as_tensor(test[1])).float().mean().item()
+    assert own > 0.9
+    recipe = {"name": "raw", "latency": False, "data": {"source": "custom", "labelled": 100}, "student": STUDENT,
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "loss": [{"loss": "kd"}]}]}
+    result = run(recipe, teacher=teacher, data=(train, test), runs_dir=tmp_path, progress=False)
+    assert result.summary["data"]["normalize"] == "none"
+    assert result.summary["data"]["preprocess"] == {"divide_by": 1.0, "mean": None, "std": None}
+    assert result.summary["test"]["teacher"]["accuracy"] == own  # the teacher sees the inputs it was trained on
+    asked = run({**recipe, "name": "asked", "data": {"source": "custom", "labelled": 100, "normalize": True}},
+                teacher=teacher, data=(train, test), runs_dir=tmp_path, progress=False)
+    assert asked.summary["data"]["normalize"] == "data" and len(asked.summary["data"]["preprocess"]["mean"]) == 1
+    check = asked.summary["data"]["teacher_accuracy"]  # asked for: the damage is shown, not hidden
+    assert check["samples"] == len(test[1]) and check["before"] == own and check["after"] < own
+
+
+def test_the_teachers_recorded_preprocessing_is_written_and_read_back(tmp_path, capsys):
+    teacher_spec = {"model": "cnn", "args": {"channels": [8], "image_size": 8}}
+    first = run({"name": "t", "data": {"source": "digits", "labelled": 0}, "latency": False, "teacher": teacher_spec,
+                 "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2}]},
+                runs_dir=tmp_path, progress=False)
+    metadata = _metadata(first.run_dir / "teacher.safetensors")
+    assert set(metadata) == {"recipe", "preprocess"}
+    recorded = Preprocess.from_metadata(metadata)
+    assert recorded.divide_by == 16.0 and len(recorded.mean) == 1 and first.summary["data"]["normalize"] == "data"
+    # the user's raw digits (0..16) with that teacher: divided by 16 and standardised as it was trained
+    recipe = {"name": "distil", "latency": False, "data": {"source": "custom", "labelled": 50},
+              "teacher": {**teacher_spec, "weights": str(first.run_dir / "teacher.safetensors")}, "student": STUDENT,
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "loss": [{"loss": "kd"}]}]}
+    capsys.readouterr()
+    result = run(recipe, data=_raw_digits(), runs_dir=tmp_path, progress=False)
+    data = result.summary["data"]
+    assert data["normalize"] == "teacher" and data["preprocess"] == recorded.to_dict()
+    assert result.summary["test"]["teacher"]["accuracy"] == first.summary["test"]["teacher"]["accuracy"]
+    assert data["teacher_accuracy"]["after"] == pytest.approx(first.summary["test"]["teacher"]["accuracy"])
+    assert data["teacher_accuracy"]["before"] < data["teacher_accuracy"]["after"]
+    assert "teacher accuracy on 450 test inputs" in capsys.readouterr().out
+    # the student inherits it: its weights record the same preprocessing
+    assert Preprocess.from_metadata(_metadata(result.run_dir / "student.safetensors")) == recorded
+    # inputs already divided are refused, not divided twice
+    divided = [(x / 16, y) for x, y in _raw_digits()]
+    with pytest.raises(KDistillError, match=r"already lie in \[-1, 1\].*divided_by=16"):
+        prepare_data(load_recipe(recipe), divided)
+    assert prepare_data(load_recipe(recipe), [ArraySource(x, y, 10, 16.0) for x, y in divided])[1]["preprocess"] == \
+        recorded.to_dict()
+
+
+def test_normalize_teacher_needs_a_recorded_preprocessing(tmp_path):
+    recipe = load_recipe({"data": {"source": "digits", "normalize": "teacher"}, "student": STUDENT,
+                          "teacher": {"model": "cnn", "args": {"channels": [8], "image_size": 8}},
+                          "stages": [{"name": "s", "loss": [{"loss": "kd"}]}]})
+    with pytest.raises(KDistillError, match="data.normalize: 'teacher'.*no weights file"):
+        prepare_data(recipe)
+    assert load_recipe({"data": {"normalize": False}, "stages": [{"name": "s"}]}).data.normalize == "none"
+    assert load_recipe({"data": {"normalize": True}, "stages": [{"name": "s"}]}).data.normalize == "data"
+    assert load_recipe({"stages": [{"name": "s"}]}).data.normalize == "auto"

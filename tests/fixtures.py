@@ -1,0 +1,111 @@
+"""Test fixtures written to disk: a tiny random BERT and made-up sentences, nothing downloaded.
+
+A plain module (not part of the kdistill package): ``tests/conftest.py`` and some tests import it
+(``pythonpath = ["tests"]`` in pyproject.toml), and
+``bench/text.py --quick`` imports it after putting this folder on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+TINY_WORDS = ("the a dog cat bird runs sleeps flies over under big small red blue tree house car road "
+              "sun moon eats food water stone hand foot tool knife song music").split()
+
+
+def save_tiny_bert(folder: str | Path, layers: int = 2, seed: int = 0) -> Path:
+    """Write a tiny random BERT (width 32, 4 heads) and a WordPiece tokenizer over ``TINY_WORDS``
+    into ``folder``: a Hugging Face model for smoke runs and tests, with nothing downloaded.
+    Its weights are drawn large (initializer_range 0.3) so that every layer changes the output."""
+    import transformers
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=5 + len(TINY_WORDS), hidden_size=32, num_hidden_layers=layers,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
+                                     initializer_range=0.3)
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def write_tiny_sentences(path: str | Path, n: int = 240, seed: int = 0) -> Path:
+    """A CSV (text, label) of ``n`` six-word sentences over ``TINY_WORDS`` in 3 classes, each
+    class drawing its words from its own third of the vocabulary."""
+    g = torch.Generator().manual_seed(seed)
+    groups = [TINY_WORDS[0:10], TINY_WORDS[10:20], TINY_WORDS[20:]]
+    rows = ["text,label"]
+    for i in range(n):
+        words = groups[i % 3]
+        rows.append(" ".join(words[j] for j in torch.randint(len(words), (6,), generator=g).tolist()) + f",c{i % 3}")
+    path = Path(path)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _write_idx(path, array):
+    import gzip
+
+    import numpy as np
+
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fake_mnist(folder, n_train=12, n_test=4, seed=0):
+    """A folder of the four (Fashion-)MNIST IDX .gz files holding random 28x28 images."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return folder
+
+
+def stage_records(run_dir) -> dict[str, list[dict]]:
+    """A run's metrics.jsonl, its records grouped by stage name (each stage's epochs in order)."""
+    import json
+    from pathlib import Path
+
+    grouped: dict[str, list[dict]] = {}
+    for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        grouped.setdefault(record["stage"], []).append(record)
+    return grouped
+
+
+# a tiny random BERT encoder with a WordPiece tokenizer over a few words (export tests)
+ENCODER_WORDS = ("the a cat dog sat on mat ran fast slow big small red blue green house tree car road "
+                 "sun moon star sky sea fish bird jump eat play happy").split()
+ENCODER_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + ENCODER_WORDS
+ENCODER_TEXTS = ["the cat sat on the mat", "a dog", "big red car on the road ran fast",
+                 "sun moon and star", "happy fish"]  # "and" is unknown: [UNK]
+ENCODER_CONFIG = {"model_type": "bert", "vocab_size": len(ENCODER_VOCAB), "hidden_size": 32, "num_hidden_layers": 2,
+                  "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}
+
+
+def write_bert_tokenizer(folder):
+    """A WordPiece tokenizer over ``ENCODER_VOCAB`` saved in ``folder``."""
+    import transformers
+
+    (folder / "vocab.txt").write_text("\n".join(ENCODER_VOCAB) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    return folder
+
+
+def tiny_encoder(tokenizer_dir, **kwargs):
+    """A random 2-layer BERT (``ENCODER_CONFIG``) as an ``HFEncoder`` with that tokenizer."""
+    import torch
+
+    from kdistill.models.hf import hf_encoder
+
+    torch.manual_seed(0)
+    return hf_encoder(config=ENCODER_CONFIG, tokenizer=str(tokenizer_dir), max_length=24, **kwargs)

@@ -1,0 +1,133 @@
+"""kdistill.train.fit: stages trained in order, each from the weights it names, checkpoints, a
+clean stop, and the teacher frozen while a student learns from it."""
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from kdistill.errors import KDistillError
+from kdistill.models.zoo import build_model
+from kdistill.pipeline import build_pipeline
+from kdistill.recipe import load_recipe
+from kdistill.train.checkpoint import load_latest
+from kdistill.train.fit import CHECKPOINT_KEYS, fit, freeze
+
+TEACHER = {"model": "cnn", "args": {"channels": [4, 8], "hidden": 16, "image_size": 8}}
+STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
+
+
+class Out:
+    """What ``fit`` writes to: a folder for checkpoints and the records it logs."""
+
+    def __init__(self, path=None):
+        self.path, self.lines, self.records = path, 0, []
+
+    def log(self, record):
+        self.records.append(record)
+        self.lines += 1
+
+
+def _pipeline(stages, checkpoint=False, **extra):
+    recipe = load_recipe({"name": "fit", "seed": 0, "device": "cpu", "latency": False,
+                          "data": {"source": "digits", "labelled": 60, "transfer": 100},
+                          "teacher": TEACHER, "student": STUDENT, "stages": stages,
+                          "checkpoint": {"enabled": checkpoint}, **extra})
+    return build_pipeline(recipe)
+
+
+def _stage(name, **kw):
+    return {"name": name, "epochs": 1, "batch_size": 32, **kw}
+
+
+def test_stage_times_and_epoch_records():
+    p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
+                   _stage("distil", data="transfer", epochs=2, loss=[{"loss": "kd"}])])
+    out = Out()
+    times = fit(p, out, progress=False)
+    assert list(times) == ["teacher", "distil"]
+    assert all(isinstance(t, float) and t > 0 for t in times.values())
+    assert out.lines == 3 and [(r["stage"], r["model"], r["epoch"]) for r in out.records] == [
+        ("teacher", "teacher", 1), ("distil", "student", 1), ("distil", "student", 2)]
+    assert "accuracy" in out.records[0]["test"]  # no val set: judged on the test set
+    assert {"loss", "kd", "lr"} <= set(out.records[-1]["train"])
+
+
+def test_init_from_starts_a_stage_from_an_earlier_stages_end(tmp_path):
+    p = _pipeline([_stage("a", data="labelled"),
+                   _stage("b", data="labelled"),  # moves the student on
+                   _stage("c", data="labelled", init_from="a")],
+                  checkpoint=True)
+    fit(p, Out(tmp_path), progress=False)
+    state, _ = load_latest(tmp_path / "checkpoints")
+    assert state["stage"] == 3 and state["loop"] is None  # the final checkpoint, all stages done
+    assert set(state) == CHECKPOINT_KEYS
+    ends, start = state["ends"], state["starts"]["c"]
+    assert list(ends) == ["a", "b", "c"]
+    assert all(torch.equal(start[k], ends["a"][k]) for k in start)
+    assert not all(torch.equal(start[k], ends["b"][k]) for k in start)
+    assert not all(torch.equal(ends["c"][k], ends["a"][k]) for k in start)  # and c trained from there
+
+
+def test_a_set_stop_event_checkpoints_then_stops(tmp_path):
+    p = _pipeline([_stage("a", data="transfer", loss=[{"loss": "kd"}]), _stage("b")], checkpoint=True)
+    stop = threading.Event()
+    stop.set()  # as SIGINT would
+    out = Out(tmp_path)
+    with pytest.raises(KDistillError, match=r"^a: stopped by a signal at epoch 1, step 1$"):
+        fit(p, out, progress=False, stop=stop)
+    state, path = load_latest(tmp_path / "checkpoints")
+    assert path.name == "ckpt-s00-e00000-b0000001.pt"
+    assert state["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
+    assert set(state) == CHECKPOINT_KEYS and "teacher" not in state["models"]  # no stage trains it
+    assert out.records == []  # stopped inside the first epoch
+
+
+def test_without_checkpoints_nothing_is_written(tmp_path):
+    p = _pipeline([_stage("a")])
+    fit(p, Out(tmp_path), progress=False)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_freeze_makes_eval_mode_and_no_gradients():
+    model = build_model("cnn", channels=[4, 8], image_size=8, dropout=0.5)
+    model.train()
+    assert freeze(model) is model
+    assert not any(m.training for m in model.modules())
+    assert not any(p.requires_grad for p in model.parameters())
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)  # no dropout, BatchNorm running statistics untouched
+    bn = model.stages[0][1]
+    assert isinstance(bn, nn.BatchNorm2d) and torch.equal(bn.running_mean, torch.zeros(4))
+
+
+def test_teacher_frozen_while_a_student_learns_and_trained_in_its_own_stage():
+    p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
+                   _stage("distil", data="transfer", loss=[{"loss": "kd"}])])
+    teacher = p.models["teacher"]
+    assert all(q.requires_grad for q in teacher.parameters())  # a stage trains it
+    seen = {}
+    original = p.objectives["distil"].forward
+
+    def spy(*args, **kw):
+        seen.setdefault("training", teacher.training)
+        seen.setdefault("grad", any(q.requires_grad for q in teacher.parameters()))
+        return original(*args, **kw)
+
+    p.objectives["distil"].forward = spy
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    fit(p, Out(), progress=False)
+    assert seen == {"training": False, "grad": False}
+    assert not teacher.training and not any(q.requires_grad for q in teacher.parameters())
+    # the teacher stage changed its weights; the distil stage left them as they were after it
+    assert not all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())
+
+
+def test_init_from_a_stage_of_another_architecture_fails_in_one_line():
+    with pytest.raises(KDistillError, match="init_from"):
+        p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
+                       _stage("student", data="labelled", init_from="teacher")])
+        fit(p, Out(), progress=False)
