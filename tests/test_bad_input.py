@@ -116,6 +116,17 @@ CASES = {
     "tap on a layer that does not exist": (
         lambda tmp: run(recipe(stages__0__loss=[{"loss": "hint", "student": "stages.9", "teacher": "stages.0"}]),
                         runs_dir=tmp, progress=False), "no module named 'stages.9'"),
+    "embedding space on a teacher layer that does not exist": (
+        lambda tmp: run(recipe(embedding={"teacher": "stages.9", "student": "stages.0", "dim": 4},
+                               stages__0__loss=[{"loss": "embed_mse", "student": "stages.0", "teacher": "embedding"}]),
+                        runs_dir=tmp, progress=False), "embedding.teacher: no module named 'stages.9'"),
+    "a stage started from a model of another shape": (
+        lambda tmp: run(recipe(stages=[{"name": "t", "train": "teacher", "data": "full"},
+                                       {"name": "s", "init_from": "t", "loss": [{"loss": "kd"}]}]),
+                        runs_dir=tmp, progress=False), "do not fit the student"),
+    "a loss argument of the wrong type": (
+        lambda tmp: load_recipe(recipe(stages__0__loss=[{"loss": "kd", "args": {"temperature": "hot"}}])),
+        "temperature='hot'"),
     "shapes no adapter can reconcile": (
         lambda tmp: run(recipe(teacher={"model": "cnn", "args": {"channels": [8], "image_size": 8}},
                                stages__0__loss=[{"loss": "hint", "student": "stages.0", "teacher": "stages.0"}]),

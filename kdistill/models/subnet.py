@@ -117,7 +117,7 @@ def prune_heads(layer: nn.Module, keep: torch.Tensor) -> None:
     """Keep only the heads ``keep`` of a BERT-style layer's self-attention."""
     attn = layer.attention.self
     size = attn.attention_head_size
-    units = (keep.unsqueeze(1) * size + torch.arange(size)).flatten()  # the kept heads' rows
+    units = (keep.unsqueeze(1) * size + torch.arange(size, device=keep.device)).flatten()  # the kept heads' rows
     for name in ("query", "key", "value"):
         setattr(attn, name, _prune_linear(getattr(attn, name), units, 0))
     layer.attention.output.dense = _prune_linear(layer.attention.output.dense, units, 1)

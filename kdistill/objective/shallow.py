@@ -39,13 +39,14 @@ class PrototypeHead(nn.Module):
         return -sq  # (B, K)
 
 
-def tap_outputs(model: nn.Module, tap: str, x: torch.Tensor, device, fn=None, batch_size: int = 512) -> torch.Tensor:
+def tap_outputs(model: nn.Module, tap: str, x: torch.Tensor, device, fn=None, batch_size: int = 512,
+                owner: str = "model") -> torch.Tensor:
     """The output of module ``tap`` (passed through ``fn`` if given) for inputs ``x``, float32 on the CPU."""
 
     def keep(feats):
         return (fn(feats[tap]) if fn is not None else feats[tap]).float().cpu()
 
-    return forward_batches(model, x, device, [tap], batch_size=batch_size, each=keep)
+    return forward_batches(model, x, device, [tap], owner=owner, batch_size=batch_size, each=keep)
 
 
 def fit_teacher_embedding(teacher: nn.Module, tap: str, x: torch.Tensor, dim: int, device,
@@ -57,7 +58,7 @@ def fit_teacher_embedding(teacher: nn.Module, tap: str, x: torch.Tensor, dim: in
     """
     g = torch.Generator().manual_seed(seed)
     sample = x[torch.randperm(len(x), generator=g)[:max_samples]]
-    return fit_pca(tap_outputs(teacher, tap, sample, device), dim).to(device)
+    return fit_pca(tap_outputs(teacher, tap, sample, device, owner="embedding.teacher"), dim).to(device)
 
 
 @torch.no_grad()
@@ -145,4 +146,4 @@ class ShallowSpace(FeatureProvider):
 
 def _dry_shape(model: nn.Module, tap: str, sample: torch.Tensor) -> tuple[int, ...]:
     """The shape of one sample's ``tap`` feature (one forward pass on ``sample``)."""
-    return tuple(dry_features(model, [tap], "student", sample)[tap].shape[1:])
+    return tuple(dry_features(model, [tap], "embedding.student", sample)[tap].shape[1:])
