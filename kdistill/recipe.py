@@ -52,6 +52,13 @@ def _changed(spec: BaseModel) -> list[str]:
     return [name for name in fields if name in spec.model_fields_set and getattr(spec, name) != fields[name].default]
 
 
+class LoaderSpec(Strict):
+    """How a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers."""
+
+    workers: int = Field(0, ge=0, le=256)  # worker processes; 0: the main process fetches
+    prefetch: int = Field(2, ge=1, le=64)  # batches each worker keeps ready
+
+
 class DataSpec(Strict):
     source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv"] = "fashion_mnist"
     path: str | None = None  # IDX folder (MNIST's work the same), WordNet folder, text or CSV file
@@ -65,6 +72,7 @@ class DataSpec(Strict):
     # per-channel mean and std (true); none: the inputs as they are (false)
     normalize: Literal["auto", "teacher", "data", "none"] = "auto"
     split_seed: int | None = None  # default: the recipe's seed
+    loader: LoaderSpec = Field(default_factory=LoaderSpec)
 
     @field_validator("labelled", "val", "transfer")
     @classmethod

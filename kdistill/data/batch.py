@@ -27,8 +27,9 @@ class Batch:
     mask: torch.Tensor
 
     @classmethod
-    def of(cls, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, device) -> "Batch":
-        """The samples ``index`` of ``(x, y)``, moved to ``device`` (the index stays where it is)."""
-        xb = x[index].to(device, non_blocking=True)
-        yb = y[index].to(device, non_blocking=True)
-        return cls(index, xb, yb, yb != UNLABELLED)
+    def fetched(cls, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, device) -> "Batch":
+        """Fetched samples ``index`` with inputs ``x`` and labels ``y``, moved to ``device`` (the
+        index stays where it is)."""
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        return cls(index, x, y, y != UNLABELLED)

@@ -132,7 +132,7 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
                       checkpoint_every=recipe.checkpoint.every, stop=stop or threading.Event())
         x, y = pipeline.stage_data(stage)
         result = train_stage(model, pipeline.objectives[stage.name], x, y, stage, pipeline.device, teacher,
-                             seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks,
+                             seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks, loader=recipe.data.loader,
                              resume=resume["loop"] if resuming else None)
         state.stage_times[stage.name] = result["seconds"]
         state.ends[stage.name] = snapshot(model)

@@ -18,9 +18,11 @@ from torch import nn
 from tqdm import tqdm
 
 from kdistill.data.batch import Batch
+from kdistill.data.loader import BatchLoader
 from kdistill.errors import KDistillError
 from kdistill.models.taps import FeatureTaps
 from kdistill.objective.core import Objective
+from kdistill.recipe import LoaderSpec
 from kdistill.train import distributed
 from kdistill.train.checkpoint import rng_state, set_rng_state
 from kdistill.train.optim import make_optimizer, make_schedule
@@ -60,6 +62,7 @@ class Trainer:
     x: torch.Tensor
     y: torch.Tensor
     source: TeacherSource
+    loader: BatchLoader
     student_taps: FeatureTaps
     params: list
     objective_params: list
@@ -96,11 +99,13 @@ class Trainer:
     def close(self) -> None:
         self.student_taps.remove()
         self.source.close()
+        self.loader.close()
 
 
 def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage, device: torch.device,
-          teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None) -> Trainer:
-    """The stage's optimiser, schedule, wrapped model, data placement and teacher source."""
+          teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None,
+          loader: LoaderSpec | None = None) -> Trainer:
+    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
     generator = torch.Generator().manual_seed(seed)
     objective.bind(model)
     student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
@@ -124,8 +129,11 @@ def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tens
     if device.type == "cuda" and x.numel() * x.element_size() < 2**31:
         x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
     source = teacher_source(teacher, objective, x, stage, seed, device, memo)
-    return Trainer(model, forward, objective, stage, device, x, y, source, student_taps, params, objective_params,
-                   optimizer, schedule, scaler, generator, layout)
+    loader = loader or LoaderSpec()
+    workers = loader.workers if x.device.type == "cpu" else 0  # data on the GPU is indexed in place
+    batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda")
+    return Trainer(model, forward, objective, stage, device, x, y, source, batches, student_taps, params,
+                   objective_params, optimizer, schedule, scaler, generator, layout)
 
 
 def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
@@ -168,13 +176,14 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
     else:
         order, sums = torch.randperm(len(t.x), generator=t.generator), {}
     batches = order.split(stage.batch_size)
-    bar = tqdm(batches[t.skip:], desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
+    # this process's share of each batch still to do, fetched in order (by workers, if any)
+    todo = t.loader.epoch([distributed.local_share(index) for index in batches[t.skip:]])
+    bar = tqdm(todo, desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
                total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
                dynamic_ncols=True)
-    for done, index in enumerate(bar, start=t.skip + 1):
-        index = distributed.local_share(index)  # the whole batch on one process
+    for done, (index, xb, yb) in enumerate(bar, start=t.skip + 1):
         # x stays on the CPU (small sets: on the GPU); a batch is moved as it is drawn
-        terms = step(t, Batch.of(t.x, t.y, index, t.device), hooks.desc, f"epoch {epoch + 1}, step {done}")
+        terms = step(t, Batch.fetched(index, xb, yb, t.device), hooks.desc, f"epoch {epoch + 1}, step {done}")
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value) * len(index)
         bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
@@ -192,7 +201,7 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
 
 def train_stage(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage,
                 device: torch.device, teacher: nn.Module | None = None, *, seed: int = 0,
-                memo: TeacherMemo | None = None, hooks: Hooks | None = None,
+                memo: TeacherMemo | None = None, hooks: Hooks | None = None, loader: LoaderSpec | None = None,
                 resume: dict | None = None) -> dict[str, float]:
     """Train ``model`` (and the objective's adapters) on ``(x, y)`` as ``stage`` (the recipe's
     ``StageSpec``) says.
@@ -201,12 +210,13 @@ def train_stage(model: nn.Module, objective: Objective, x: torch.Tensor, y: torc
         x: inputs ``(N, ...)``; y: labels ``(N,)``, ``-1`` where a label is withheld.
         teacher: the frozen teacher, needed when the objective reads teacher features.
         seed: the stage's seed (order, augmentation); memo: teacher outputs shared across stages.
+        loader: how batches are fetched (``data.loader``: workers, prefetch); default in-process.
         resume: a state ``hooks.checkpoint`` was given: training continues exactly from it.
     Returns:
         the last epoch's mean terms, plus ``seconds``.
     """
     hooks = hooks or Hooks(desc=stage.name)
-    t = setup(model, objective, x, y, stage, device, teacher, seed, memo)
+    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader)
     try:
         if resume is not None:
             t.load(resume)

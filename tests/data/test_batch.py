@@ -7,11 +7,11 @@ from kdistill.data.batch import Batch
 from kdistill.data.splits import UNLABELLED
 
 
-def test_of_picks_the_samples_and_marks_the_withheld_labels():
+def test_a_fetched_batch_marks_the_withheld_labels():
     x = torch.arange(12.0).reshape(6, 2)
     y = torch.tensor([3, UNLABELLED, 1, 0, UNLABELLED, 2])
     index = torch.tensor([4, 0, 1])
-    batch = Batch.of(x, y, index, torch.device("cpu"))
+    batch = Batch.fetched(index, x[index], y[index], torch.device("cpu"))
     assert batch.index is index  # the index itself, where it was
     assert batch.x.tolist() == [[8.0, 9.0], [0.0, 1.0], [2.0, 3.0]]
     assert batch.y.tolist() == [UNLABELLED, 3, UNLABELLED]
@@ -20,5 +20,5 @@ def test_of_picks_the_samples_and_marks_the_withheld_labels():
 
 def test_a_fully_labelled_batch_counts_every_label():
     x, y = torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 2])
-    batch = Batch.of(x, y, torch.arange(3), "cpu")
+    batch = Batch.fetched(torch.arange(3), x, y, "cpu")
     assert batch.mask.all() and torch.equal(batch.y, y) and batch.x.shape == (3, 1, 2, 2)

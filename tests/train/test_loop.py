@@ -90,3 +90,21 @@ def test_compiled_and_channels_last_student_trains_like_the_plain_one():
         train_stage(model, objective, x, y, stage, torch.device("cpu"), seed=0, hooks=Hooks(progress=False))
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
+
+
+def test_two_workers_train_the_same_student_as_none(tmp_path):
+    """The loop's order, augmentation and teacher outputs do not depend on who fetches the batches."""
+    from pathlib import Path
+
+    import yaml
+
+    from kdistill import run
+
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "resumable.yaml").read_text())
+    recipe["checkpoint"] = {"enabled": False}
+    students = []
+    for workers in (0, 2):
+        tree = {**recipe, "name": f"w{workers}", "data": {**recipe["data"], "loader": {"workers": workers}}}
+        students.append(run(tree, runs_dir=tmp_path, progress=False).models["student"].state_dict())
+    assert students[0].keys() == students[1].keys()
+    assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])

@@ -1,0 +1,53 @@
+"""BatchLoader (kdistill/data/loader.py): the batches the loop asks for, in its order, fetched in
+the main process or by DataLoader workers alike."""
+
+import pytest
+import torch
+
+from kdistill.data.loader import BatchLoader
+
+
+def _data(n=50):
+    return torch.arange(n * 3, dtype=torch.float32).reshape(n, 3), torch.arange(n) % 7
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batches_come_in_the_order_asked_with_their_rows(workers):
+    x, y = _data()
+    loader = BatchLoader(x, y, workers=workers)
+    batches = list(torch.randperm(50, generator=torch.Generator().manual_seed(0)).split(8))
+    got = list(loader.epoch(batches))
+    assert len(got) == len(batches)
+    for want, (index, xb, yb) in zip(batches, got):
+        assert torch.equal(index, want) and torch.equal(xb, x[want]) and torch.equal(yb, y[want])
+    loader.close()
+
+
+def test_workers_persist_across_epochs_and_take_each_epochs_order():
+    x, y = _data()
+    loader = BatchLoader(x, y, workers=2, prefetch=1)
+    for seed in (1, 2, 3):
+        batches = list(torch.randperm(50, generator=torch.Generator().manual_seed(seed)).split(16))
+        assert [index.tolist() for index, _, _ in loader.epoch(batches)] == [b.tolist() for b in batches]
+    loader.close()
+
+
+def test_a_resumed_epoch_fetches_only_the_batches_left():
+    x, y = _data()
+    seen = []
+    loader = BatchLoader(x, y, workers=0)
+    batches = list(torch.arange(50).split(10))
+    for index, _, _ in loader.epoch(batches[3:]):  # resumed after 3 batches
+        seen.append(index)
+    assert torch.equal(torch.cat(seen), torch.arange(30, 50))
+
+
+def test_starting_workers_draws_nothing_from_the_global_rng():
+    x, y = _data()
+    loader = BatchLoader(x, y, workers=2)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    list(loader.epoch(list(torch.arange(50).split(10))))
+    assert torch.equal(torch.rand(3), expected)  # dropout masks after it are those of 0 workers
+    loader.close()
