@@ -47,10 +47,12 @@ def _kill_after_checkpoints(recipe_path, runs, count):
     return folder
 
 
-@pytest.mark.parametrize("damage", [False, True])
-def test_killed_run_resumes_bit_for_bit(tmp_path, uninterrupted, damage):
+@pytest.mark.parametrize("damage, workers", [(False, 0), (True, 0), (False, 2)])
+def test_killed_run_resumes_bit_for_bit(tmp_path, uninterrupted, damage, workers):
+    """Killed mid-stage, finished by --resume: the uninterrupted student, bit for bit (the
+    uninterrupted run fetches in-process; this one with DataLoader workers where asked)."""
     recipe_path = tmp_path / "r.yaml"
-    recipe_path.write_text(yaml.safe_dump(RECIPE))
+    recipe_path.write_text(yaml.safe_dump({**RECIPE, "data": {**RECIPE["data"], "loader": {"workers": workers}}}))
     runs = tmp_path / "runs"
     folder = _kill_after_checkpoints(recipe_path, runs, count=int(torch.randint(101, 106, ()).item()))
     assert not (runs / "resumable").exists()  # a killed run is never passed off as complete
