@@ -15,7 +15,11 @@ def user_path(value: str | os.PathLike, what: str) -> Path:
     """``value`` as a Path, or a one-line error naming ``what`` when no file system could hold it
     (a NUL byte, a name over 255 bytes, a path over 4,096): ``Path.exists`` raises on those
     instead of answering."""
-    text = os.fspath(value)
+    try:
+        text = os.fsdecode(os.fspath(value))
+        os.fsencode(text)
+    except (TypeError, UnicodeError):  # not a path at all, or characters no file name can hold
+        raise KDistillError(f"{what}: {value!r:.60} is not a path this system can use; give a real path.") from None
     if "\0" in text:
         raise KDistillError(f"{what}: the path {text[:60]!r} holds a NUL byte; give a real path.")
     long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)

@@ -48,3 +48,10 @@ def test_paths_up_to_4096_bytes_pass_and_longer_ones_are_refused():
     assert len(ok) == PATH_MAX and user_path(ok, "x") == Path(ok)
     with pytest.raises(KDistillError, match=r"^x: the path 'a{40}'\.\.\. is too long"):
         user_path(ok + "c", "x")
+
+
+def test_bytes_paths_are_read_and_unusable_ones_refused_in_one_line():
+    assert user_path(b"/tmp/some.yaml", "recipe") == Path("/tmp/some.yaml")
+    for bad in ("\ud800", 3):  # a lone surrogate no file name can hold; not a path at all
+        with pytest.raises(KDistillError, match="recipe: .* is not a path this system can use"):
+            user_path(bad, "recipe")

@@ -19,7 +19,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     """Write tensors to a .safetensors file, byte for byte the same for the same tensors and
     metadata (the header's keys sorted), readable like any other output file (mode 0666 less
     the umask), written to a temporary name and renamed so the final name is always whole."""
-    raw = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    raw = save(_own_storage(tensors), metadata=metadata)
     size = int.from_bytes(raw[:8], "little")
     header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors writes it
@@ -28,6 +28,20 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     with open(tmp, "wb") as f:  # open() honours the umask, unlike safetensors' own writer (0600)
         f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
     os.replace(tmp, path)
+
+
+def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU tensors that each hold a storage of their own: tied weights (one tensor under two
+    names) and views into a larger storage are copied, as safetensors refuses shared memory."""
+    seen, out = set(), {}
+    for name, value in tensors.items():
+        value = value.detach().cpu().contiguous()
+        storage = value.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != value.numel() * value.element_size():
+            value = value.clone()
+        seen.add(value.untyped_storage().data_ptr())
+        out[name] = value
+    return out
 
 
 def make_readable(folder: str | Path) -> None:

@@ -181,3 +181,22 @@ def test_snapshot_is_a_detached_cpu_copy():
         model.stages[0][1].running_mean.add_(1.0)
     assert torch.equal(snap["head.2.weight"] + 1.0, model.head[-1].weight)
     assert torch.equal(snap["stages.0.1.running_mean"] + 1.0, model.stages[0][1].running_mean)
+
+
+def test_tied_weights_are_saved_and_load_back(tmp_path):
+    from torch import nn
+
+    from kdistill.models.weights import load_weights, save_weights
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(4, 3, bias=False)
+            self.out = nn.Linear(4, 3, bias=False)
+            self.out.weight = self.embed.weight  # one tensor under two names, as tied embeddings
+
+    model = Tied()
+    save_weights(model, tmp_path / "t.safetensors")
+    other = Tied()
+    load_weights(other, tmp_path / "t.safetensors")
+    assert torch.equal(other.embed.weight, model.embed.weight) and other.out.weight is other.embed.weight
