@@ -26,8 +26,9 @@ def draw_shift_flip(n: int, shift: int = 2, flip: bool = True,
 
 
 def shift_flip(x: torch.Tensor, params: torch.Tensor, shift: int) -> torch.Tensor:
-    """Apply views drawn by ``draw_shift_flip``: translate each image by ``(dy - shift, dx -
-    shift)`` pixels (zero padded) and flip it horizontally where ``flipped``.
+    """Apply views drawn by ``draw_shift_flip``: translate each image by ``(shift - dy, shift -
+    dx)`` pixels (output pixel ``(i, j)`` is input pixel ``(i + dy - shift, j + dx - shift)``,
+    zero outside) and flip it horizontally where ``flipped``.
 
     Args:
         x: images ``(B, C, H, W)``; params: ``(B, 3)``.
