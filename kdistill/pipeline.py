@@ -165,7 +165,8 @@ def cut_student(teacher: nn.Module, spec) -> nn.Module:
     if spec.layers is not None:
         stack = getattr(teacher, "layer_stack", None)
         if stack is None:
-            raise KDistillError("student.from_teacher.layers: needs a transformer teacher (model: hf); "
+            raise KDistillError("student.from_teacher.layers: needs a transformer teacher (model: hf, or hf_vision "
+                                "of a family with one stack of layers, such as ViT); "
                                 "for other models name the blocks, e.g. keep: {stages.1: [0]}.")
         keep = pick_layers(len(resolve_module(teacher, stack)), spec.layers, spec.pick)
     return sub_network(teacher, keep, heads=spec.heads, ffn=spec.ffn)

@@ -172,14 +172,16 @@ def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: s
     return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
 
 
-def _pretrained(transformers, path: str):
-    """``AutoModel.from_pretrained`` from safetensors only: a local folder is checked first."""
+def _pretrained(transformers, path: str, auto=None):
+    """``from_pretrained`` of the ``auto`` class (default ``AutoModel``) from safetensors only: a
+    local folder is checked first."""
+    auto = auto or transformers.AutoModel
     if not Path(path).is_dir():
-        return transformers.AutoModel.from_pretrained(path, use_safetensors=True)  # a hub id
+        return auto.from_pretrained(path, use_safetensors=True)  # a hub id
     check_folder(path)
     config = _load_config(transformers, path)
     try:
-        return transformers.AutoModel.from_pretrained(path, config=config, use_safetensors=True)
+        return auto.from_pretrained(path, config=config, use_safetensors=True)
     except SafetensorError as err:
         raise KDistillError(f"model 'hf': the safetensors weights in {path} cannot be read "
                             f"({_first_line(err).rstrip('.')}); save the model there again with "
