@@ -19,11 +19,6 @@ from kdistill.evaluate.metrics import evaluate_model, predict
 from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
 from kdistill.models.hf import HFEncoder
-from kdistill.models.infer import eval_mode
-
-
-def _trained_roles(recipe) -> set[str]:
-    return {s.train for s in recipe.stages}
 
 
 class Family:
@@ -48,16 +43,12 @@ class Classifier(Family):
     """Class logits: accuracy, ECE, agreement and KL with the teacher, latency."""
 
     def final_metrics(self, recipe, models, splits, device, outputs=None):
-        test, trained = splits.test_set, _trained_roles(recipe)
-        teacher_logits = None
-        if "teacher" in models:
-            teacher = main_teacher(models["teacher"])
-            with eval_mode(teacher):
-                teacher_logits = predict(teacher, test.x, device)
+        test = splits.test_set
+        teacher_logits = predict(main_teacher(models["teacher"]), test.x, device) if "teacher" in models else None
         results = {}
         for role in ("teacher", "baseline", "student"):
             # a student no stage trained is not reported (a run that only trains a teacher)
-            if role in models and (role != "student" or role in trained):
+            if role in models and (role != "student" or recipe.trains("student")):
                 against = teacher_logits if role != "teacher" else None
                 model = main_teacher(models[role]) if role == "teacher" else models[role]
                 logits = teacher_logits if role == "teacher" else predict(model, test.x, device)
@@ -80,9 +71,8 @@ class Encoder(Family):
         return {"mean_cosine": cosine}, f"cosine to teacher {cosine:.4f}"
 
     def final_metrics(self, recipe, models, splits, device, outputs=None):
-        trained = _trained_roles(recipe)
         judged = {role: main_teacher(models["teacher"]) if role == "teacher" else m for role, m in models.items()
-                  if role != "student" or role in trained}
+                  if role != "student" or recipe.trains("student")}
         shots = tuple(recipe.embedding.shots) if recipe.embedding else (1, 5, 10, 50)
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, splits.test_set.x,
                                            splits.test_set.y, device, shots, recipe.seed)}

@@ -19,6 +19,7 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate.metrics import predict
 from kdistill.families import Family, family_of
 from kdistill.models.ensemble import TeacherEnsemble, main_teacher
+from kdistill.models.infer import freeze
 from kdistill.models.subnet import pick_layers, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.weights import load_weights
@@ -28,7 +29,6 @@ from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
 from kdistill.recipe import Recipe
 from kdistill.train import distributed
-from kdistill.train.fit import freeze
 from kdistill.train.teacher import TeacherMemo
 
 

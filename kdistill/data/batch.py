@@ -17,14 +17,17 @@ class Batch:
         index: the samples' positions in the stage's data ``(B,)`` (for teacher outputs cached
             by sample and losses that keep a memory of samples).
         x: the inputs ``(B, ...)``; y: the labels ``(B,)``, ``-1`` where withheld.
-        mask: which labels count ``(B,)`` bool (False: unlabelled); padding masks of token
-            inputs travel inside ``x`` today and belong here when inputs are streamed.
+    ``mask``: which labels count ``(B,)`` bool (False: unlabelled), computed when read; padding
+    masks of token inputs travel inside ``x`` today and belong here when inputs are streamed.
     """
 
     index: torch.Tensor
     x: torch.Tensor
     y: torch.Tensor
-    mask: torch.Tensor
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self.y != UNLABELLED
 
     @classmethod
     def fetched(cls, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, device) -> "Batch":
@@ -32,4 +35,4 @@ class Batch:
         index stays where it is)."""
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
-        return cls(index, x, y, y != UNLABELLED)
+        return cls(index, x, y)

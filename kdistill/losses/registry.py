@@ -79,6 +79,7 @@ def _teacher_detached(forward):
             kwargs["start"] = _detached(kwargs["start"])
         return forward(self, student, _detached(teacher), *args, **kwargs)
 
+    wrapped.detaches_teacher = True
     return wrapped
 
 
@@ -88,7 +89,8 @@ def register(name: str, contract: Contract = Contract()):
     features detached."""
 
     def wrap(cls):
-        cls.forward = _teacher_detached(cls.forward)
+        if not getattr(cls.forward, "detaches_teacher", False):  # a class registered twice is wrapped once
+            cls.forward = _teacher_detached(cls.forward)
         LOSSES[name] = Registered(cls, contract)
         return cls
 

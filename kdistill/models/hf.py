@@ -66,32 +66,33 @@ def _reads_as_path(name: str) -> bool:
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
-def check_folder(folder: str | Path) -> None:
+def check_folder(folder: str | Path, what: str = "model 'hf'") -> None:
     """Refuse, before transformers opens anything, a model folder without ``config.json`` or
-    whose weights are only pickles (``pytorch_model.bin``): kdistill never unpickles."""
+    whose weights are only pickles (``pytorch_model.bin``): kdistill never unpickles. ``what``
+    starts the messages."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise KDistillError(f"model 'hf': {folder} has no config.json; give the folder the model was saved to "
+        raise KDistillError(f"{what}: {folder} has no config.json; give the folder the model was saved to "
                             "with save_pretrained (it writes config.json and model.safetensors).")
     if any(folder.glob("*.safetensors")):
         return
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLES)
     if pickles:
         raise KDistillError(
-            f"model 'hf': {folder} holds its weights only as a pickle ({pickles[0]}), which kdistill never loads; "
+            f"{what}: {folder} holds its weights only as a pickle ({pickles[0]}), which kdistill never loads; "
             f"convert them to safetensors once, if you trust the file: transformers.AutoModel.from_pretrained("
             f"'{folder}').save_pretrained('{folder}') writes model.safetensors (safe_serialization=True on "
             "transformers 4).")
-    raise KDistillError(f"model 'hf': {folder} holds no model.safetensors; save the model there with "
+    raise KDistillError(f"{what}: {folder} holds no model.safetensors; save the model there with "
                         "save_pretrained.")
 
 
-def _load_config(transformers, folder: str):
+def _load_config(transformers, folder: str, what: str = "model 'hf'"):
     """The config in ``folder``, or a one-line error naming it."""
     try:
         return transformers.AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as err:
-        raise KDistillError(f"model 'hf': transformers {transformers.__version__} cannot read "
+        raise KDistillError(f"{what}: transformers {transformers.__version__} cannot read "
                             f"{Path(folder) / 'config.json'} ({_first_line(err).rstrip('.')}); re-save the model "
                             "with save_pretrained, or upgrade transformers for a newer architecture.") from None
 
@@ -172,18 +173,18 @@ def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: s
     return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
 
 
-def _pretrained(transformers, path: str, auto=None):
+def _pretrained(transformers, path: str, auto=None, what: str = "model 'hf'"):
     """``from_pretrained`` of the ``auto`` class (default ``AutoModel``) from safetensors only: a
-    local folder is checked first."""
+    local folder is checked first (``what`` starts the messages)."""
     auto = auto or transformers.AutoModel
     if not Path(path).is_dir():
         return auto.from_pretrained(path, use_safetensors=True)  # a hub id
-    check_folder(path)
-    config = _load_config(transformers, path)
+    check_folder(path, what)
+    config = _load_config(transformers, path, what)
     try:
         return auto.from_pretrained(path, config=config, use_safetensors=True)
     except SafetensorError as err:
-        raise KDistillError(f"model 'hf': the safetensors weights in {path} cannot be read "
+        raise KDistillError(f"{what}: the safetensors weights in {path} cannot be read "
                             f"({_first_line(err).rstrip('.')}); save the model there again with "
                             "save_pretrained.") from None
 

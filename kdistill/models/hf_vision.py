@@ -56,7 +56,7 @@ def hf_vision(path: str | None = None, config: dict | None = None) -> HFImageCla
     auto = transformers.AutoModelForImageClassification
     try:
         if path is not None:
-            model = _pretrained(transformers, resolve_path(path, "model 'hf_vision'"), auto)
+            model = _pretrained(transformers, resolve_path(path, "model 'hf_vision'"), auto, "model 'hf_vision'")
         else:
             config = dict(config)
             model_type = config.pop("model_type", "vit")

@@ -26,6 +26,14 @@ def eval_mode(*models: nn.Module):
             module.training = training
 
 
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher while a student learns from it."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def _cat(parts: list):
     if isinstance(parts[0], dict):
         return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
+from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
 from kdistill.train import distributed
@@ -18,14 +19,6 @@ from kdistill.train.loop import Hooks, train_stage
 CHECKPOINT_VERSION = 2  # 2: feature providers' state under "features" (1: the PCA under "pca")
 CHECKPOINT_KEYS = {"version", "stage", "loop", "ends", "starts", "stage_times", "teacher_changed", "metrics_lines",
                    "models", "objectives", "features"}
-
-
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode and no gradients: a teacher while a student learns from it."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class Fit:
@@ -74,9 +67,11 @@ class Fit:
         name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
         save_checkpoint(self.out.path / "checkpoints", name, state, recipe.checkpoint.keep)
 
-    def prepare(self, i: int, stage, resuming: bool, resume: dict | None) -> nn.Module | None:
-        """Before stage ``i``: its starting weights, the teacher frozen or trainable, the
-        objective prepared. Returns the frozen teacher the stage learns from (or None)."""
+    def prepare(self, stage, resumed: dict | None) -> nn.Module | None:
+        """Before ``stage``: its starting weights, the teacher frozen or trainable, the objective
+        prepared (``resumed``: the checkpoint the stage resumes from, or None). Returns the frozen
+        teacher the stage learns from (or None)."""
+        resuming = resumed is not None
         models, objective = self.p.models, self.p.objectives[stage.name]
         model = models[stage.train]
         if stage.init_from and not resuming:
@@ -94,7 +89,7 @@ class Fit:
         if objective.prepare(context):
             self.teacher_changed = False
         if resuming:  # after prepare, which would start the providers' state afresh
-            load_module_state(objective, resume["objectives"][stage.name])
+            load_module_state(objective, resumed["objectives"][stage.name])
         return teacher
 
 
@@ -113,7 +108,7 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
         if i < state.first:
             continue
         resuming = resume is not None and i == state.first
-        teacher = state.prepare(i, stage, resuming, resume)
+        teacher = state.prepare(stage, resume if resuming else None)
         model = pipeline.models[stage.train]
 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model, teacher=teacher):

@@ -108,8 +108,7 @@ def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tens
     """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
     generator = torch.Generator().manual_seed(seed)
     objective.bind(model)
-    student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = objective.params  # the model's trainable parameters
     objective_params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = make_optimizer(params + objective_params, stage.optimizer)
     steps_per_epoch = math.ceil(len(x) / stage.batch_size)
@@ -132,6 +131,8 @@ def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tens
     loader = loader or LoaderSpec()
     workers = loader.workers if x.device.type == "cpu" else 0  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda")
+    # hooks last: a teacher source that fails (a bad cache) leaves no hook on the student
+    student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
     return Trainer(model, forward, objective, stage, device, x, y, source, batches, student_taps, params,
                    objective_params, optimizer, schedule, scaler, generator, layout)
 

@@ -32,16 +32,6 @@ def test_workers_persist_across_epochs_and_take_each_epochs_order():
     loader.close()
 
 
-def test_a_resumed_epoch_fetches_only_the_batches_left():
-    x, y = _data()
-    seen = []
-    loader = BatchLoader(x, y, workers=0)
-    batches = list(torch.arange(50).split(10))
-    for index, _, _ in loader.epoch(batches[3:]):  # resumed after 3 batches
-        seen.append(index)
-    assert torch.equal(torch.cat(seen), torch.arange(30, 50))
-
-
 def test_starting_workers_draws_nothing_from_the_global_rng():
     x, y = _data()
     loader = BatchLoader(x, y, workers=2)

@@ -183,3 +183,10 @@ def test_argument_values_are_checked_against_the_constructor_types():
                        ({"temperature": float("nan")}, "finite")):
         with pytest.raises(KDistillError, match=words):
             build_loss("kd", **bad)
+
+
+def test_a_class_registered_twice_is_wrapped_once(registered):
+    registered("_reg_twice_a")(Scaled)
+    forward = Scaled.forward
+    registered("_reg_twice_b")(Scaled)
+    assert Scaled.forward is forward

@@ -47,7 +47,7 @@ def test_bad_arguments_fail_in_one_line(tmp_path):
         build_model("hf_vision", path=str(tmp_path / "nowhere"))
     (tmp_path / "config.json").write_text('{"model_type": "vit"}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(KDistillError, match="never loads"):
+    with pytest.raises(KDistillError, match="model 'hf_vision': .* never loads"):
         build_model("hf_vision", path=str(tmp_path))
 
 

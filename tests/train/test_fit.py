@@ -12,7 +12,8 @@ from kdistill.models.zoo import build_model
 from kdistill.pipeline import build_pipeline
 from kdistill.recipe import load_recipe
 from kdistill.train.checkpoint import load_latest
-from kdistill.train.fit import CHECKPOINT_KEYS, fit, freeze
+from kdistill.models.infer import freeze
+from kdistill.train.fit import CHECKPOINT_KEYS, fit
 
 TEACHER = {"model": "cnn", "args": {"channels": [4, 8], "hidden": 16, "image_size": 8}}
 STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
