@@ -15,6 +15,7 @@ from torch import nn
 
 from kdistill.data import Preprocess, Splits
 from kdistill.data.load import check_stage_data, prepare_data, stage_data
+from kdistill.data.samples import Inputs
 from kdistill.errors import KDistillError
 from kdistill.evaluate.metrics import predict
 from kdistill.families import Family, family_of
@@ -23,7 +24,7 @@ from kdistill.models.infer import freeze
 from kdistill.models.subnet import pick_layers, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.weights import load_weights
-from kdistill.models.zoo import build_model
+from kdistill.models.zoo import build_model, with_data_defaults
 from kdistill.objective.build import build_providers, build_stage_objectives
 from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
@@ -54,7 +55,7 @@ class Pipeline:
     objectives: dict[str, Objective] = field(default_factory=dict)
     memo: TeacherMemo = field(default_factory=TeacherMemo)
 
-    def stage_data(self, stage) -> tuple[torch.Tensor, torch.Tensor]:
+    def stage_data(self, stage) -> tuple[Inputs, torch.Tensor]:
         """(x, y) the stage trains on; labels a stage may not read are -1."""
         return stage_data(self.splits, stage.data)
 
@@ -74,7 +75,7 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     splits, info = prepare_data(recipe, data, preprocess)
-    models = build_models(recipe, teacher, student, device)
+    models = build_models(recipe, teacher, student, device, data_model_args(recipe, splits))
     pipeline = Pipeline(recipe, device, splits, info, models, family_of(recipe))
     if not train:
         return pipeline
@@ -114,7 +115,7 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
     labels = splits.test_set.y[: len(before)]
     try:
         accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()
-                    for x in (before, splits.test_set.x[: len(before)])]
+                    for x in (before, splits.test_set.x.subset(slice(0, len(before))))]
     except (RuntimeError, ValueError, TypeError, IndexError):  # inputs the model refuses: the dry pass says so
         return
     info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
@@ -123,18 +124,44 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
               f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
 
 
-def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device) -> dict:
+def data_model_args(recipe: Recipe, splits: Splits) -> dict:
+    """What the data says of the models that fit it: ``num_classes`` (classify runs),
+    ``in_channels`` (images) and ``in_features`` (the flattened input size); a registered
+    model the recipe builds without weights takes those its arguments leave out."""
+    test = splits.test_set
+    if test is None or not len(test) or test.source.tokens:
+        return {}
+    shape = tuple(test.x.shape[1:])  # one sample, fetched
+    known = {"in_features": int(torch.Size(shape).numel())}
+    if len(shape) == 3:
+        known["in_channels"] = shape[0]
+    if recipe.task == "classify":
+        known["num_classes"] = max(s.num_classes for s in (splits.pool_set, test) if s is not None)
+    return known
+
+
+def _build(spec, known: dict) -> nn.Module:
+    """The recipe's model ``spec``, fitted to the data where its args are silent (not when it
+    loads weights, whose shapes decide)."""
+    args = spec.args if spec.weights else with_data_defaults(spec.model, spec.args, **known)
+    return build_model(spec.model, **args)
+
+
+def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device,
+                 known: dict | None = None) -> dict:
     """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
     the same student architecture from the same initial weights, trained without distillation.
-    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights."""
+    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights.
+    ``known``: the data's ``data_model_args``."""
     torch.manual_seed(recipe.seed)
+    known = known or {}
     models: dict[str, nn.Module] = {}
     subnet = recipe.student.from_teacher if student is None and recipe.student is not None else None
     if student is None and recipe.student is not None and subnet is None:
-        student = build_model(recipe.student.model, **recipe.student.args)
+        student = _build(recipe.student, known)
     if recipe.teacher is not None or teacher is not None:
         if teacher is None:
-            teacher = build_model(recipe.teacher.model, **recipe.teacher.args)
+            teacher = _build(recipe.teacher, known)
         if recipe.teacher is not None and recipe.teacher.weights:
             load_weights(teacher, recipe.teacher.weights, "teacher")
         if subnet is not None:
@@ -142,7 +169,7 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
         if recipe.teachers:
             extras = {}
             for name, spec in recipe.teachers.items():
-                extras[name] = build_model(spec.model, **spec.args)
+                extras[name] = _build(spec, known)
                 if spec.weights:
                     load_weights(extras[name], spec.weights, f"teachers.{name}")
             teacher = TeacherEnsemble(teacher, extras)

@@ -127,6 +127,6 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     input_shape = [None, *sample.shape[1:]]
     meta = {"format": fmt, "recipe": recipe.name, **input_steps(recipe, preprocess, input_shape),
             "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
-            "classes": class_names(recipe, int(splits.test_set.y.max()) + 1) if recipe.task == "classify" else None,
+            "classes": class_names(recipe, int(splits.test_set.y.max()) + 1, splits.test_set.source) if recipe.task == "classify" else None,
             "task": recipe.task}
     return write_student(student, sample, meta, fmt, out, target, preprocess)

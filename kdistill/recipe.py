@@ -52,6 +52,48 @@ def _changed(spec: BaseModel) -> list[str]:
     return [name for name in fields if name in spec.model_fields_set and getattr(spec, name) != fields[name].default]
 
 
+FILE_SOURCES = ("image_folder", "hf_dataset", "npy")  # read from files, sample by sample
+IMAGE_SOURCES = ("image_folder", "hf_dataset")
+
+
+class ImageSpec(Strict):
+    """How image files are decoded (image_folder, and hf_dataset's image column), in the workers.
+
+    Evaluation and teacher outputs see the plain view: resize, then centre crop. A training batch
+    may instead draw a random resized crop and a flip, seeded by (seed, epoch, sample).
+    """
+
+    mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
+    size: int | None = Field(None, ge=1)  # resize the shorter side to this (aspect kept); default: as stored
+    crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
+    random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
+    flip: bool = False  # training batches: a horizontal flip, half of the time
+
+    @model_validator(mode="after")
+    def _crop_given(self) -> "ImageSpec":
+        if self.random_crop and self.crop is None:
+            raise ValueError("random_crop needs crop (the output size in pixels)")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale {list(self.crop_scale)} must be two fractions 0 < low <= high <= 1")
+        return self
+
+
+class FilesSpec(Strict):
+    """Sources read from files (image_folder, hf_dataset, npy): the test set, labels and columns."""
+
+    test_path: str | None = None  # the test set's folder / list / file; default: path's test part, else held out
+    test: Amount = 0.1  # held out of the training data as the test set when there is no test part
+    labels: str | None = None  # npy: a .npy file of integer labels (-1: unlabelled); default: all unlabelled
+    test_labels: str | None = None  # npy: the test set's labels (with test_path)
+    image_column: str = "image"  # hf_dataset: images (or arrays)
+    label_column: str | None = "label"  # hf_dataset, and image_folder's CSV/JSONL lists; null: unlabelled
+    path_column: str = "path"  # image_folder's CSV/JSONL lists: the image file, relative to the list
+    train_split: str = "train"  # hf_dataset saved as a DatasetDict: the splits' names
+    test_split: str = "test"
+
+
 class LoaderSpec(Strict):
     """How a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers."""
 
@@ -60,9 +102,15 @@ class LoaderSpec(Strict):
 
 
 class DataSpec(Strict):
-    source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv"] = "fashion_mnist"
-    path: str | None = None  # IDX folder (MNIST's work the same), WordNet folder, text or CSV file
+    source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv",
+                    "image_folder", "hf_dataset", "npy"] = "fashion_mnist"
+    # IDX folder (MNIST's work the same), WordNet folder, text or CSV file; image_folder: a folder
+    # of class subfolders or a CSV/JSONL list; hf_dataset: a save_to_disk folder or parquet / JSON /
+    # CSV / Arrow files; npy: an (N, ...) .npy array
+    path: str | None = None
     text: TextSpec = Field(default_factory=TextSpec)
+    images: ImageSpec = Field(default_factory=ImageSpec)
+    files: FilesSpec = Field(default_factory=FilesSpec)
     labelled: Amount = 600
     val: Amount = 0
     transfer: Amount | None = None
@@ -113,6 +161,23 @@ class DataSpec(Strict):
                 raise ValueError(f"{name} is read only by source {' and '.join(readers)}, not {source!r}; "
                                  f"drop data.text.{name}")
         return value
+
+    @field_validator("images", "files")
+    @classmethod
+    def _section_applies(cls, value: BaseModel, info):
+        source = info.data.get("source")
+        readers, what = (IMAGE_SOURCES, "image file") if info.field_name == "images" else (FILE_SOURCES, "file")
+        changed = _changed(value)
+        if changed and source not in readers:
+            raise ValueError(f"{changed[0]} applies only to the {what} sources ({', '.join(readers)}), "
+                             f"not {source!r}; drop data.{info.field_name}.{changed[0]}")
+        return value
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataSpec":
+        if self.source in FILE_SOURCES and self.path is None:
+            raise ValueError(f"source {self.source!r} reads files: set data.path")
+        return self
 
     @field_validator("normalize")
     @classmethod

@@ -150,7 +150,7 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float) 
     summary = pipeline.family.final_metrics(recipe, models, splits, device, logits)
     if logits:  # for the report's calibration and disagreement figures
         save_tensors({**logits, "labels": splits.test_set.y}, out.path / "predictions.safetensors")
-        summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1])
+        summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1], splits.test_set.source)
     context = StageContext(models.get("student"), models, splits, device, seed=recipe.seed)
     for provider in pipeline.providers:
         summary.update(provider.summary(context))

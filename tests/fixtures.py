@@ -109,3 +109,14 @@ def tiny_encoder(tokenizer_dir, **kwargs):
 
     torch.manual_seed(0)
     return hf_encoder(config=ENCODER_CONFIG, tokenizer=str(tokenizer_dir), max_length=24, **kwargs)
+
+
+def two_class_recipe(name: str, data: dict) -> dict:
+    """A run on two easy classes of 8x8 images from ``data`` (a recipe's data section): a small
+    teacher trained on all the labels, then a student distilled on the transfer set."""
+    return {"name": name, "latency": False, "data": data,
+            "teacher": {"model": "cnn", "args": {"channels": [8], "image_size": 8, "num_classes": 2}},
+            "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16], "num_classes": 2}},
+            "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 32},
+                       {"name": "distil", "data": "transfer", "epochs": 3, "batch_size": 16,
+                        "loss": [{"loss": "kd", "args": {"temperature": 2}}]}]}

@@ -169,3 +169,15 @@ def test_prototype_head_has_a_prototype_for_every_training_class():
     p = build_pipeline(recipe, data=((train.x, train.y), (test.x[keep], test.y[keep])))
     assert int(p.splits.labelled_set.y.max()) == 9
     assert p.providers[0].head[1].prototypes.shape == (10, 4)
+
+
+def test_models_without_weights_fit_the_datas_classes_and_channels():
+    rgb = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    data = ((rgb, torch.arange(40) % 4), (rgb[:8], torch.arange(8) % 4))
+    recipe = load_recipe({"name": "p", "device": "cpu", "data": {"source": "custom", "labelled": 8},
+                          "student": STUDENT, "stages": [{"name": "s", "loss": [{"loss": "ce"}]}]})
+    p = build_pipeline(recipe, data=data)
+    student = p.models["student"]
+    assert student.stages[0][0].in_channels == 3  # the recipe named neither
+    assert student(torch.zeros(1, 3, 8, 8)).shape == (1, 4)
+    assert p.splits.labelled_set.x.raw([0]).dtype == torch.uint8  # bytes until the batch

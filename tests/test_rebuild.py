@@ -136,7 +136,7 @@ def test_eval_on_other_data_uses_the_runs_normalisation(tmp_path, fake_mnist):
     summary = evaluate_run(result.run_dir, latency=False, data=other)
     train, _ = load_idx_folder(str(own))
     _, test = load_idx_folder(str(other))
-    x = (test.x - train.x.mean()) / train.x.std()  # the run's own statistics, not the other data's
+    x = (test.x / 255 - (train.x / 255).mean()) / (train.x / 255).std()  # the run's own statistics, not the other data's
     with torch.no_grad():
         want = (result.student.eval()(x).argmax(1) == test.y).float().mean().item()
     assert summary["test"]["student"]["accuracy"] == pytest.approx(want, abs=1e-6)

@@ -30,9 +30,10 @@ class Batch:
         return self.y != UNLABELLED
 
     @classmethod
-    def fetched(cls, index: torch.Tensor, x: torch.Tensor, y: torch.Tensor, device) -> "Batch":
-        """Fetched samples ``index`` with inputs ``x`` and labels ``y``, moved to ``device`` (the
-        index stays where it is)."""
-        x = x.to(device, non_blocking=True)
+    def fetched(cls, index: torch.Tensor, raw: torch.Tensor, y: torch.Tensor, device, inputs) -> "Batch":
+        """Fetched samples ``index`` with stored inputs ``raw`` and labels ``y``, moved to
+        ``device`` and made ready for the models there by ``inputs`` (their ``Inputs``); the
+        index stays where it is."""
+        x = inputs.ready(raw.to(device, non_blocking=True))
         y = y.to(device, non_blocking=True)
         return cls(index, x, y)

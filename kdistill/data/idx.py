@@ -6,6 +6,7 @@ import gzip
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kdistill.data.arrays import ArraySource
 from kdistill.errors import KDistillError
@@ -45,7 +46,8 @@ def load_idx_folder(path: str | None = None) -> tuple[ArraySource, ArraySource]:
     """Load the train and test splits of (Fashion-)MNIST.
 
     Returns:
-        (train, test) sources with images ``(N, 1, 28, 28)`` float32 in [0, 1], labels ``(N,)``.
+        (train, test) sources with images ``(N, 1, 28, 28)`` uint8 (``scale`` 255: [0, 1] in
+        units), labels ``(N,)``.
     """
     folder = Path(path or DEFAULT_DIR)
     if not folder.is_dir():
@@ -55,7 +57,12 @@ def load_idx_folder(path: str | None = None) -> tuple[ArraySource, ArraySource]:
         images_file, labels_file = FILES[split]
         images = read_idx(_find(folder, images_file))
         labels = read_idx(_find(folder, labels_file))
-        x = images.astype(np.float32)[:, None] / DIVIDE_BY  # (N, 1, 28, 28)
+        x = torch.from_numpy(images.copy())[:, None]  # (N, 1, 28, 28) uint8: made float on the batch
         splits.append(ArraySource(x, labels.astype(np.int64), num_classes=int(labels.max()) + 1,
-                                  divided_by=DIVIDE_BY))
+                                  scale=DIVIDE_BY, name="fashion_mnist"))
     return splits[0], splits[1]
+
+
+def load_idx_source(path: str | None, spec=None) -> tuple[ArraySource, ArraySource]:
+    """The ``fashion_mnist`` source (any MNIST-format IDX folder at ``path``)."""
+    return load_idx_folder(path)

@@ -6,19 +6,22 @@ preprocessed as ``data.normalize`` chooses (see ``choose_preprocess``).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 
 from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
+from kdistill.data.samples import Inputs
+from kdistill.data.source import Source
 from kdistill.errors import KDistillError
-from kdistill.recipe import TEXT_SOURCES, Recipe
+from kdistill.recipe import IMAGE_SOURCES, TEXT_SOURCES, Recipe
 
 
 def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None) -> tuple[Splits, dict]:
-    """Load, preprocess and split the data. ``data`` may be ``(train, test)`` of user data;
-    ``preprocess``: the one a finished run used (rebuilding it), instead of choosing from the recipe.
+    """Load, check and split the data, and choose how its inputs are made ready for the models.
+    ``data`` may be ``(train, test)`` of user data; ``preprocess``: the one a finished run used
+    (rebuilding it), instead of choosing from the recipe. Nothing is copied: the splits are
+    index sets over the sources, whose inputs are prepared batch by batch.
 
     Returns:
         (splits, info): info holds the sample counts and, for float inputs, ``normalize`` (how
@@ -26,40 +29,96 @@ def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None
         (``Preprocess.to_dict()``: what the models' inputs are, from raw inputs).
     """
     spec = recipe.data
-    if data is None and spec.source in TEXT_SOURCES:
-        train, test = load_text_data(recipe)
-    elif data is None:
-        train, test = load_source(spec.source, spec.path)
-    elif isinstance(data, Splits):
+    if isinstance(data, Splits):
         return data, {}
-    else:
-        train, test = (as_source(d, w) for d, w in zip(data, ("training", "test")))
-        train, test = copy.copy(train), copy.copy(test)
+    train, test = load_sources(recipe, data)
     for part, source in (("training", train), ("test", test)):
-        if source.x.is_floating_point() and not torch.isfinite(source.x).all():
-            bad = (~torch.isfinite(source.x.flatten(1))).any(1).nonzero().flatten()
-            raise KDistillError(f"data: {len(bad)} {part} inputs hold NaN or infinite values (the first is sample "
-                                f"{int(bad[0])}); clean or drop them first.")
+        check_finite(source, part)
     _check_labels(recipe, train, test)
     info = {"train": len(train), "test": len(test)}
-    before = None
-    if train.x.is_floating_point():  # not token ids
-        info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
-        info["preprocess"] = preprocess.to_dict()
-        if preprocess.standardizes or preprocess.divide_by != train.divided_by:
-            before = test.x[:TEACHER_CHECK_SAMPLES].clone()
-            for source in (train, test):
-                source.x = to_model_inputs(preprocess, source)
-    elif spec.normalize in ("teacher", "data"):
-        raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to {train.x.dtype} inputs "
-                            "(token ids); drop it or pass float inputs.")
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
-    splits.test_before_preprocess = before
-    return splits, info
+    if train.tokens:
+        if spec.normalize in ("teacher", "data"):
+            raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to token ids; drop it "
+                                "or pass float inputs.")
+        return splits, info
+    info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
+    info["preprocess"] = preprocess.to_dict()
+    if preprocess.standardizes or preprocess.divide_by != train.units:  # the teacher may be judged before / after
+        first = torch.arange(min(TEACHER_CHECK_SAMPLES, len(test)))
+        splits.test_before_preprocess = Inputs(test, first, Preprocess(test.units).relative_to(test.divided_by))
+    return splits.prepared(lambda source: preprocess.relative_to(source.divided_by)), info
 
 
 TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing
+STATS_SAMPLES = 5000  # samples of a source not in memory that statistics and checks read
+STATS_BATCH = 256
+
+
+def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
+    """(train, test) sources: the recipe's, or the user's own ``data``."""
+    if data is not None:
+        return tuple(as_source(d, w) for d, w in zip(data, ("training", "test")))
+    if recipe.data.source in TEXT_SOURCES:
+        return load_text_data(recipe)
+    spec = recipe.data
+    processor = teacher_image_processor(recipe)
+    if spec.source in IMAGE_SOURCES and processor and spec.images.size is None and spec.images.crop is None:
+        # the teacher's own resize and crop (square: ViT's processors resize to height x width),
+        # unless the recipe says otherwise
+        spec = spec.model_copy(update={"images": spec.images.model_copy(
+            update={"size": processor.get("size"), "crop": processor.get("crop") or processor.get("size")})})
+    return load_source(spec.source, spec.path, spec)
+
+
+def teacher_image_processor(recipe: Recipe) -> dict | None:
+    """The image processor config saved with a ``hf_vision`` teacher's folder (resize, crop,
+    mean, std), or None."""
+    teacher = recipe.teacher
+    if teacher is None or teacher.model != "hf_vision" or not teacher.args.get("path"):
+        return None
+    from kdistill.data.image_processor import read_image_processor
+
+    folder = Path(str(teacher.args["path"])).expanduser()
+    return read_image_processor(folder) if folder.is_dir() else None
+
+
+def processor_preprocess(recipe: Recipe) -> Preprocess | None:
+    """A ``hf_vision`` teacher's normalisation as a Preprocess (pixels divided by 1 / rescale)."""
+    processor = teacher_image_processor(recipe)
+    if not processor or processor.get("mean") is None:
+        return None
+    rescale = processor.get("rescale")
+    return Preprocess(1.0 / rescale if rescale else 1.0, tuple(processor["mean"]), tuple(processor["std"]))
+
+
+def in_units(source: Source):
+    """Batches of the source's inputs in units (stored values / ``scale``), float: all of them
+    for a source in memory (one batch), else an evenly spread sample of ``STATS_SAMPLES``."""
+    if source.in_memory:
+        x = source.x.float()
+        yield x / source.scale if source.scale != 1 else x
+        return
+    rows = torch.linspace(0, len(source) - 1, min(len(source), STATS_SAMPLES)).long().unique()
+    for part in rows.split(STATS_BATCH):
+        x = source.fetch(part).float()
+        yield x / source.scale if source.scale != 1 else x
+
+
+def check_finite(source: Source, part: str) -> None:
+    """No NaN or infinite input (a source not in memory: none in the samples ``in_units`` reads)."""
+    if source.tokens or not len(source):
+        return
+    seen = 0
+    for x in in_units(source):
+        if not torch.isfinite(x).all():
+            bad = (~torch.isfinite(x.flatten(1))).any(1).nonzero().flatten()
+            where = (f"the first is sample {seen + int(bad[0])}" if source.in_memory
+                     else f"in a sample of {STATS_SAMPLES}")
+            raise KDistillError(f"data: {len(bad)} {part} inputs hold NaN or infinite values ({where}); "
+                                "clean or drop them first.")
+        seen += len(x)
 
 
 def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None:
@@ -75,7 +134,7 @@ def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None
                             "run scores the test set by its labels; label them, or move them into the training set.")
 
 
-def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool,
+def choose_preprocess(recipe: Recipe, train: Source, custom: bool,
                       given: Preprocess | None = None) -> tuple[str, Preprocess]:
     """How the float inputs are preprocessed, from ``data.normalize``: (teacher|data|none|run, Preprocess).
 
@@ -90,6 +149,8 @@ def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool,
     mode, teacher = recipe.data.normalize, recipe.teacher
     weights = teacher.weights if teacher is not None else None
     recorded = read_preprocess(weights, "teacher") if weights else None
+    if recorded is None:  # a Hugging Face image model's processor config, if it is one
+        recorded = processor_preprocess(recipe)
     if mode == "auto":
         trains_teacher = recipe.trains("teacher")
         mode = ("teacher" if recorded is not None else
@@ -103,37 +164,32 @@ def choose_preprocess(recipe: Recipe, train: ArraySource, custom: bool,
                                 f"but {where}; set data.normalize to data or none.")
         return mode, _teacher_preprocess(recorded, train, source)
     if mode == "data":
-        return mode, Preprocess.fit(train.x, train.divided_by)
-    return mode, Preprocess(train.divided_by)
+        if train.in_memory:  # all of it, as one tensor
+            return mode, Preprocess.fit(next(in_units(train)), train.units)
+        return mode, Preprocess.fit_batches(in_units(train), train.units)
+    return mode, Preprocess(train.units)
 
 
-def _teacher_preprocess(recorded: Preprocess, train: ArraySource, source: str) -> Preprocess:
+def _teacher_preprocess(recorded: Preprocess, train: Source, source: str) -> Preprocess:
     """A recorded preprocessing (a teacher's, or a finished run's), its division checked against
     (or applied to) the data's."""
-    if recorded.divide_by is None or recorded.divide_by == train.divided_by:  # None: legacy, as loaded
-        return Preprocess(train.divided_by, recorded.mean, recorded.std)
-    if train.divided_by != 1.0:
+    units = train.units
+    if recorded.divide_by is None or recorded.divide_by == units:  # None: legacy, as loaded
+        return Preprocess(units, recorded.mean, recorded.std)
+    if units != 1.0:
         raise KDistillError(f"data.normalize: the teacher was trained on inputs divided by {recorded.divide_by:g} "
                             f"(recorded in teacher.weights), but source {source!r} divides them by "
-                            f"{train.divided_by:g}; train a teacher on this data, or set data.normalize: data.")
-    if len(train) and float(train.x.abs().max()) <= 1.0:
+                            f"{units:g}; train a teacher on this data, or set data.normalize: data.")
+    if len(train) and max(float(x.abs().max()) for x in in_units(train)) <= 1.0:
         raise KDistillError(f"data: the teacher takes raw inputs divided by {recorded.divide_by:g} (recorded in "
                             f"teacher.weights), but the training inputs already lie in [-1, 1]; pass the raw "
                             f"inputs, or ArraySource(x, y, divided_by={recorded.divide_by:g}) for divided ones.")
     return recorded
 
 
-def to_model_inputs(preprocess: Preprocess, source: ArraySource) -> torch.Tensor:
-    """The inputs of ``source`` (already divided by ``source.divided_by``) preprocessed for the models."""
-    x = source.x
-    if preprocess.divide_by != source.divided_by:  # raw inputs (divided_by 1): the teacher's division
-        x = x / (preprocess.divide_by / source.divided_by)
-    return preprocess.standardize(x)
-
-
-def load_text_data(recipe: Recipe) -> tuple[ArraySource, ArraySource]:
+def load_text_data(recipe: Recipe) -> tuple[Source, Source]:
     """(train, test) of a text source, tokenised with the teacher's tokenizer (or data.text.tokenizer)."""
-    from kdistill.data.text import read_text_source, split_texts, tokenize_texts
+    from kdistill.data.text import TokenSource, read_text_source, split_texts
     from kdistill.models.hf import load_tokenizer
 
     spec, text = recipe.data, recipe.data.text
@@ -147,12 +203,12 @@ def load_text_data(recipe: Recipe) -> tuple[ArraySource, ArraySource]:
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     sources = []
     for part in split_texts(texts, text.test, split_seed):
-        x = tokenize_texts(part.texts, tokenizer, text.max_length)
-        sources.append(ArraySource(x, torch.tensor(part.labels), num_classes=len(texts.classes)))
+        sources.append(TokenSource(part.texts, torch.tensor(part.labels), tokenizer, text.max_length,
+                                   num_classes=len(texts.classes), classes=texts.classes, name=spec.source))
     return sources[0], sources[1]
 
 
-def stage_data(splits: Splits, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+def stage_data(splits: Splits, which: str) -> tuple[Inputs, torch.Tensor]:
     """(x, y) a stage trains on; transfer-set labels are -1 (withheld)."""
     lab, tra = splits.labelled_set, splits.transfer_set
     if which == "labelled":
@@ -178,8 +234,12 @@ def check_stage_data(recipe: Recipe, splits: Splits) -> None:
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot"]
-def class_names(recipe, num_classes: int) -> list[str]:
-    """The names of the recipe's classes where the data source knows them, else their numbers."""
+def class_names(recipe, num_classes: int, source=None) -> list[str]:
+    """The names of the recipe's classes where the data source knows them (``source.classes``,
+    or the built-in sources'), else their numbers."""
+    known = getattr(source, "classes", None)
+    if known is not None and len(known) == num_classes:
+        return [str(c) for c in known]
     if recipe.data.source == "fashion_mnist" and recipe.data.path is None and num_classes == 10:
         return FASHION_MNIST_CLASSES
     if recipe.data.source == "wordnet":

@@ -4,8 +4,10 @@ The order is the loop's: it draws each epoch's permutation from its seeded gener
 the batches of sample indices to ``BatchLoader.epoch``; the loader only fetches them. So 0 and N
 workers give the same batches in the same order, and a resumed run starts at the next batch
 without fetching the ones before it. With workers, a ``torch.utils.data.DataLoader`` fetches
-whole batches (``__getitems__``), with persistent workers, prefetching and, for CUDA, pinned
-memory; the batches wait in the workers' queues while the student trains on the last one.
+whole batches (``__getitems__``: the source reads and decodes the files of the batch), with
+persistent workers, prefetching and, for CUDA, pinned memory; the batches wait in the workers'
+queues while the student trains on the last one. Batches travel as stored (images as bytes);
+the loop makes them ready for the models on the device (``Inputs.ready``).
 """
 
 from __future__ import annotations
@@ -15,32 +17,39 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from kdistill.data.samples import Inputs, as_inputs
+from kdistill.errors import KDistillError
+
 
 class _Rows(Dataset):
-    """Samples ``i`` of ``(x, y)``; a whole batch at once through ``__getitems__``."""
+    """Samples of ``(x, y)``: a whole batch at once through ``__getitems__``, which the batch
+    sampler hands ``(view, indices)``."""
 
-    def __init__(self, x, y):
+    def __init__(self, x: Inputs, y: torch.Tensor):
         self.x, self.y = x, y
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
+        return self.x.raw([i])[0], self.y[i]
 
-    def __getitems__(self, index: list[int]):
+    def __getitems__(self, request):
+        view, index = request
         index = torch.as_tensor(index, dtype=torch.long)
-        return index, self.x[index], self.y[index]
+        return index, self.x.raw(index, view), self.y[index]
 
 
 class _Batches(Sampler):
-    """The current epoch's batches of sample indices, set by the loader before each epoch."""
+    """The current epoch's ``(view, batch of sample indices)``, set by the loader before each
+    epoch (index tensors, made lists one batch at a time: no Python int per sample is held)."""
 
     def __init__(self):
-        self.batches: list[list[int]] = []
+        self.batches: list = []
+        self.view = None
 
     def __iter__(self):
-        return iter(self.batches)
+        return ((self.view, index.tolist()) for index in self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -50,33 +59,47 @@ def _whole(batch):
     return batch  # __getitems__ gave (index, x, y) already
 
 
+def _one_line_errors(batches):
+    """Batches from the workers; a worker's KDistillError (a file that cannot be decoded) reaches
+    the user as its own one line, not wrapped in the worker's traceback."""
+    try:
+        yield from batches
+    except KDistillError as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        last = lines[-1] if lines else str(err)
+        raise KDistillError(last.split("KDistillError: ", 1)[-1]) from None
+
+
 class BatchLoader:
-    """Fetches batches of sample indices from ``(x, y)``.
+    """Fetches batches of sample indices from ``(x, y)``, as stored.
 
     Args:
-        workers: DataLoader worker processes (0: fetch in the main process, as plain indexing).
+        x: the stage's ``Inputs`` (or a tensor); y: its labels.
+        workers: DataLoader worker processes (0: fetch in the main process).
         prefetch: batches each worker keeps ready.
         pin: page-locked batches, for faster copies to a GPU.
     """
 
     def __init__(self, x, y, workers: int = 0, prefetch: int = 2, pin: bool = False):
-        self.x, self.y, self.workers = x, y, workers
+        self.x, self.y, self.workers = as_inputs(x), y, workers
         self._sampler = _Batches()
         self._loader = None
         if workers > 0:
-            self._loader = DataLoader(_Rows(x, y), batch_sampler=self._sampler, num_workers=workers,
+            self._loader = DataLoader(_Rows(self.x, y), batch_sampler=self._sampler, num_workers=workers,
                                       collate_fn=_whole, pin_memory=pin, persistent_workers=True,
                                       prefetch_factor=prefetch,
                                       # the workers' seeds from a generator of their own: starting
                                       # them draws nothing from torch's global RNG (dropout's)
                                       generator=torch.Generator().manual_seed(0))
 
-    def epoch(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(index, x, y)`` of each batch of ``batches`` (index tensors), in order."""
+    def epoch(self, batches: list[torch.Tensor], view: tuple[int, int] | None = None
+              ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """``(index, stored inputs, labels)`` of each batch of ``batches`` (index tensors), in
+        order; ``view``: ``(seed, epoch)``, for sources that decode with random transforms."""
         if self._loader is None:
-            return ((index, self.x[index], self.y[index]) for index in batches)
-        self._sampler.batches = [index.tolist() for index in batches]
-        return iter(self._loader)
+            return ((index, self.x.raw(index, view), self.y[index.to(self.y.device)]) for index in batches)
+        self._sampler.batches, self._sampler.view = list(batches), view
+        return _one_line_errors(iter(self._loader))
 
     def close(self) -> None:
         """Let the workers go (a persistent DataLoader stops them when it is collected)."""

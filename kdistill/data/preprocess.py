@@ -45,6 +45,30 @@ class Preprocess:
     def standardizes(self) -> bool:
         return self.mean is not None
 
+    def relative_to(self, divided_by: float) -> "Preprocess":
+        """The preprocessing of values already divided by ``divided_by``: the rest of the division."""
+        rest = (self.divide_by or divided_by) / divided_by
+        return Preprocess(rest, self.mean, self.std)
+
+    @classmethod
+    def fit_batches(cls, batches, divide_by: float = 1.0) -> "Preprocess":
+        """Per-channel mean and std (as ``fit``) accumulated over batches of inputs in units, in
+        float64: statistics of data that never sits in memory at once."""
+        total = total_sq = None
+        count = 0
+        for x in batches:
+            x = x.double()
+            x = x.movedim(1, -1).reshape(-1, x.shape[1])  # (values, channels); (N, D): D features
+            total = x.sum(0) if total is None else total + x.sum(0)
+            total_sq = x.pow(2).sum(0) if total_sq is None else total_sq + x.pow(2).sum(0)
+            count += len(x)
+        if not count:
+            return cls(divide_by)
+        mean = total / count
+        var = (total_sq - count * mean.pow(2)) / max(1, count - 1)
+        std = var.clamp_min(0).sqrt().clamp_min(1e-6)
+        return cls(divide_by, tuple(mean.tolist()), tuple(std.tolist()))
+
     @classmethod
     def fit(cls, x: torch.Tensor, divide_by: float = 1.0) -> "Preprocess":
         """Per-channel mean and std of inputs ``x`` ``(N, C, ...)`` (or ``(N, D)``: one channel),
@@ -59,10 +83,11 @@ class Preprocess:
         if self.mean is None:
             return x
         shape = (1, -1, *[1] * (x.dim() - 2))
-        return (x - torch.tensor(self.mean).view(shape)) / torch.tensor(self.std).view(shape)
+        mean, std = (torch.tensor(v, device=x.device).view(shape) for v in (self.mean, self.std))
+        return (x - mean) / std
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
-        """The model inputs for ``raw`` inputs: float32, divided, standardised."""
+        """The model inputs for ``raw`` inputs: float32, divided, standardised (on ``raw``'s device)."""
         x = raw.float()
         if self.divide_by not in (None, 1.0):
             x = x / self.divide_by

@@ -21,3 +21,8 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArraySource
         x, y, test_size=test_fraction, random_state=seed, stratify=y
     )
     return ArraySource(x_tr, y_tr, 10, DIVIDE_BY), ArraySource(x_te, y_te, 10, DIVIDE_BY)
+
+
+def load_digits_source(path: str | None, spec=None) -> tuple[ArraySource, ArraySource]:
+    """The ``digits`` source (it ships with scikit-learn: no path)."""
+    return load_digits()

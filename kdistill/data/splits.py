@@ -6,25 +6,35 @@ from dataclasses import dataclass
 
 import torch
 
-from kdistill.data.arrays import ArraySource
+from kdistill.data.samples import Inputs, Samples
+from kdistill.data.source import UNLABELLED, Source, stratified_pick
 from kdistill.errors import KDistillError
 
-UNLABELLED = -1  # the label every transfer-set sample carries: no loss can use it
 
 
 @dataclass
 class Splits:
-    labelled_set: ArraySource
-    transfer_set: ArraySource  # labels replaced by UNLABELLED
-    val_set: ArraySource | None
-    test_set: ArraySource
+    """Index sets over the training source (labelled, transfer, validation) and the test source."""
+
+    labelled_set: Samples
+    transfer_set: Samples  # labels replaced by UNLABELLED
+    val_set: Samples | None
+    test_set: Samples
     # labelled + transfer samples in their original order (transfer labels withheld), so that
     # stages on both see the same inputs whatever the split: teacher outputs can be reused
-    pool_set: ArraySource | None = None
+    pool_set: Samples | None = None
     # the pool's true labels: read only by stages with data 'full', which train a teacher
     pool_labels: torch.Tensor | None = None
     # the first test inputs as they were before preprocessing, to judge the teacher on both
-    test_before_preprocess: torch.Tensor | None = None
+    test_before_preprocess: Inputs | None = None
+
+    def prepared(self, prepare_for) -> "Splits":
+        """Every set made ready for the models by ``prepare_for(source)`` (its stored values ->
+        model inputs)."""
+        sets = {name: getattr(self, name) for name in ("labelled_set", "transfer_set", "val_set", "test_set",
+                                                         "pool_set")}
+        return Splits(**{k: v.prepared(prepare_for(v.source)) if v is not None else None for k, v in sets.items()},
+                      pool_labels=self.pool_labels, test_before_preprocess=self.test_before_preprocess)
 
 
 def _count(value: float | int, total: int, field: str, bounded: bool = True) -> int:
@@ -35,30 +45,15 @@ def _count(value: float | int, total: int, field: str, bounded: bool = True) -> 
     return n
 
 
-def stratified_pick(y: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Pick ``n`` indices of ``y`` with the classes in proportion (seeded, exact total)."""
-    classes, counts = torch.unique(y, return_counts=True)
-    quota = (counts.double() * n / len(y)).floor().long()
-    remainder = n - int(quota.sum())
-    # hand the leftover picks to the classes with the largest fractional parts
-    fractions = counts.double() * n / len(y) - quota
-    quota[torch.argsort(fractions, descending=True)[:remainder]] += 1
-    picked = []
-    for c, q in zip(classes, quota):
-        members = torch.nonzero(y == c).flatten()
-        picked.append(members[torch.randperm(len(members), generator=generator)[:q]])
-    return torch.cat(picked).sort().values
-
-
 def split(
-    train: ArraySource,
-    test: ArraySource,
+    train: Source,
+    test: Source,
     labelled: float | int,
     val: float | int = 0,
     transfer: float | int | None = None,
     seed: int = 0,
 ) -> Splits:
-    """Split ``train`` into labelled / transfer / validation sets.
+    """Split ``train`` into labelled / transfer / validation sets: index sets, nothing copied.
 
     Rows labelled ``-1`` (``UNLABELLED``) are the user's unlabelled samples: the labelled and
     validation sets are drawn from the other rows only, and they all join the transfer set.
@@ -94,19 +89,18 @@ def split(
     if transfer is not None:
         n_tr = _count(transfer, len(transfer_idx), "transfer")
         transfer_idx = transfer_idx[torch.randperm(len(transfer_idx), generator=g)[:n_tr]].sort().values
-    transfer_set = train.subset(transfer_idx)
-    transfer_set.y = torch.full_like(transfer_set.y, UNLABELLED)
+    transfer_set = Samples(train, transfer_idx, torch.full((len(transfer_idx),), UNLABELLED, dtype=torch.long))
     pool_idx = torch.cat([lab_idx, transfer_idx]).sort().values
-    pool_set = train.subset(pool_idx)
-    pool_labels = pool_set.y.clone()
+    pool_labels = train.y[pool_idx].clone()
     is_labelled = torch.zeros(len(train), dtype=torch.bool)
     is_labelled[lab_idx] = True
-    pool_set.y[~is_labelled[pool_idx]] = UNLABELLED
+    pool_y = pool_labels.clone()
+    pool_y[~is_labelled[pool_idx]] = UNLABELLED
     return Splits(
-        labelled_set=train.subset(lab_idx),
+        labelled_set=Samples(train, lab_idx),
         transfer_set=transfer_set,
-        val_set=train.subset(val_idx) if n_val else None,
-        test_set=test,
-        pool_set=pool_set,
+        val_set=Samples(train, val_idx) if n_val else None,
+        test_set=Samples(test),
+        pool_set=Samples(train, pool_idx, pool_y),
         pool_labels=pool_labels,
     )

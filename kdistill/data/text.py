@@ -7,12 +7,15 @@ file), a plain text file (one sentence a line) and a CSV file with a text and a 
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from kdistill.data.fingerprint import fingerprint_text
+from kdistill.data.source import Source
 from kdistill.data.splits import UNLABELLED, stratified_pick
 from kdistill.errors import KDistillError
 
@@ -279,3 +282,44 @@ def tokenize_texts(texts: list[str], tokenizer, max_length: int, batch: int = 40
     x = torch.cat(parts)
     used = int(x[:, 1].sum(1).max()) if len(x) else 1
     return x[:, :, :used].contiguous()
+
+
+class TokenSource(Source):
+    """Texts, tokenised as their batches are fetched (in the DataLoader workers when there are
+    any): only the texts are held, never a tensor of every sample's token ids.
+
+    A batch is ``(B, 2, L)`` int64, token ids and attention mask stacked, padded to ``L``: the
+    longest text of the set (at most ``max_length`` tokens), measured once when the set is made,
+    so that every batch of the set has one length (teacher outputs of token taps line up).
+    """
+
+    def __init__(self, texts: list[str], labels, tokenizer, max_length: int, num_classes: int = 0,
+                 classes: list[str] | None = None, name: str = "text"):
+        self.texts, self.tokenizer, self.name, self.classes = list(texts), tokenizer, name, classes
+        self.y = labels
+        self.num_classes = num_classes
+        self._finish()
+        self.length = 1
+        for i in range(0, len(self.texts), 4096):
+            enc = tokenizer(self.texts[i : i + 4096], truncation=True, max_length=max_length)
+            self.length = max([self.length, *map(len, enc["input_ids"])])
+        self._fp = None
+
+    def fetch(self, index: torch.Tensor, view=None) -> torch.Tensor:
+        enc = self.tokenizer([self.texts[i] for i in index.tolist()], padding="max_length", truncation=True,
+                             max_length=self.length, return_tensors="pt")
+        return torch.stack([enc["input_ids"], enc["attention_mask"]], dim=1)
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=16)
+            for text in self.texts:
+                h.update(text.encode("utf-8", "surrogatepass") + b"\0")
+            vocab = getattr(self.tokenizer, "vocab_size", None)
+            self._fp = fingerprint_text("text", h.hexdigest(), type(self.tokenizer).__name__,
+                                        getattr(self.tokenizer, "name_or_path", ""), vocab, self.length)
+        return self._fp
+
+    @property
+    def tokens(self) -> bool:
+        return True

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from kdistill.data.samples import Inputs, take
 from kdistill.errors import KDistillError
 from kdistill.models.taps import FeatureTaps
 
@@ -45,8 +46,9 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
                     owner: str = "model", derived: dict | None = None, batch_size: int = 512,
                     transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
                     each: Callable | None = None):
-    """``model`` over ``x (N, ...)`` in batches of ``batch_size`` (``x`` a tensor, moved to
-    ``device`` batch by batch, or any sliceable sequence that ``transform`` turns into inputs).
+    """``model`` over ``x (N, ...)`` in batches of ``batch_size`` (``x`` a tensor or ``Inputs``,
+    fetched and moved to ``device`` batch by batch, or any sliceable sequence that ``transform``
+    turns into inputs).
 
     Args:
         names: feature taps to collect (``models.taps``; ``"logits"`` is the output); None:
@@ -63,9 +65,7 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
         taps = stack.enter_context(FeatureTaps(model, names, owner, derived)) if names is not None else None
         for i in range(0, len(x), batch_size):
             where = slice(i, min(i + batch_size, len(x)))
-            xb = x[where]
-            if isinstance(xb, torch.Tensor):
-                xb = xb.to(device)
+            xb = take(x, where, device) if isinstance(x, (torch.Tensor, Inputs)) else x[where]
             if transform is not None:
                 xb = transform(xb, where)
             out = model(xb)

@@ -9,6 +9,7 @@ sub-networks can keep a subset of them.
 from __future__ import annotations
 
 import difflib
+import inspect
 import importlib
 from typing import Callable
 
@@ -45,6 +46,17 @@ def build_model(name: str, **kwargs) -> nn.Module:
         return MODELS[name](**kwargs)
     except (TypeError, ValueError) as err:  # a builder refusing its arguments (missing, unknown, out of range)
         raise KDistillError(f"model {name!r}: bad arguments {kwargs}: {err}") from None
+
+
+def with_data_defaults(name: str, args: dict, **known) -> dict:
+    """``args`` of the registered model ``name``, plus those of ``known`` (the data's number of
+    classes, input channels, flattened input size) that its builder takes and ``args`` leaves
+    out: a model fits the data it is given unless the recipe says otherwise."""
+    builder = MODELS.get(name)
+    if builder is None:  # a user's package.module:callable: its own defaults
+        return dict(args)
+    params = inspect.signature(builder).parameters
+    return {**{k: v for k, v in known.items() if k in params and v is not None}, **args}
 
 
 def _from_import_path(path: str, **kwargs) -> nn.Module:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdistill.data.samples import pick
 from kdistill.evaluate.fewshot import few_label_accuracy
 from kdistill.models.adapters import adapter_key, build_adapter
 from kdistill.models.infer import dry_features, eval_mode, forward_batches
@@ -57,7 +58,7 @@ def fit_teacher_embedding(teacher: nn.Module, tap: str, x: torch.Tensor, dim: in
     space exists even when every training image is labelled.
     """
     g = torch.Generator().manual_seed(seed)
-    sample = x[torch.randperm(len(x), generator=g)[:max_samples]]
+    sample = pick(x, torch.randperm(len(x), generator=g)[:max_samples])
     return fit_pca(tap_outputs(teacher, tap, sample, device, owner="embedding.teacher"), dim).to(device)
 
 

@@ -32,22 +32,14 @@ from torch import nn
 
 from kdistill.train import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
+from kdistill.data.fingerprint import fingerprint
+from kdistill.data.samples import fingerprint_of, pick
 from kdistill.errors import KDistillError
 from kdistill.models.infer import forward_batches
 from kdistill.models.taps import OUTPUT
 
 SHARD = 8192  # samples a shard
 VERSION = 1
-
-
-def fingerprint(tensors) -> str:
-    """A content hash of tensors (a model's state or a data set), to key cached teacher outputs."""
-    h = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def cache_key(teacher_fp: str, data_fp: str, augment: dict, views: int, seed: int, topk: int | None,
@@ -172,7 +164,7 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     augment = {k: v for k, v in (augment or {}).items() if v}
     if not augment and views != 1:
         raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")
-    teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint([x])
+    teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint_of(x)
     folder = Path(root) / cache_key(teacher_fp, data_fp, augment, views, seed, topk, dtype)
     partial = folder.with_name(folder.name + ".incomplete")
     ready = (folder / "meta.json").is_file() and set(names) <= set(TeacherCache(folder).names)
@@ -193,7 +185,7 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     info: dict = {}  # shapes, classes (the same on every rank)
     for s in range(distributed.rank(), len(starts), distributed.world_size()):
         start, stop = starts[s], min(starts[s] + SHARD, len(x))
-        _write_shard(teacher, names, x[start:stop], params[start:stop] if augment else None, shift, partial, s,
+        _write_shard(teacher, names, pick(x, slice(start, stop)), params[start:stop] if augment else None, shift, partial, s,
                      device, topk, dtype, batch_size, info)
         if progress:
             print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)

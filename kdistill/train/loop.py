@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
+from kdistill.data.samples import Inputs, as_inputs
 from kdistill.errors import KDistillError
 from kdistill.models.taps import FeatureTaps
 from kdistill.objective.core import Objective
@@ -59,7 +60,7 @@ class Trainer:
     objective: Objective
     stage: object  # the recipe's StageSpec
     device: torch.device
-    x: torch.Tensor
+    x: Inputs
     y: torch.Tensor
     source: TeacherSource
     loader: BatchLoader
@@ -70,6 +71,7 @@ class Trainer:
     schedule: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     generator: torch.Generator
+    seed: int = 0
     layout: torch.memory_format = torch.contiguous_format
     # the loop's position, saved in checkpoints
     epoch: int = 0
@@ -102,11 +104,12 @@ class Trainer:
         self.loader.close()
 
 
-def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage, device: torch.device,
+def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, device: torch.device,
           teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None,
           loader: LoaderSpec | None = None) -> Trainer:
     """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
     generator = torch.Generator().manual_seed(seed)
+    x = as_inputs(x)
     objective.bind(model)
     params = objective.params  # the model's trainable parameters
     objective_params = [p for p in objective.parameters() if p.requires_grad]
@@ -120,21 +123,23 @@ def setup(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tens
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.compile:
         forward = torch.compile(forward, backend=stage.compile if isinstance(stage.compile, str) else "inductor")
-    layout = torch.channels_last if stage.channels_last and x.dim() == 4 else torch.contiguous_format
+    layout = torch.channels_last if stage.channels_last and len(x.shape) == 4 else torch.contiguous_format
     if stage.channels_last:
         for m in (model, teacher):
             if m is not None:
                 m.to(memory_format=layout)
-    if device.type == "cuda" and x.numel() * x.element_size() < 2**31:
-        x, y = x.to(device), y.to(device)  # small data sets live on the GPU: no copy per step
+    stored = x.in_memory_bytes()
+    on_device = device.type == "cuda" and stored is not None and stored < 2**31
+    if on_device:  # small data sets held in memory live on the GPU, as stored: no copy per step
+        x, y = x.to(device), y.to(device)
     source = teacher_source(teacher, objective, x, stage, seed, device, memo)
     loader = loader or LoaderSpec()
-    workers = loader.workers if x.device.type == "cpu" else 0  # data on the GPU is indexed in place
+    workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda")
     # hooks last: a teacher source that fails (a bad cache) leaves no hook on the student
     student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
     return Trainer(model, forward, objective, stage, device, x, y, source, batches, student_taps, params,
-                   objective_params, optimizer, schedule, scaler, generator, layout)
+                   objective_params, optimizer, schedule, scaler, generator, seed, layout)
 
 
 def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
@@ -178,13 +183,14 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
         order, sums = torch.randperm(len(t.x), generator=t.generator), {}
     batches = order.split(stage.batch_size)
     # this process's share of each batch still to do, fetched in order (by workers, if any)
-    todo = t.loader.epoch([distributed.local_share(index) for index in batches[t.skip:]])
+    todo = t.loader.epoch([distributed.local_share(index) for index in batches[t.skip:]], view=(t.seed, epoch))
     bar = tqdm(todo, desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
                total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
                dynamic_ncols=True)
     for done, (index, xb, yb) in enumerate(bar, start=t.skip + 1):
-        # x stays on the CPU (small sets: on the GPU); a batch is moved as it is drawn
-        terms = step(t, Batch.fetched(index, xb, yb, t.device), hooks.desc, f"epoch {epoch + 1}, step {done}")
+        # x stays where it is stored (small sets: on the GPU); a batch is moved as it is drawn
+        batch = Batch.fetched(index, xb, yb, t.device, t.x)
+        terms = step(t, batch, hooks.desc, f"epoch {epoch + 1}, step {done}")
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + float(value) * len(index)
         bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
@@ -200,7 +206,7 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
     t.means["lr"] = t.schedule.get_last_lr()[0]
 
 
-def train_stage(model: nn.Module, objective: Objective, x: torch.Tensor, y: torch.Tensor, stage,
+def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage,
                 device: torch.device, teacher: nn.Module | None = None, *, seed: int = 0,
                 memo: TeacherMemo | None = None, hooks: Hooks | None = None, loader: LoaderSpec | None = None,
                 resume: dict | None = None) -> dict[str, float]:
@@ -208,7 +214,8 @@ def train_stage(model: nn.Module, objective: Objective, x: torch.Tensor, y: torc
     ``StageSpec``) says.
 
     Args:
-        x: inputs ``(N, ...)``; y: labels ``(N,)``, ``-1`` where a label is withheld.
+        x: inputs ``(N, ...)``: ``Inputs`` (a view of a source, fetched batch by batch) or a
+            tensor; y: labels ``(N,)``, ``-1`` where a label is withheld.
         teacher: the frozen teacher, needed when the objective reads teacher features.
         seed: the stage's seed (order, augmentation); memo: teacher outputs shared across stages.
         loader: how batches are fetched (``data.loader``: workers, prefetch); default in-process.

@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from kdistill.data.augment import random_shift_flip, shift_flip
+from kdistill.errors import KDistillError
 from kdistill.models.infer import eval_mode, forward_batches
 from kdistill.models.taps import OUTPUT, FeatureTaps, apply_derived
+from kdistill.data.samples import fingerprint_of
 from kdistill.train.cache import TeacherCache, build_cache, fingerprint
 
 
@@ -46,7 +48,7 @@ class TeacherMemo:
         """The teacher's taps ``names`` over ``x``, ``{tap: (N, ...)}`` on ``device``: logits in
         float32, intermediate features in float16 (half the memory). Computed once per
         (teacher weights, inputs, device); a changed teacher or data set never reuses stale outputs."""
-        key = (fingerprint(teacher.state_dict().values()), fingerprint([x]), str(device))
+        key = (fingerprint(teacher.state_dict().values()), fingerprint_of(x), str(device))
         outputs = self._store.pop(key, {})
         self._store[key] = outputs  # most recently used last
         while len(self._store) > self.entries:
@@ -118,6 +120,13 @@ def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage,
         return TeacherSource(None, [], {}, stage.augment)
     source = TeacherSource(teacher, names, objective.teacher_derived, stage.augment, amp=stage.amp)
     augment = source.shift or source.flip
+    decoded_at_random = getattr(x, "random", False)  # a source drawing random crops / flips as it decodes
+    if decoded_at_random and stage.cache is not None:
+        raise KDistillError(f"stages ({stage.name}): cache stores the teacher's outputs of fixed views, but the "
+                            "source decodes every sample at random (data.images random_crop or flip); turn those "
+                            "off for a cached stage (the stage's augment shift/flip is cached by views), or drop cache.")
+    if decoded_at_random:  # a new view every epoch: the teacher sees each one live
+        return source
     if stage.cache is not None or (stage.cache_teacher and not augment):
         source.taps.remove()  # outputs computed ahead: the hooks would only hold on to a batch
     if stage.cache is not None:

@@ -9,9 +9,12 @@ from kdistill.errors import KDistillError
 def test_numpy_pairs_and_datasets_become_sources():
     x, y = np.zeros((6, 1, 4, 4), dtype=np.uint8), np.arange(6) % 3
     source = as_source((x, y), "training")
-    assert source.x.dtype == torch.float32 and source.num_classes == 3
+    assert source.x.dtype == torch.uint8 and source.num_classes == 3  # bytes until the batch
+    assert as_source((x.astype(np.float64), y), "training").x.dtype == torch.float32
     dataset = [(torch.ones(2), 1), (torch.zeros(2), 0)]
-    assert as_source(dataset, "test").y.tolist() == [1, 0]
+    used = as_source(dataset, "test")
+    assert used.y.tolist() == [1, 0] and used.dataset is dataset  # used as it is, not copied
+    assert used.fetch(torch.tensor([1, 0])).tolist() == [[0.0, 0.0], [1.0, 1.0]]
 
 
 def test_mismatched_lengths_fail():

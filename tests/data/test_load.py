@@ -132,3 +132,31 @@ def test_normalize_teacher_needs_a_recorded_preprocessing(tmp_path):
     assert load_recipe({"data": {"normalize": False}, "stages": [{"name": "s"}]}).data.normalize == "none"
     assert load_recipe({"data": {"normalize": True}, "stages": [{"name": "s"}]}).data.normalize == "data"
     assert load_recipe({"stages": [{"name": "s"}]}).data.normalize == "auto"
+
+
+def test_a_hf_vision_teachers_image_processor_sets_decoding_and_normalisation(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from kdistill.data.load import load_sources
+
+    model = tmp_path / "vit"
+    model.mkdir()
+    (model / "preprocessor_config.json").write_text(json.dumps({
+        "do_resize": True, "size": {"height": 12, "width": 12}, "do_rescale": True, "rescale_factor": 1 / 255,
+        "do_normalize": True, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
+    photos = tmp_path / "photos"
+    for c in ("a", "b"):
+        (photos / c).mkdir(parents=True)
+        for i in range(6):
+            Image.new("RGB", (20 + i, 30), (40 * i, 100, 200)).save(photos / c / f"{i}.png")
+    recipe = load_recipe({"name": "v", "device": "cpu",
+                          "data": {"source": "image_folder", "path": str(photos), "labelled": 4, "files": {"test": 2}},
+                          "teacher": {"model": "hf_vision", "args": {"path": str(model)}},
+                          "student": {"model": "cnn"}, "stages": [{"name": "s", "data": "transfer",
+                                                                    "loss": [{"loss": "kd"}]}]})
+    train, _ = load_sources(recipe)
+    assert train.fetch(torch.tensor([0, 5])).shape == (2, 3, 12, 12)  # the processor's square resize
+    mode, chosen = choose_preprocess(recipe, train, custom=False)
+    assert mode == "teacher" and chosen == Preprocess(255.0, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))

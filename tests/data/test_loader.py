@@ -41,3 +41,20 @@ def test_starting_workers_draws_nothing_from_the_global_rng():
     list(loader.epoch(list(torch.arange(50).split(10))))
     assert torch.equal(torch.rand(3), expected)  # dropout masks after it are those of 0 workers
     loader.close()
+
+
+def test_a_workers_error_reaches_the_user_as_one_line():
+    from kdistill.data import ArraySource
+    from kdistill.data.samples import Inputs
+    from kdistill.errors import KDistillError
+
+    class Broken(ArraySource):
+        def fetch(self, index, view=None):
+            raise KDistillError("image_folder: cannot decode /tmp/x.jpg; replace or drop it.")
+
+    source = Broken(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long))
+    loader = BatchLoader(Inputs(source), source.y, workers=1)
+    with pytest.raises(KDistillError) as caught:
+        list(loader.epoch([torch.tensor([0, 1])]))
+    assert str(caught.value) == "image_folder: cannot decode /tmp/x.jpg; replace or drop it."
+    loader.close()

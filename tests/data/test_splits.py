@@ -14,19 +14,19 @@ def test_labelled_count_is_stratified_and_seeded():
     train, test = _source(), _source(10)
     a = split(train, test, labelled=50, val=100, seed=3)
     b = split(train, test, labelled=50, val=100, seed=3)
-    assert torch.equal(a.labelled_set.x, b.labelled_set.x)
+    assert torch.equal(a.labelled_set.x[:], b.labelled_set.x[:])
     assert torch.bincount(a.labelled_set.y).tolist() == [10] * 5
     assert torch.bincount(a.val_set.y).tolist() == [20] * 5
     assert len(a.transfer_set) == 500 - 50 - 100
     c = split(train, test, labelled=50, val=100, seed=4)
-    assert not torch.equal(a.labelled_set.x, c.labelled_set.x)
+    assert not torch.equal(a.labelled_set.x[:], c.labelled_set.x[:])
 
 
 def test_fraction_and_disjoint_sets():
     train = _source()
     train.x = torch.arange(500.0).reshape(500, 1, 1, 1)  # each input names its row
     s = split(train, _source(10), labelled=0.1, val=0.1, seed=0)
-    rows = [set(part.x.flatten().tolist()) for part in (s.labelled_set, s.val_set, s.transfer_set)]
+    rows = [set(part.x[:].flatten().tolist()) for part in (s.labelled_set, s.val_set, s.transfer_set)]
     assert [len(r) for r in rows] == [50, 50, 400]
     assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
 
@@ -43,6 +43,14 @@ def test_transfer_set_labels_are_withheld():
     assert all(tuple(r.flatten().tolist()) in rows for r in s.pool_set.x[:5])
 
 
+def test_splits_are_index_sets_over_the_source():
+    train = _source()
+    s = split(train, _source(10), labelled=25, val=50, seed=0)
+    for part in (s.labelled_set, s.val_set, s.transfer_set, s.pool_set):
+        assert part.source is train  # a view, not a copy
+        assert torch.equal(part.x[:], train.x[part.index])
+
+
 def test_unlabelled_rows_only_join_the_transfer_set():
     train = _source()  # 5 classes x 100
     train.x = torch.arange(500.0).reshape(500, 1, 1, 1)  # each input names its row
@@ -50,10 +58,10 @@ def test_unlabelled_rows_only_join_the_transfer_set():
     s = split(train, _source(10), labelled=50, val=0.2, seed=0)
     assert torch.bincount(s.labelled_set.y).tolist() == [10] * 5  # stratified over the real classes
     assert torch.bincount(s.val_set.y).tolist() == [10] * 5  # 0.2 of the 250 labelled rows
-    rows = [set(part.x.flatten().long().tolist()) for part in (s.labelled_set, s.val_set, s.transfer_set)]
+    rows = [set(part.x[:].flatten().long().tolist()) for part in (s.labelled_set, s.val_set, s.transfer_set)]
     assert all(r % 2 == 0 for r in rows[0] | rows[1])  # drawn from labelled rows only
     assert set(range(1, 500, 2)) <= rows[2] and len(rows[2]) == 500 - 50 - 50
-    assert (s.pool_labels[(s.pool_set.x.flatten().long() % 2 == 1)] == -1).all()  # no label invented
+    assert (s.pool_labels[(s.pool_set.x[:].flatten().long() % 2 == 1)] == -1).all()  # no label invented
 
 
 def test_more_labelled_than_labelled_rows_fails():

@@ -57,3 +57,13 @@ def test_weights_that_do_not_fit_or_are_pickles_are_refused(tmp_path):
     torch.save({}, tmp_path / "w.pt")
     with pytest.raises(KDistillError, match="safetensors"):
         load_weights(build_model("cnn"), tmp_path / "w.pt")
+
+
+def test_data_defaults_fill_only_what_the_builder_takes_and_the_recipe_leaves_out():
+    from kdistill.models.zoo import with_data_defaults
+
+    known = {"num_classes": 3, "in_channels": 3, "in_features": 12}
+    assert with_data_defaults("cnn", {"width": 8}, **known) == {"width": 8, "num_classes": 3, "in_channels": 3}
+    assert with_data_defaults("cnn", {"num_classes": 5}, **known)["num_classes"] == 5  # the recipe wins
+    assert with_data_defaults("mlp", {}, **known) == {"num_classes": 3, "in_features": 12}
+    assert with_data_defaults("pkg.mod:make", {"a": 1}, **known) == {"a": 1}  # a user's builder: its own defaults

@@ -108,7 +108,7 @@ def test_prepare_starts_prototypes_at_class_means(shallow):
     labelled = splits.labelled_set
     student.eval()
     with torch.no_grad():
-        emb = space.head[0](student.stages(labelled.x).flatten(1))
+        emb = space.head[0](student.stages(labelled.x[:]).flatten(1))
     student.train()
     means = torch.stack([emb[labelled.y == c].mean(0) for c in range(10)])
     torch.testing.assert_close(space.head[1].prototypes.detach(), means, rtol=1e-4, atol=1e-5)
@@ -160,7 +160,7 @@ def test_summary_keys_and_prototype_head_accuracy(shallow):
     student, test = models["student"], splits.test_set
     student.eval()
     with torch.no_grad():
-        logits = space.head(student.stages(test.x).flatten(1))
+        logits = space.head(student.stages(test.x[:]).flatten(1))
     student.train()
     expected = (logits.argmax(1) == test.y).float().mean().item()
     assert emb["student"]["prototype_head"] == pytest.approx(expected, abs=1e-6)

@@ -1,0 +1,279 @@
+"""The ``image_folder`` source: image files in class subfolders, or listed in a CSV / JSONL file.
+
+A folder ``path`` holds one subfolder per class (labels 0..K-1 in the sorted order of their
+names); each class's images are found anywhere inside its subfolder. A ``.csv`` / ``.jsonl``
+list names one file a row (``data.files.path_column``, relative to the list's folder or
+absolute) and its label (``data.files.label_column``: a class name or an integer; missing or
+empty: unlabelled). The test set is the folder's ``train/`` + ``test/`` pair, else
+``data.files.test_path`` (a folder or list read the same way), else held out of the data.
+
+Files are decoded when their samples are fetched (``data.images``: mode, resize, crop, and
+for training batches a random resized crop and a flip), so the data may exceed memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kdistill.data.images import EXTENSIONS, decode_image, random_view
+from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator, stack_items
+from kdistill.errors import KDistillError
+from kdistill.paths import user_path
+
+LISTS = (".csv", ".jsonl")
+
+
+class ImageFolderSource(Source):
+    """Image files with labels, decoded on fetch as ``uint8 (B, C, H, W)``.
+
+    Args:
+        paths: the image files, one per sample (absolute, or relative to ``root``).
+        y: integer labels ``(N,)``, ``-1`` for unlabelled samples.
+        images: the recipe's ``data.images`` (an ``ImageSpec``).
+        classes: the class names (label ``i`` is ``classes[i]``), or None for integer labels.
+        num_classes: the number of classes (default ``len(classes)``, else ``max(y) + 1``).
+        root: the folder relative paths are read from.
+    """
+
+    divided_by = 1.0
+    scale = 255.0  # pixels stored as bytes: [0, 1] in units
+
+    def __init__(self, paths, y, images, classes: list[str] | None = None, num_classes: int = 0,
+                 root: str | os.PathLike = "", name: str = "image_folder"):
+        # file names as one array of bytes: cheap to hold and to send to DataLoader workers
+        self.files = np.array([os.fsencode(p) for p in paths], dtype=bytes)
+        self.root = os.fsdecode(root)
+        self.images, self.name = images, name
+        self.classes = list(classes) if classes is not None else None
+        self.y = np.asarray(y, dtype=np.int64)
+        if len(self.y) != len(self.files):
+            raise KDistillError(f"{name}: {len(self.files)} files but {len(self.y)} labels; give one label per file.")
+        self.num_classes = num_classes or (len(self.classes) if self.classes else 0)
+        self._finish()
+        self.random = random_view(images)
+        self._fp = None
+
+    def path(self, i: int) -> str:
+        """The file of sample ``i``."""
+        return os.path.join(self.root, os.fsdecode(self.files[i]))
+
+    def fetch(self, index: torch.Tensor, view: tuple[int, int] | None = None) -> torch.Tensor:
+        rows = index.cpu().reshape(-1).tolist()
+        rand = view is not None and self.random
+        items = [decode_image(self.path(i), self.images, sample_generator(view, i) if rand else None)
+                 for i in rows]
+        if not items:
+            side = self.images.crop or 0
+            return torch.zeros((0, 3 if self.images.mode == "rgb" else 1, side, side), dtype=torch.uint8)
+        return stack_items(items, self.name)
+
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            paths = (Path(self.path(i)) for i in range(len(self.files)))
+            try:
+                self._fp = file_listing_fingerprint(
+                    paths, ("image_folder", self.images.model_dump(), self.classes))
+            except OSError as err:
+                raise KDistillError(f"{self.name}: cannot read {err.filename} ({err.strerror}); "
+                                    "restore it, or remove it from the data.") from None
+        return self._fp
+
+
+def load_image_folder_source(path, spec=None) -> tuple[Source, Source]:
+    """(train, test) image sources for ``data.path`` (a folder of class subfolders, or a
+    ``.csv`` / ``.jsonl`` list) and the recipe's ``data`` section ``spec``."""
+    if spec is None:
+        from kdistill.recipe import DataSpec
+
+        spec = DataSpec(source="image_folder", path=str(path))
+    root = _existing(path, "data.path")
+    train_dir, test_dir = root / "train", root / "test"
+    split_folders = root.is_dir() and train_dir.is_dir() and test_dir.is_dir()
+    if split_folders:
+        train = read_images(train_dir, spec, "data.path (train/)")
+    else:
+        train = read_images(root, spec, "data.path")
+    test_root, test_what = None, None
+    if spec.files.test_path is not None:  # given: it wins over a test/ folder
+        test_root, test_what = _existing(spec.files.test_path, "data.files.test_path"), "data.files.test_path"
+    elif split_folders:
+        test_root, test_what = test_dir, "data.path (test/)"
+    if test_root is not None:
+        test = read_images(test_root, spec, test_what, classes=train.classes, num_classes=train.num_classes)
+        if train.classes is None and test.num_classes > train.num_classes:  # integer labels
+            train.num_classes = test.num_classes
+        return train, test
+    return hold_out(train, spec.files.test, spec.split_seed or 0, "data.files.test (image_folder)")
+
+
+def read_images(path: Path, spec, what: str, classes: list[str] | None = None,
+                num_classes: int = 0) -> ImageFolderSource:
+    """One image source: a folder of class subfolders or a CSV / JSONL list at ``path``.
+
+    ``classes``: the training set's class names, which a test set's labels map to (None for
+    the training set itself, or when its labels were integers)."""
+    if path.is_dir():
+        return _from_folder(path, spec, what, classes)
+    if path.suffix.lower() not in LISTS:
+        raise KDistillError(f"{what}: {path} is neither a folder of class subfolders nor a .csv / .jsonl list "
+                            "of image files; give one of those.")
+    return _from_list(path, spec, what, classes, num_classes)
+
+
+def _existing(value, what: str) -> Path:
+    path = user_path(value, what).expanduser().absolute()
+    if not path.exists():
+        raise KDistillError(f"{what}: {path} not found; give a folder of class subfolders or a .csv / .jsonl list.")
+    return path
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".")  # skip .DS_Store, ._name (macOS), .ipynb_checkpoints
+
+
+def _images_under(folder: Path) -> list[str]:
+    """The image files anywhere under ``folder`` (by extension, any case), relative to it, sorted."""
+    found = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if _visible(d)]
+        rel = os.path.relpath(top, folder)
+        for name in names:
+            if _visible(name) and os.path.splitext(name)[1].lower() in EXTENSIONS:
+                found.append(name if rel == "." else os.path.join(rel, name))
+    return sorted(found)
+
+
+def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> ImageFolderSource:
+    """Labels from the class subfolders of ``folder`` (the training set's ``classes`` when given)."""
+    names = sorted(e.name for e in os.scandir(folder) if _visible(e.name) and e.is_dir())
+    if not names:
+        loose = _images_under(folder)
+        hint = (f"it holds {len(loose)} images but no class subfolders; put each class's images in a folder "
+                "named after the class, or list them in a .csv / .jsonl file (labels optional)"
+                if loose else "it is empty; give a folder with one subfolder of images per class")
+        raise KDistillError(f"{what}: {folder}: {hint}.")
+    if classes is None:
+        classes = names
+    else:
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise KDistillError(f"{what}: {folder} has class folder(s) {', '.join(unknown[:3])} that the training "
+                                f"set lacks ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
+                                "give both sets the same classes.")
+    paths, y = [], []
+    for name in names:
+        files = _images_under(folder / name)
+        paths += [os.path.join(name, f) for f in files]
+        y += [classes.index(name)] * len(files)
+    if not paths:
+        raise KDistillError(f"{what}: no image files ({', '.join(EXTENSIONS)}) in the class folders of {folder}; "
+                            "add images, or point data.path at the right folder.")
+    return ImageFolderSource(paths, y, spec.images, classes, len(classes), root=folder)
+
+
+def _read_rows(path: Path, what: str) -> list[dict]:
+    """The rows of a CSV (with a header) or JSONL (one object a line) list."""
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                return list(csv.DictReader(f))
+        rows = []
+        with open(path, encoding="utf-8-sig") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise KDistillError(f"{what}: {path} line {number} is not JSON ({err.msg}); "
+                                        "write one JSON object a line.") from None
+                if not isinstance(row, dict):
+                    raise KDistillError(f"{what}: {path} line {number} is not a JSON object; "
+                                        'write one object a line, like {"path": "a.jpg", "label": "cat"}.')
+                rows.append(row)
+        return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise KDistillError(f"{what}: cannot read {path} ({' '.join(str(err).split())[:120]}); "
+                            "give a UTF-8 .csv with a header row or a .jsonl list.") from None
+
+
+def _from_list(path: Path, spec, what: str, classes: list[str] | None, num_classes: int) -> ImageFolderSource:
+    """Files and labels from the rows of a CSV / JSONL list at ``path``."""
+    rows = _read_rows(path, what)
+    column, label_column = spec.files.path_column, spec.files.label_column
+    if not rows:
+        raise KDistillError(f"{what}: {path} lists no images; give one row per image file.")
+    if column not in rows[0]:
+        raise KDistillError(f"{what}: {path} has no column {column!r} (it has {', '.join(map(str, rows[0]))[:120]}); "
+                            "name the image file column in data.files.path_column.")
+    base = path.parent
+    paths = []
+    for number, row in enumerate(rows, 1):
+        value = row.get(column)
+        if value is None or not str(value).strip():
+            raise KDistillError(f"{what}: {path} row {number} has no file in column {column!r}; "
+                                "give every row an image file.")
+        paths.append(str(base / os.path.expanduser(str(value).strip())))
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise KDistillError(f"{what}: {len(missing)} listed file(s) not found, the first {missing[0]}; "
+                            f"paths in {path.name} are read relative to {base}.")
+    raw = [row.get(label_column) if label_column else None for row in rows]
+    y, classes, num_classes = _labels(raw, classes, num_classes, f"{what}: {path}")
+    return ImageFolderSource(paths, y, spec.images, classes, num_classes)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _as_int(value) -> int | None:
+    """``value`` as an integer label if it is one (an int, or text of one), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() else None
+    return None
+
+
+def _labels(raw: list, classes: list[str] | None, num_classes: int, what: str):
+    """(labels, class names or None, number of classes) of a list's label values: missing or
+    empty values give -1 (unlabelled); class names map to their index in ``classes`` (the
+    training set's) or, for the training set, in the sorted names; integers are taken as they are."""
+    given = [v for v in raw if not _blank(v)]
+    if classes is not None and all(str(v).strip() in classes for v in given):
+        index = {c: i for i, c in enumerate(classes)}
+        y = [-1 if _blank(v) else index[str(v).strip()] for v in raw]
+        return y, classes, num_classes or len(classes)
+    ints = [_as_int(v) for v in given]
+    if all(i is not None for i in ints):
+        bad = [i for i in ints if i < -1 or (classes is not None and i >= len(classes))]
+        if bad:
+            span = f"0..{len(classes) - 1}" if classes is not None else "0 or more (-1: unlabelled)"
+            raise KDistillError(f"{what}: label {bad[0]} is not a class; labels must be {span}.")
+        y = [-1 if _blank(v) else _as_int(v) for v in raw]
+        top = max((i for i in ints), default=-1) + 1
+        return y, classes, max(num_classes, top)
+    if classes is not None:
+        unknown = next(str(v).strip() for v in given if str(v).strip() not in classes)
+        raise KDistillError(f"{what}: label {unknown!r} is not a class of the training set "
+                            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
+                            "give the test set the training set's classes.")
+    names = sorted({str(v).strip() for v in given})
+    index = {c: i for i, c in enumerate(names)}
+    y = [-1 if _blank(v) else index[str(v).strip()] for v in raw]
+    return y, names, len(names)
