@@ -396,6 +396,12 @@ class Recipe(Strict):
                                  "without augmentation use views: 1")
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
+            images = self.data.images
+            if stage.cache is not None and self.data.source in IMAGE_SOURCES and (images.random_crop or images.flip):
+                raise ValueError(f"stages.{i}.cache: the cache stores the teacher's outputs of fixed views, but "
+                                 "data.images decodes a new random view every epoch (random_crop / flip); turn those "
+                                 "off for a cached stage (use the stage's augment shift/flip, cached by views), "
+                                 "or drop cache")
             for t in stage.loss:
                 start = t.args.get("start", "stage") if contract_of(t.loss).start else "stage"
                 if start not in ("init", "stage", *names[:i]):
@@ -452,7 +458,7 @@ def _format_error(err: ValidationError) -> str:
         return f"recipe: unknown key {where!r}; {fix}"
     message = first["msg"].removeprefix("Value error, ")
     got = f" (got {first['input']!r})" if first["type"] not in ("missing",) and "input" in first and not isinstance(first["input"], dict) else ""
-    return f"recipe: {where}: {message}{got}"
+    return f"recipe: {where}: {message}{got}" if loc else f"recipe: {message}{got}"
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

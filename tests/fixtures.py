@@ -120,3 +120,22 @@ def two_class_recipe(name: str, data: dict) -> dict:
             "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 32},
                        {"name": "distil", "data": "transfer", "epochs": 3, "batch_size": 16,
                         "loss": [{"loss": "kd", "args": {"temperature": 2}}]}]}
+
+
+def cli_in_process(args: list[str], monkeypatch, capsys) -> str:
+    """``kdistill <args>`` in this process (a subprocess spends seconds importing torch;
+    tests/test_cli.py runs the real command), the report's figures skipped; its stdout."""
+    import sys
+
+    import kdistill.cli as cli
+
+    monkeypatch.setattr("kdistill.runner.write_report", lambda *a, **k: None)  # its figures take seconds
+    monkeypatch.setattr(sys, "argv", ["kdistill", *map(str, args)])
+    threads = torch.get_num_threads()
+    try:
+        cli.main()
+    except SystemExit as done:
+        assert done.code in (0, None), capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
+    return capsys.readouterr().out.strip()

@@ -80,6 +80,17 @@ def run_with_corrupt_predictions(tmp):
     (done / "predictions.safetensors").write_bytes(b"\x00" * 64)
 
 
+def empty_photo_folder(tmp):
+    (tmp / "photos" / "cat").mkdir(parents=True)
+
+
+def write_short_labels(tmp):
+    import numpy as np
+
+    np.save(tmp / "x.npy", np.zeros((30, 1, 8, 8), dtype=np.uint8))
+    np.save(tmp / "y.npy", np.zeros(20, dtype=np.int64))
+
+
 def report(tmp):
     from kdistill.cli import main
 
@@ -96,7 +107,8 @@ SETUP = {"malformed YAML": write_malformed_yaml, "truncated or corrupt checkpoin
          "run directory that already exists": lambda tmp: (tmp / "bad").mkdir(),
          "binary file as the recipe": binary_recipe, "runs directory that is a file": runs_dir_is_a_file,
          "HF model folder holding a pickle": pickled_hf_folder,
-         "corrupt predictions.safetensors given to kdistill report": run_with_corrupt_predictions}
+         "corrupt predictions.safetensors given to kdistill report": run_with_corrupt_predictions,
+         "image folder with no images": empty_photo_folder, "npy labels of the wrong length": write_short_labels}
 
 CASES = {
     "malformed YAML": (malformed_yaml, "is not valid YAML"),
@@ -162,6 +174,18 @@ CASES = {
                                       "unknown torch.compile backend 'nosuch'"),
     "data field the source does not read": (
         lambda tmp: load_recipe(recipe(data={"source": "digits", "path": "/data/digits"})), "data.path"),
+    "image folder with no images": (
+        lambda tmp: run(recipe(data={"source": "image_folder", "path": str(tmp / "photos")}), runs_dir=tmp / "runs",
+                        progress=False), "no image files"),
+    "random crop without a crop size": (
+        lambda tmp: load_recipe(recipe(data={"source": "image_folder", "path": "p", "images": {"random_crop": True}})),
+        "random_crop needs crop"),
+    "cached teacher outputs of randomly decoded images": (
+        lambda tmp: load_recipe(recipe(data={"source": "image_folder", "path": "p", "images": {"flip": True}},
+                                       stages__0__cache={"dir": "c"})), "fixed views"),
+    "npy labels of the wrong length": (
+        lambda tmp: run(recipe(data={"source": "npy", "path": str(tmp / "x.npy"), "files": {"labels": str(tmp / "y.npy")}}),
+                        runs_dir=tmp / "runs", progress=False), "npy"),
     "more labelled samples than labelled rows": (
         lambda tmp: run(recipe(data={"source": "custom", "labelled": 40}),
                         data=((torch.randn(60, 64), torch.tensor([0, 1] * 10 + [-1] * 40)),

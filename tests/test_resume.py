@@ -145,3 +145,34 @@ def test_a_checkpoint_of_another_version_is_refused_in_one_line(tmp_path):
     with pytest.raises(KDistillError, match=r"another version of kdistill \(checkpoint version 1"):
         run(None, resume=partial, progress=False)
     assert (partial / "checkpoints").is_dir()  # refused, nothing removed
+
+
+def test_a_killed_run_over_photos_decoded_at_random_by_workers_resumes_bit_for_bit(tmp_path):
+    """Random crops and flips drawn by (seed, epoch, sample) in two workers: killed mid-stage and
+    resumed, the student of an uninterrupted run that decoded in-process."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for c in range(3):
+        (tmp_path / "photos" / f"c{c}").mkdir(parents=True)
+        for i in range(20):
+            size = (12 + i % 5, 10 + i % 3)
+            pixels = (torch.rand(size[1], size[0], 3, generator=rng) * 80 + 60 * c).byte().numpy()
+            Image.fromarray(pixels).save(tmp_path / "photos" / f"c{c}" / f"{i}.jpg")
+    recipe = {"name": "resumable", "seed": 1, "threads": 1, "latency": False, "checkpoint": {"every": 2},
+              "data": {"source": "image_folder", "path": str(tmp_path / "photos"), "labelled": 12,
+                       "files": {"test": 9}, "images": {"size": 10, "crop": 8, "random_crop": True, "flip": True}},
+              "student": {"model": "cnn", "args": {"channels": [4], "image_size": 8}},
+              "stages": [{"name": "s", "data": "labelled+transfer", "epochs": 6, "batch_size": 8,
+                          "loss": [{"loss": "ce"}]}]}
+    whole = run(recipe, runs_dir=tmp_path / "whole", progress=False)
+    expected = load_file(whole.run_dir / "student.safetensors")
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({**recipe, "data": {**recipe["data"], "loader": {"workers": 2}}}))
+    runs = tmp_path / "runs"
+    folder = _kill_after_checkpoints(recipe_path, runs, count=int(torch.randint(3, 12, ()).item()))
+    assert sorted(folder.glob("ckpt-*.pt")), "the run was killed before its first checkpoint"
+    done = cli("run", "--resume", runs / "resumable.incomplete", "--runs-dir", runs, "-q")
+    assert done.wait(timeout=300) == 0, done.stderr.read()
+    resumed = load_file(runs / "resumable" / "student.safetensors")
+    assert all(torch.equal(resumed[k], expected[k]) for k in expected)

@@ -5,6 +5,7 @@ import json
 import pickle
 
 import numpy as np
+import yaml
 import pytest
 import torch
 
@@ -18,7 +19,7 @@ from kdistill.data.samples import Inputs
 from kdistill.errors import KDistillError
 from kdistill.recipe import DataSpec
 
-from fixtures import two_class_recipe
+from fixtures import cli_in_process, two_class_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -200,7 +201,7 @@ def test_dataloader_workers_fetch_the_same_batches(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(main, workers))
 
 
-def test_run_distils_from_a_saved_dataset(tmp_path):
+def test_run_distils_from_a_saved_dataset_by_python_and_cli(tmp_path, monkeypatch, capsys):
     from kdistill import run
 
     rng = np.random.default_rng(0)
@@ -216,3 +217,9 @@ def test_run_distils_from_a_saved_dataset(tmp_path):
     assert result.summary["data"]["test"] == 20 and result.summary["classes"] == ["dark", "light"]
     assert result.summary["test"]["student"]["accuracy"] > 0.5
     assert json.loads((result.run_dir / "summary.json").read_text())["test"]["student"]["accuracy"] > 0.5
+    # the same recipe from the command line, with an override
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**recipe, "name": "cli"}))
+    out = cli_in_process(["run", tmp_path / "r.yaml", "data.loader.workers=0", "--runs-dir", tmp_path / "runs", "-q"],
+                         monkeypatch, capsys)
+    summary = json.loads((tmp_path / "runs" / "cli" / "summary.json").read_text())
+    assert out == str(tmp_path / "runs" / "cli") and summary["test"]["student"] == result.summary["test"]["student"]

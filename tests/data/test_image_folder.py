@@ -4,7 +4,6 @@ sets, seeded decoding, and whole runs on a folder of JPEGs through the Python AP
 import json
 import os
 import pickle
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +15,8 @@ from safetensors.torch import load_file
 from kdistill.data.image_folder import ImageFolderSource, load_image_folder_source, read_images
 from kdistill.errors import KDistillError
 from kdistill.recipe import DataSpec
+
+from fixtures import cli_in_process
 
 SIZES = [(20, 30), (33, 17), (24, 24), (17, 40)]
 
@@ -255,21 +256,11 @@ def test_a_run_on_a_folder_of_jpegs(tmp_path, jpegs, monkeypatch):
 def test_the_cli_runs_a_folder_of_jpegs(tmp_path, jpegs, monkeypatch, capsys):
     """``kdistill run recipe.yaml key=value --runs-dir DIR``, in this process (a subprocess would
     spend seconds importing torch; tests/test_cli.py runs the real command)."""
-    import kdistill.cli as cli
-
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(_recipe("cli", jpegs)))
-    monkeypatch.setattr("kdistill.runner.write_report", lambda *a, **k: None)  # its figures take seconds
-    monkeypatch.setattr(sys, "argv", ["kdistill", "run", str(recipe), "stages.distil.epochs=1",
-                                      "--runs-dir", str(tmp_path / "runs"), "-q"])
-    threads = torch.get_num_threads()
-    try:
-        cli.main()
-    except SystemExit as done:
-        assert done.code in (0, None), capsys.readouterr().err
-    finally:
-        torch.set_num_threads(threads)
-    assert capsys.readouterr().out.strip() == str(tmp_path / "runs" / "cli")
+    out = cli_in_process(["run", recipe, "stages.distil.epochs=1", "--runs-dir", tmp_path / "runs", "-q"],
+                         monkeypatch, capsys)
+    assert out == str(tmp_path / "runs" / "cli")
     summary = json.loads((tmp_path / "runs" / "cli" / "summary.json").read_text())
     assert 0.0 <= summary["test"]["student"]["accuracy"] <= 1.0
     assert [json.loads(line)["stage"] for line in (tmp_path / "runs" / "cli" / "metrics.jsonl").open()] == \
