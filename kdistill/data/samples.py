@@ -31,7 +31,7 @@ class Inputs:
     def rows(self, key) -> torch.Tensor:
         """The source's rows of ``key`` (a slice, an int, a list or an index tensor of this view)."""
         if isinstance(key, slice):
-            rows = torch.arange(len(self))[key]
+            rows = torch.arange(*key.indices(len(self)))  # no arange over the whole set per batch
         else:
             rows = torch.as_tensor(key, dtype=torch.long).reshape(-1)
         return rows if self.index is None else self.index[rows]
