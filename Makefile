@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed clean
+.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed bench-data clean
 
 install: $(VENV)/.installed
 
@@ -51,6 +51,11 @@ bench-text: install wordnet
 # teacher cost: student alone vs live teacher vs disk cache, two teacher sizes (about 15 min)
 bench-speed: install data
 	$(PY) bench/speed.py
+
+# data sources: in memory vs PNG folder vs HF dataset vs .npy, at 70k and 700k samples, 0-2 workers,
+# and 224-px JPEG decoding (about 35 min on 2 CPU cores; writes its data under /tmp/kdistill-bench-data)
+bench-data: install data
+	$(PY) bench/data.py
 
 clean:
 	rm -rf runs .pytest_cache

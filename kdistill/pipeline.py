@@ -112,10 +112,10 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
             or recipe.trains("teacher")):
         return
     teacher = main_teacher(models["teacher"])
-    labels = splits.test_set.y[: len(before)]
+    labels = splits.test_set.y[before.index]
     try:
         accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()
-                    for x in (before, splits.test_set.x.subset(slice(0, len(before))))]
+                    for x in (before, splits.test_set.x.subset(before.index))]
     except (RuntimeError, ValueError, TypeError, IndexError):  # inputs the model refuses: the dry pass says so
         return
     info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kdistill.data.images import EXTENSIONS, decode_image, random_view
-from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator, stack_items
+from kdistill.data.images import EXTENSIONS, decode_batch, random_view
+from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
@@ -66,12 +66,8 @@ class ImageFolderSource(Source):
     def fetch(self, index: torch.Tensor, view: tuple[int, int] | None = None) -> torch.Tensor:
         rows = index.cpu().reshape(-1).tolist()
         rand = view is not None and self.random
-        items = [decode_image(self.path(i), self.images, sample_generator(view, i) if rand else None)
-                 for i in rows]
-        if not items:
-            side = self.images.crop or 0
-            return torch.zeros((0, 3 if self.images.mode == "rgb" else 1, side, side), dtype=torch.uint8)
-        return stack_items(items, self.name)
+        return decode_batch([self.path(i) for i in rows], self.images,
+                            [sample_generator(view, i) if rand else None for i in rows])
 
     def fingerprint(self) -> str:
         if self._fp is None:

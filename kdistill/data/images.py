@@ -13,7 +13,6 @@ import math
 import os
 import struct
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -58,7 +57,32 @@ def decode_image(obj, spec, rng: np.random.Generator | None = None, what: str | 
     Raises:
         KDistillError naming the image when it cannot be read or decoded.
     """
-    name = what or _describe(obj)
+    return decode_batch([obj], spec, [rng], [what] if what else None)[0]
+
+
+def decode_batch(objs: list, spec, rngs: list | None = None, names: list | None = None) -> torch.Tensor:
+    """Images decoded as ``decode_image`` does, written straight into one ``uint8 (B, C, H, W)``
+    batch (no tensor per image). ``rngs``: one generator (or None) an image; ``names``: how to
+    name each image in an error. Images of different sizes fail in one line."""
+    out = None
+    for i, obj in enumerate(objs):
+        name = names[i] if names else _describe(obj)
+        a = np.asarray(_decoded(obj, spec, rngs[i] if rngs else None, name))  # (H, W) or (H, W, 3)
+        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+        if out is None:
+            out = np.empty((len(objs), *a.shape), dtype=np.uint8)
+        elif a.shape != out.shape[1:]:
+            raise KDistillError(f"data: images of different sizes {tuple(out.shape[1:])} and {a.shape} ({name}) "
+                                "cannot form a batch; set data.images.size and crop (resize, then crop to one size).")
+        out[i] = a
+    if out is None:
+        side = spec.crop or 0
+        return torch.zeros((0, 3 if spec.mode == "rgb" else 1, side, side), dtype=torch.uint8)
+    return torch.from_numpy(out)
+
+
+def _decoded(obj, spec, rng: np.random.Generator | None, name: str) -> Image.Image:
+    """One image, opened, in ``spec.mode``, resized and cropped (randomly with ``rng``), flipped."""
     img = _open(obj, name)
     try:
         img = _to_mode(img, spec.mode)
@@ -71,7 +95,7 @@ def decode_image(obj, spec, rng: np.random.Generator | None = None, what: str | 
         img = _plain(img, spec.size, spec.crop)
     if rng is not None and spec.flip and rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return pil_to_tensor(img)
+    return img
 
 
 def _describe(obj) -> str:
@@ -97,9 +121,7 @@ def _open(obj, name: str) -> Image.Image:
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return _read(lambda: Image.open(io.BytesIO(bytes(obj))), name)
     if isinstance(obj, (str, os.PathLike)):
-        if not os.path.isfile(obj):
-            raise KDistillError(f"data: image file {name} not found; restore it, or remove it from the data.")
-        return _read(lambda: Image.open(Path(obj)), name)
+        return _read(lambda: Image.open(obj), name)
     raise KDistillError(f"data: cannot read an image from a {type(obj).__name__}; "
                         "give a file path, the file's bytes or a PIL image.")
 
@@ -112,6 +134,8 @@ def _read(opener, name: str) -> Image.Image:
             with opener() as img:
                 img.load()
                 return _orient(img, in_place=True)
+    except (FileNotFoundError, IsADirectoryError):
+        raise KDistillError(f"data: image file {name} not found; restore it, or remove it from the data.") from None
     except UnidentifiedImageError:
         raise KDistillError(f"data: {name} is not an image Pillow can read (JPEG, PNG, WebP, BMP, ...); "
                             "check the file, or remove it from the data.") from None

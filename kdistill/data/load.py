@@ -31,6 +31,10 @@ def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None
     spec = recipe.data
     if isinstance(data, Splits):
         return data, {}
+    return _prepare(recipe, spec, data, preprocess)
+
+
+def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple[Splits, dict]:
     train, test = load_sources(recipe, data)
     for part, source in (("training", train), ("test", test)):
         check_finite(source, part)
@@ -46,8 +50,8 @@ def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None
     info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
     info["preprocess"] = preprocess.to_dict()
     if preprocess.standardizes or preprocess.divide_by != train.units:  # the teacher may be judged before / after
-        first = torch.arange(min(TEACHER_CHECK_SAMPLES, len(test)))
-        splits.test_before_preprocess = Inputs(test, first, Preprocess(test.units).relative_to(test.divided_by))
+        spread = torch.linspace(0, len(test) - 1, min(TEACHER_CHECK_SAMPLES, len(test))).long().unique()
+        splits.test_before_preprocess = Inputs(test, spread, Preprocess(test.units).relative_to(test.divided_by))
     return splits.prepared(lambda source: preprocess.relative_to(source.divided_by)), info
 
 
@@ -106,9 +110,16 @@ def in_units(source: Source):
         yield x / source.scale if source.scale != 1 else x
 
 
+def _float_inputs(source: Source) -> bool:
+    """Whether the stored inputs are floats (one sample is fetched to see, unless held in memory)."""
+    x = source.x if source.in_memory else source.fetch(torch.tensor([0]))
+    return x.is_floating_point()
+
+
 def check_finite(source: Source, part: str) -> None:
-    """No NaN or infinite input (a source not in memory: none in the samples ``in_units`` reads)."""
-    if source.tokens or not len(source):
+    """No NaN or infinite input (a source not in memory: none in the samples ``in_units`` reads).
+    Integers (pixels as bytes, token ids) hold none: nothing is read."""
+    if source.tokens or not len(source) or not _float_inputs(source):
         return
     seen = 0
     for x in in_units(source):

@@ -12,6 +12,9 @@ the loop makes them ready for the models on the device (``Inputs.ready``).
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 from typing import Iterator
 
 import torch
@@ -55,6 +58,18 @@ class _Batches(Sampler):
         return len(self.batches)
 
 
+def release_freed_memory() -> None:
+    """Collect garbage and hand the heap freed so far back to the system (glibc keeps it
+    otherwise): forked DataLoader workers map every page the process still holds, so heap left
+    by listing a large source or judging the teacher would count again in every worker."""
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # another C library: nothing to trim
+            pass
+
+
 def _whole(batch):
     return batch  # __getitems__ gave (index, x, y) already
 
@@ -85,6 +100,7 @@ class BatchLoader:
         self._sampler = _Batches()
         self._loader = None
         if workers > 0:
+            release_freed_memory()  # the workers fork from here: every page the run holds is theirs too
             self._loader = DataLoader(_Rows(self.x, y), batch_sampler=self._sampler, num_workers=workers,
                                       collate_fn=_whole, pin_memory=pin, persistent_workers=True,
                                       prefetch_factor=prefetch,
