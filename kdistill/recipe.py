@@ -359,6 +359,19 @@ class Recipe(Strict):
         return any(s.train == role for s in self.stages)
 
     @model_validator(mode="after")
+    def _cache_sees_fixed_views(self) -> "Recipe":
+        """A disk cache holds the teacher's outputs of fixed views: not of images decoded at random."""
+        images = self.data.images
+        random = self.data.source in IMAGE_SOURCES and (images.random_crop or images.flip)
+        for i, stage in enumerate(self.stages):
+            if stage.cache is not None and random:
+                raise ValueError(f"stages.{i}.cache: the cache stores the teacher's outputs of fixed views, but "
+                                 "data.images decodes a new random view every epoch (random_crop / flip); turn those "
+                                 "off for a cached stage (use the stage's augment shift/flip, cached by views), "
+                                 "or drop cache")
+        return self
+
+    @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
         if self.task is None:
             self.task = "embed" if self.data.source in TEXT_SOURCES else "classify"
@@ -396,12 +409,6 @@ class Recipe(Strict):
                                  "without augmentation use views: 1")
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
-            images = self.data.images
-            if stage.cache is not None and self.data.source in IMAGE_SOURCES and (images.random_crop or images.flip):
-                raise ValueError(f"stages.{i}.cache: the cache stores the teacher's outputs of fixed views, but "
-                                 "data.images decodes a new random view every epoch (random_crop / flip); turn those "
-                                 "off for a cached stage (use the stage's augment shift/flip, cached by views), "
-                                 "or drop cache")
             for t in stage.loss:
                 start = t.args.get("start", "stage") if contract_of(t.loss).start else "stage"
                 if start not in ("init", "stage", *names[:i]):

@@ -8,6 +8,7 @@ trained, and exported, on the inputs its teacher was trained on.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,8 +83,7 @@ class Preprocess:
         """``(x - mean) / std`` per channel (axis 1) of inputs already divided; ``x`` if none."""
         if self.mean is None:
             return x
-        shape = (1, -1, *[1] * (x.dim() - 2))
-        mean, std = (torch.tensor(v, device=x.device).view(shape) for v in (self.mean, self.std))
+        mean, std = _channel_constants(self.mean, self.std, x.dim(), x.device)
         return (x - mean) / std
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
@@ -141,6 +141,13 @@ class Preprocess:
             steps.append({"op": "subtract", "value": list(self.mean), "axis": 1})
             steps.append({"op": "divide", "by": list(self.std), "axis": 1})
         return steps
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_constants(mean: tuple, std: tuple, dims: int, device: torch.device):
+    """``mean`` and ``std`` as tensors broadcast over axis 1, made once per device (not every batch)."""
+    shape = (1, -1, *[1] * (dims - 2))
+    return tuple(torch.tensor(v, device=device).view(shape) for v in (mean, std))
 
 
 def read_preprocess(path: str | Path, owner: str = "teacher") -> Preprocess | None:
