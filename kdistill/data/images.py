@@ -24,6 +24,7 @@ EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # image files the folde
 RATIO = (3 / 4, 4 / 3)  # random_crop: the range of aspect ratios (width / height) drawn
 TRIES = 10  # random_crop: draws before falling back to the centre crop
 GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+ORIENTATION_INFO = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")  # where Pillow finds a rotation
 
 
 def random_view(spec) -> bool:
@@ -65,16 +66,18 @@ def decode_batch(objs: list, spec, rngs: list | None = None, names: list | None 
     batch (no tensor per image). ``rngs``: one generator (or None) an image; ``names``: how to
     name each image in an error. Images of different sizes fail in one line."""
     out = None
-    for i, obj in enumerate(objs):
-        name = names[i] if names else _describe(obj)
-        a = np.asarray(_decoded(obj, spec, rngs[i] if rngs else None, name))  # (H, W) or (H, W, 3)
-        a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        if out is None:
-            out = np.empty((len(objs), *a.shape), dtype=np.uint8)
-        elif a.shape != out.shape[1:]:
-            raise KDistillError(f"data: images of different sizes {tuple(out.shape[1:])} and {a.shape} ({name}) "
-                                "cannot form a batch; set data.images.size and crop (resize, then crop to one size).")
-        out[i] = a
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # EXIF / palette warnings: the pixels are what matter
+        for i, obj in enumerate(objs):
+            name = names[i] if names else _describe(obj)
+            a = np.asarray(_decoded(obj, spec, rngs[i] if rngs else None, name))  # (H, W) or (H, W, 3)
+            a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+            if out is None:
+                out = np.empty((len(objs), *a.shape), dtype=np.uint8)
+            elif a.shape != out.shape[1:]:
+                raise KDistillError(f"data: images of different sizes {tuple(out.shape[1:])} and {a.shape} ({name}) "
+                                    "cannot form a batch; set data.images.size and crop (resize, then crop to one size).")
+            out[i] = a
     if out is None:
         side = spec.crop or 0
         return torch.zeros((0, 3 if spec.mode == "rgb" else 1, side, side), dtype=torch.uint8)
@@ -129,11 +132,9 @@ def _open(obj, name: str) -> Image.Image:
 def _read(opener, name: str) -> Image.Image:
     """The image ``opener()`` opens, decoded now (so a damaged file fails here, naming itself)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EXIF / palette warnings: the pixels are what matter
-            with opener() as img:
-                img.load()
-                return _orient(img, in_place=True)
+        with opener() as img:
+            img.load()
+            return _orient(img, in_place=True)
     except (FileNotFoundError, IsADirectoryError):
         raise KDistillError(f"data: image file {name} not found; restore it, or remove it from the data.") from None
     except UnidentifiedImageError:
@@ -145,7 +146,10 @@ def _read(opener, name: str) -> Image.Image:
 
 
 def _orient(img: Image.Image, in_place: bool) -> Image.Image:
-    """``img`` turned as its EXIF orientation says (the camera's rotation undone)."""
+    """``img`` turned as its EXIF (or XMP) orientation says (the camera's rotation undone); an
+    image without such metadata is returned as it is, unread."""
+    if not hasattr(img, "tag_v2") and not any(key in img.info for key in ORIENTATION_INFO):
+        return img
     try:
         turned = ImageOps.exif_transpose(img, in_place=in_place)
     except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):

@@ -95,6 +95,32 @@ def test_inputs_bytes_pil_and_exif_orientation(tmp_path):
     assert decode_image(path, ImageSpec()).shape == (3, 20, 30)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_orientation_is_read_from_every_format_that_stores_it(tmp_path, fmt):
+    """Images without orientation metadata skip the EXIF pass; those with it, in any format
+    (PNG's eXIf chunk, WebP, TIFF tags, an XMP packet), are still turned."""
+    img = _picture(20, 30)
+    plain = tmp_path / f"plain.{fmt.lower()}"
+    img.save(plain, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    assert decode_image(plain, ImageSpec()).shape == (3, 30, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 8  # rotated by 270 degrees
+    turned = tmp_path / f"turned.{fmt.lower()}"
+    img.save(turned, fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+    x = decode_image(turned, ImageSpec())
+    assert x.shape == (3, 20, 30)
+    assert torch.equal(x, pil_to_tensor(img.transpose(Image.Transpose.ROTATE_90)))
+
+
+def test_xmp_orientation_alone_turns_the_image(tmp_path):
+    img = _picture(20, 30)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+           b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    path = tmp_path / "xmp.jpg"
+    img.save(path, "JPEG", xmp=xmp)
+    assert decode_image(path, ImageSpec()).shape == (3, 20, 30)
+
+
 def test_alpha_palette_cmyk_and_16_bit_are_converted(tmp_path):
     img = _picture(6, 4)
     for mode in ("RGBA", "P", "CMYK", "LA"):
