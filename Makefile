@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed bench-data clean
+.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,16 @@ bench-speed: install data
 # and 224-px JPEG decoding (about 35 min on 2 CPU cores; writes its data under /tmp/kdistill-bench-data)
 bench-data: install data
 	$(PY) bench/data.py
+
+# the language-model bench's teacher: a BPE tokenizer and a Llama-style model trained on WordNet's
+# glosses, written to bench/lm_teacher/ (about 1 h on 2 CPU cores; resumable)
+lm-teacher: install wordnet
+	$(PY) bench/lm_teacher.py
+
+# a causal LM into 2-layer cuts of itself: cross-entropy, forward / reverse KL, JSD, hidden states,
+# width pruning, one budget (builds the teacher first when it is missing)
+bench-lm: install wordnet
+	$(PY) bench/lm.py
 
 clean:
 	rm -rf runs .pytest_cache

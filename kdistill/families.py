@@ -2,7 +2,8 @@
 exported beside the run, behind one small interface.
 
 ``classify``: models output class logits; they are judged by accuracy, calibration and
-agreement with the teacher. ``embed``: sentence encoders output embeddings; they are judged by
+agreement with the teacher. ``generate``: causal language models, judged by perplexity,
+agreement with the teacher and generation speed, and written as a transformers folder. ``embed``: sentence encoders output embeddings; they are judged by
 closeness to the teacher, few-label accuracy and speed, and a transformers encoder is also
 written as a sentence-transformers folder. A new family (a causal language model, say) is a
 ``Family`` subclass here and a line in ``FAMILIES``; the recipe's ``task`` names it.
@@ -14,15 +15,24 @@ from pathlib import Path
 
 from torch import nn
 
+from kdistill.errors import KDistillError
 from kdistill.evaluate.embedding import evaluate_embedders, mean_cosine
 from kdistill.evaluate.metrics import evaluate_model, predict
 from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
+from kdistill.evaluate.lm import continuations, generation_speed, prompts_from, token_metrics
 from kdistill.models.hf import HFEncoder
+from kdistill.models.hf_causal import CausalLM, export_causal_lm
+from kdistill.models.zoo import count_params
 
 
 class Family:
     """The interface every family fills."""
+
+    keeps_cut = False  # whether a student cut from the teacher is also judged as cut (role "cut")
+
+    def check_models(self, models: dict) -> None:
+        """Refuse, before any data reaches them, models that cannot be judged together."""
 
     def epoch_metrics(self, model: nn.Module, teacher: nn.Module | None, eval_set, device) -> tuple[dict, str]:
         """Metrics of the model being trained on the validation (or test) set after an epoch, and
@@ -83,7 +93,61 @@ class Encoder(Family):
             export_sentence_transformer(student, folder / "student_hf", overwrite=True)  # a resumed run's too
 
 
-FAMILIES: dict[str, Family] = {"classify": Classifier(), "embed": Encoder()}
+class LanguageModel(Family):
+    """Causal language models: perplexity, agreement and token KL with the teacher, generation
+    speed, sample continuations; the student written as a transformers folder."""
+
+    keeps_cut = True  # the sub-network as cut, before any training, is judged too
+    EPOCH_SEQUENCES = 64  # held-out sequences judged after each epoch
+    PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 3, 8, 24  # sample continuations in the report
+    SPEED_TOKENS = 32  # tokens generated a prompt when timing
+
+    def check_models(self, models):
+        """Teacher and student share one tokenizer (token losses compare distributions over it)."""
+        teacher, student = models.get("teacher"), models.get("student")
+        vocab = [getattr(getattr(m, "tokenizer", None), "get_vocab", None) for m in (teacher, student)]
+        if None in vocab or vocab[0]() == vocab[1]():
+            return
+        raise KDistillError(f"student: its tokenizer ({len(vocab[1]())} tokens) is not the teacher's "
+                            f"({len(vocab[0]())} tokens); token distillation needs one vocabulary: cut the student "
+                            "from the teacher (student.from_teacher), or build it with the teacher's tokenizer "
+                            "(args.tokenizer: the teacher's folder).")
+
+    def epoch_metrics(self, model, teacher, eval_set, device):
+        judge = main_teacher(teacher) if teacher is not None else None
+        metrics = token_metrics(model, eval_set.x, device, judge, limit=self.EPOCH_SEQUENCES)
+        agreement = f", agreement {metrics['agreement']:.4f}" if "agreement" in metrics else ""
+        return {k: v for k, v in metrics.items() if k != "tokens"}, f"ppl {metrics['perplexity']:.3f}{agreement}"
+
+    def final_metrics(self, recipe, models, splits, device, outputs=None):
+        test = splits.test_set.x
+        teacher = main_teacher(models["teacher"]) if "teacher" in models else None
+        prompts = prompts_from(test, self.PROMPTS, self.PROMPT_TOKENS)
+        results, samples = {}, {}
+        for role in ("teacher", "cut", "baseline", "student"):
+            if role not in models or (role == "student" and not recipe.trains("student")):
+                continue
+            model = teacher if role == "teacher" else models[role]
+            metrics = token_metrics(model, test, device, None if role == "teacher" else teacher)
+            metrics["params"] = count_params(model)
+            if recipe.latency:
+                for batch in (1, 16):
+                    metrics[f"tokens_per_s_b{batch}"] = generation_speed(model, prompts, batch, self.SPEED_TOKENS,
+                                                                        device)
+            samples[role] = continuations(model, prompts, self.NEW_TOKENS, device)
+            results[role] = metrics
+        base = results.get("teacher", {}).get("tokens_per_s_b16")
+        for metrics in results.values():
+            if base and "tokens_per_s_b16" in metrics:
+                metrics["speedup_b16"] = metrics["tokens_per_s_b16"] / base
+        return {"test": results, "samples": samples}
+
+    def export(self, student, folder):
+        if isinstance(student, CausalLM):
+            export_causal_lm(student, folder / "student_hf")  # AutoModelForCausalLM and its tokenizer load it
+
+
+FAMILIES: dict[str, Family] = {"classify": Classifier(), "embed": Encoder(), "generate": LanguageModel()}
 
 
 def family_of(recipe) -> Family:

@@ -75,8 +75,13 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     splits, info = prepare_data(recipe, data, preprocess)
-    models = build_models(recipe, teacher, student, device, data_model_args(recipe, splits))
-    pipeline = Pipeline(recipe, device, splits, info, models, family_of(recipe))
+    models = build_models(recipe, teacher, student, device, data_model_args(recipe, splits),
+                          lambda: calibration_batch(splits, device))
+    family = family_of(recipe)
+    family.check_models(models)
+    if family.keeps_cut and recipe.student is not None and recipe.student.from_teacher and student is None:
+        models["cut"] = freeze(copy.deepcopy(models["student"]))  # judged at the end as it was cut
+    pipeline = Pipeline(recipe, device, splits, info, models, family)
     if not train:
         return pipeline
     check_stage_data(recipe, splits)
@@ -124,6 +129,16 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
               f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
 
 
+CALIBRATION = 32  # training inputs a cut ranked on data reads
+
+
+def calibration_batch(splits: Splits, device) -> torch.Tensor:
+    """The first ``CALIBRATION`` training inputs (evenly spread over the pool), on ``device``."""
+    pool = splits.pool_set.x
+    rows = torch.linspace(0, len(pool) - 1, min(len(pool), CALIBRATION)).long().unique()
+    return pool.batch(rows, device)
+
+
 def data_model_args(recipe: Recipe, splits: Splits) -> dict:
     """What the data says of the models that fit it: ``num_classes`` (classify runs),
     ``in_channels`` (images) and ``in_features`` (the flattened input size); a registered
@@ -148,11 +163,12 @@ def _build(spec, known: dict) -> nn.Module:
 
 
 def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device,
-                 known: dict | None = None) -> dict:
+                 known: dict | None = None, calibration=None) -> dict:
     """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
     the same student architecture from the same initial weights, trained without distillation.
     A student ``from_teacher`` is cut from the teacher once the teacher holds its weights.
-    ``known``: the data's ``data_model_args``."""
+    ``known``: the data's ``data_model_args``; ``calibration()``: a batch of training inputs on
+    the teacher's device, for a cut ranked on data."""
     torch.manual_seed(recipe.seed)
     known = known or {}
     models: dict[str, nn.Module] = {}
@@ -165,7 +181,7 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
         if recipe.teacher is not None and recipe.teacher.weights:
             load_weights(teacher, recipe.teacher.weights, "teacher")
         if subnet is not None:
-            student = cut_student(teacher, subnet)
+            student = cut_student(teacher.to(device), subnet, calibration)
         if recipe.teachers:
             extras = {}
             for name, spec in recipe.teachers.items():
@@ -186,8 +202,15 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
     return {k: m.to(device) for k, m in models.items()}
 
 
-def cut_student(teacher: nn.Module, spec) -> nn.Module:
-    """The sub-network of ``teacher`` a recipe's ``student.from_teacher`` describes."""
+def cut_student(teacher: nn.Module, spec, calibration=None) -> nn.Module:
+    """The sub-network of ``teacher`` a recipe's ``student.from_teacher`` describes. A model with
+    its own ``cut(spec, calib)`` (a causal language model) cuts itself, ranking what it keeps on
+    ``calibration()``, a batch of training inputs."""
+    if hasattr(teacher, "cut"):
+        return teacher.cut(spec, calibration() if calibration is not None else None)
+    if spec.pick == "block":
+        raise KDistillError("student.from_teacher.pick: block (a contiguous block of layers dropped, ranked on "
+                            "data) applies to causal language models (model: hf_causal); use even, first_last or first.")
     keep = spec.keep
     if spec.layers is not None:
         stack = getattr(teacher, "layer_stack", None)

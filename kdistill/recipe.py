@@ -94,6 +94,26 @@ class FilesSpec(Strict):
     test_split: str = "test"
 
 
+LM_SOURCES = ("lm_text", "lm_pairs")  # token sequences for causal language models (task: generate)
+
+
+class LMSpec(Strict):
+    """Text for causal language models: a corpus packed into blocks (lm_text) or prompt/response
+    pairs (lm_pairs). ``data.path``: a text file (one text a line), a CSV or JSONL file, a Hugging
+    Face dataset (a save_to_disk folder or parquet / Arrow files); none: WordNet's glosses."""
+
+    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
+    block_size: int = Field(128, ge=2)  # lm_text: tokens a block (texts joined by the eos token, then cut)
+    max_length: int = Field(256, ge=2)  # lm_pairs: tokens a pair at most (prompt + response), longer ones cut
+    text_column: str = "text"  # lm_text: the column of a CSV / JSONL / dataset
+    prompt_column: str = "prompt"  # lm_pairs
+    response_column: str = "response"  # lm_pairs
+    chat_template: bool = True  # lm_pairs: wrap the prompt in the tokenizer's chat template when it has one
+    test: Amount = 0.05  # texts (or pairs) held out for evaluation: a count or a fraction
+    pos: str | list[str] = "all"  # WordNet (no data.path): which parts of speech
+    examples: bool = True  # WordNet: the glosses' quoted example sentences too
+
+
 class LoaderSpec(Strict):
     """How a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers."""
 
@@ -103,7 +123,7 @@ class LoaderSpec(Strict):
 
 class DataSpec(Strict):
     source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv",
-                    "image_folder", "hf_dataset", "npy"] = "fashion_mnist"
+                    "image_folder", "hf_dataset", "npy", "lm_text", "lm_pairs"] = "fashion_mnist"
     # IDX folder (MNIST's work the same), WordNet folder, text or CSV file; image_folder: a folder
     # of class subfolders or a CSV/JSONL list; hf_dataset: a save_to_disk folder or parquet / JSON /
     # CSV / Arrow files; npy: an (N, ...) .npy array
@@ -111,6 +131,7 @@ class DataSpec(Strict):
     text: TextSpec = Field(default_factory=TextSpec)
     images: ImageSpec = Field(default_factory=ImageSpec)
     files: FilesSpec = Field(default_factory=FilesSpec)
+    lm: LMSpec = Field(default_factory=LMSpec)
     labelled: Amount = 600
     val: Amount = 0
     transfer: Amount | None = None
@@ -162,16 +183,27 @@ class DataSpec(Strict):
                                  f"drop data.text.{name}")
         return value
 
-    @field_validator("images", "files")
+    @field_validator("images", "files", "lm")
     @classmethod
     def _section_applies(cls, value: BaseModel, info):
         source = info.data.get("source")
-        readers, what = (IMAGE_SOURCES, "image file") if info.field_name == "images" else (FILE_SOURCES, "file")
+        readers, what = {"images": (IMAGE_SOURCES, "image file"), "files": (FILE_SOURCES, "file"),
+                         "lm": (LM_SOURCES, "language-model")}[info.field_name]
         changed = _changed(value)
         if changed and source not in readers:
             raise ValueError(f"{changed[0]} applies only to the {what} sources ({', '.join(readers)}), "
                              f"not {source!r}; drop data.{info.field_name}.{changed[0]}")
         return value
+
+    @model_validator(mode="after")
+    def _no_labels_for_language_models(self) -> "DataSpec":
+        """Token sequences carry no class labels: nothing is held out as a labelled set."""
+        if self.source in LM_SOURCES:
+            if "labelled" in self.model_fields_set and self.labelled:
+                raise ValueError(f"labelled applies to class labels, which source {self.source!r} has none of; "
+                                 "drop data.labelled (the held-out texts are data.lm.test)")
+            self.labelled = 0
+        return self
 
     @model_validator(mode="after")
     def _path_needed(self) -> "DataSpec":
@@ -183,7 +215,7 @@ class DataSpec(Strict):
     @classmethod
     def _normalize_applies(cls, value, info):
         source = info.data.get("source")
-        if source in TEXT_SOURCES and value in ("teacher", "data"):
+        if source in (*TEXT_SOURCES, *LM_SOURCES) and value in ("teacher", "data"):
             raise ValueError(f"{value!r} does not apply to source {source!r}, whose inputs are token ids; "
                              "drop data.normalize")
         return value
@@ -194,7 +226,9 @@ class SubnetSpec(Strict):
 
     keep: list[int] | dict[str, list[int]] | None = None  # indices of the teacher's layers, or {stack: indices}
     layers: int | None = Field(None, ge=1)  # or: how many of a transformer's layers to keep ...
-    pick: Literal["even", "first_last", "first"] = "even"  # ... and which
+    # ... and which; block: drop the contiguous block of layers whose removal changes a causal
+    # language model's predictions least on a calibration batch (Minitron's depth pruning)
+    pick: Literal["even", "first_last", "first", "block"] = "even"
     heads: int | None = Field(None, ge=1)  # attention heads kept in every layer (transformers)
     ffn: int | None = Field(None, ge=1)  # feed-forward width kept in every layer (transformers)
 
@@ -292,7 +326,11 @@ class StageSpec(Strict):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     grad_clip: float | None = 5.0
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    amp: Literal[False, "bf16", "fp16"] = False  # CUDA only; ignored on CPU
+    amp: Literal[False, "bf16", "fp16"] = False  # autocast: bf16 on CUDA and the CPU; fp16 on CUDA only (ignored on CPU)
+    # micro-batches each batch is split into, their gradients added up before one update: the
+    # activations of batch_size / accumulate samples at a time (losses comparing the samples of a
+    # batch, and batch norm, see one micro-batch)
+    accumulate: int = Field(1, ge=1)
     loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1)
     init_from: str | None = None  # start from the weights another stage ended with
     cache_teacher: bool = True  # teacher outputs computed once, in memory, when there is no augmentation
@@ -337,7 +375,9 @@ class Recipe(Strict):
     tensorboard: bool = False  # also log metrics to runs/<name>/tensorboard (pip install tensorboard)
     # classify: models output class logits; embed: sentence-embedding models, judged by
     # agreement with the teacher and few-label accuracy. Default: embed for text sources.
-    task: Literal["classify", "embed"] | None = None
+    # generate: causal language models (data.source lm_text / lm_pairs), judged by perplexity,
+    # agreement with the teacher and generation speed.
+    task: Literal["classify", "embed", "generate"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -374,7 +414,11 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
         if self.task is None:
-            self.task = "embed" if self.data.source in TEXT_SOURCES else "classify"
+            self.task = ("embed" if self.data.source in TEXT_SOURCES else "generate" if self.data.source in LM_SOURCES
+                         else "classify")
+        if (self.task == "generate") != (self.data.source in LM_SOURCES):
+            raise ValueError(f"task {self.task!r} does not fit data.source {self.data.source!r}: causal language "
+                             f"models (task: generate) read token sequences ({', '.join(LM_SOURCES)}), and only they do")
         for role, spec in (("teacher", self.teacher), *((f"teachers.{n}", t) for n, t in self.teachers.items())):
             if spec is not None and spec.from_teacher is not None:
                 raise ValueError(f"{role}.from_teacher: only a student can be cut from the teacher")

@@ -186,6 +186,16 @@ CASES = {
     "npy labels of the wrong length": (
         lambda tmp: run(recipe(data={"source": "npy", "path": str(tmp / "x.npy"), "files": {"labels": str(tmp / "y.npy")}}),
                         runs_dir=tmp / "runs", progress=False), "npy"),
+    "a language-model source read as classification": (
+        lambda tmp: load_recipe(recipe(data={"source": "lm_text"}, task="classify")), "task: generate"),
+    "language-model text without a tokenizer": (
+        lambda tmp: run(recipe(data={"source": "lm_text"}), runs_dir=tmp / "runs", progress=False), "data.lm.tokenizer"),
+    "a token loss on a model without an output projection": (
+        lambda tmp: run(recipe(stages__0__loss=[{"loss": "token_kd"}]), runs_dir=tmp / "runs", progress=False),
+        "output_head"),
+    "a cut ranked on data asked of a model that is not a language model": (
+        lambda tmp: run(recipe(student={"from_teacher": {"keep": {"stages": [0]}, "pick": "block"}}),
+                        runs_dir=tmp / "runs", progress=False), "pick: block"),
     "more labelled samples than labelled rows": (
         lambda tmp: run(recipe(data={"source": "custom", "labelled": 40}),
                         data=((torch.randn(60, 64), torch.tensor([0, 1] * 10 + [-1] * 40)),

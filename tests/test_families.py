@@ -11,7 +11,7 @@ from torch import nn
 
 from kdistill.data.sklearn_sets import load_digits
 from kdistill.data.splits import Splits
-from kdistill.families import FAMILIES, Classifier, Encoder, Family, family_of
+from kdistill.families import FAMILIES, Classifier, Encoder, Family, LanguageModel, family_of
 from kdistill.models.ensemble import TeacherEnsemble
 from kdistill.recipe import Recipe, load_recipe
 
@@ -47,14 +47,17 @@ def recipe(*trains: str):
 
 
 def test_the_families_are_the_recipes_tasks():
-    task = Recipe.model_fields["task"].annotation  # Literal["classify", "embed"] | None
+    task = Recipe.model_fields["task"].annotation  # Literal["classify", "embed", "generate"] | None
     [literal] = [a for a in typing.get_args(task) if typing.get_origin(a) is typing.Literal]
-    assert set(FAMILIES) == set(typing.get_args(literal)) == {"classify", "embed"}
+    assert set(FAMILIES) == set(typing.get_args(literal)) == {"classify", "embed", "generate"}
     assert type(FAMILIES["classify"]) is Classifier and type(FAMILIES["embed"]) is Encoder
+    assert type(FAMILIES["generate"]) is LanguageModel
     assert all(isinstance(f, Family) for f in FAMILIES.values())
     assert family_of(recipe("student")) is FAMILIES["classify"]  # digits: classify, the default
     text = load_recipe({"name": "t", "data": {"source": "csv", "path": "x.csv"}, "stages": [{"name": "s"}]})
     assert family_of(text) is FAMILIES["embed"]
+    lm = load_recipe({"name": "t", "data": {"source": "lm_text"}, "stages": [{"name": "s"}]})
+    assert family_of(lm) is FAMILIES["generate"] and lm.data.labelled == 0
 
 
 def test_final_metrics_of_a_teacher_a_baseline_and_a_student(splits):

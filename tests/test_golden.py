@@ -5,6 +5,7 @@ A refactor that changes no behaviour leaves every hash as it is. The hashes depe
 torch build, so they are checked only under the torch version that recorded them:
 
     python tests/test_golden.py --record     # after a deliberate change of behaviour, say why
+    python tests/test_golden.py --record --only loss:token_kd   # a new case, the others kept
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ LOSS_TERMS = {
     "scatter": _term("scatter", EMBED), "sp": _term("sp", MAP, MAP), "vid": _term("vid", MAP, MAP),
 }
 EMBEDDING_LOSSES = {"distance_kl", "embed_cosine", "embed_mse", "prototype_kl"}
+# the token losses read a causal language model's hidden states and output projection: a tiny
+# random Llama (built from the seed in tests/lm_fixtures.py) cut to 2 of its 4 layers
+TOKEN_TERMS = {"token_kd": _term("token_kd", divergence="jsd", beta=0.3, temperature=2.0), "token_ce": _term("token_ce")}
+
+
+def token_recipe(name: str, folder: Path) -> dict:
+    """A tiny Llama teacher and corpus written in ``folder``, then the loss on a 2-layer cut of it."""
+    from lm_fixtures import lm_texts, save_tiny_causal
+
+    teacher = save_tiny_causal(folder / "teacher", "llama", sharpen=4.0)
+    (folder / "corpus.txt").write_text("\n".join(lm_texts(120)))
+    return {"name": f"golden-{name}", "seed": 1, "latency": False, "device": "cpu",
+            "data": {"source": "lm_text", "path": str(folder / "corpus.txt"), "lm": {"block_size": 16, "test": 20}},
+            "teacher": {"model": "hf_causal", "args": {"path": str(teacher)}},
+            "student": {"from_teacher": {"layers": 2, "pick": "block"}},
+            "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "batch_size": 16, "accumulate": 2,
+                        "optimizer": {"name": "adamw", "lr": 1e-3}, "loss": [TOKEN_TERMS[name]]}]}
 
 
 def loss_recipe(name: str) -> dict:
@@ -101,7 +119,9 @@ def run_case(case: str, runs_dir: Path) -> dict[str, str]:
 
     torch.manual_seed(0)
     torch.set_num_threads(2)  # the recorded thread count (reductions may split by thread)
-    if case.startswith("loss:"):
+    if case.startswith("loss:") and case[5:] in TOKEN_TERMS:
+        result = run_recipe(token_recipe(case[5:], runs_dir), runs_dir=runs_dir / "runs", progress=False)
+    elif case.startswith("loss:"):
         result = run_recipe(loss_recipe(case[5:]), runs_dir=runs_dir, progress=False)
     else:
         path, overrides = RECIPES[case]
@@ -116,7 +136,7 @@ def run_case(case: str, runs_dir: Path) -> dict[str, str]:
     return student_hashes(result)
 
 
-CASES = [*RECIPES, *(f"loss:{name}" for name in LOSS_TERMS)]
+CASES = [*RECIPES, *(f"loss:{name}" for name in (*LOSS_TERMS, *TOKEN_TERMS))]
 
 
 def _recorded() -> dict:
@@ -126,7 +146,7 @@ def _recorded() -> dict:
 def test_every_registered_loss_has_a_golden_case():
     from kdistill.losses import LOSSES
 
-    assert set(LOSSES) == set(LOSS_TERMS)
+    assert set(LOSSES) == set(LOSS_TERMS) | set(TOKEN_TERMS)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -144,7 +164,10 @@ if __name__ == "__main__":
 
     torch.set_num_threads(2)
     cases = {}
-    for case in CASES:
+    only = sys.argv[sys.argv.index("--only") + 1:] if "--only" in sys.argv else None  # record these, keep the rest
+    if only:
+        cases = dict(_recorded()["cases"])
+    for case in [c for c in CASES if only is None or c in only]:
         with tempfile.TemporaryDirectory() as folder:
             cases[case] = run_case(case, Path(folder))
         print(case, cases[case], flush=True)

@@ -26,17 +26,20 @@ SOURCES = {
     "npy": "kdistill.data.npy_files:load_npy_source",
     "image_folder": "kdistill.data.image_folder:load_image_folder_source",
     "hf_dataset": "kdistill.data.hf_dataset:load_hf_dataset_source",
+    "lm_text": "kdistill.data.lm_text:load_lm_text_source",
+    "lm_pairs": "kdistill.data.lm_text:load_lm_pairs_source",
 }
 
 
-def load_source(source: str, path: str | None = None, spec=None) -> tuple[Source, Source]:
-    """(train, test) for a named source; ``spec``: the recipe's ``data`` section (its options)."""
+def load_source(source: str, path: str | None = None, spec=None, **options) -> tuple[Source, Source]:
+    """(train, test) for a named source; ``spec``: the recipe's ``data`` section (its options);
+    ``options``: what that source's loader takes besides (the language-model sources' ``seed``)."""
     if source not in SOURCES:
         raise KDistillError(
             f"data.source: {source!r} needs the data passed from Python: run(recipe, data=(train, test))."
         )
     module, name = SOURCES[source].split(":")
-    return getattr(importlib.import_module(module), name)(path, spec)
+    return getattr(importlib.import_module(module), name)(path, spec, **options)
 
 
 def as_source(obj, what: str) -> Source:

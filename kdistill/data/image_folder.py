@@ -14,7 +14,6 @@ for training batches a random resized crop and a flip), so the data may exceed m
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
+from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
@@ -179,21 +179,8 @@ def _read_rows(path: Path, what: str) -> list[dict]:
         if path.suffix.lower() == ".csv":
             with open(path, newline="", encoding="utf-8-sig") as f:
                 return list(csv.DictReader(f))
-        rows = []
         with open(path, encoding="utf-8-sig") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise KDistillError(f"{what}: {path} line {number} is not JSON ({err.msg}); "
-                                        "write one JSON object a line.") from None
-                if not isinstance(row, dict):
-                    raise KDistillError(f"{what}: {path} line {number} is not a JSON object; "
-                                        'write one object a line, like {"path": "a.jpg", "label": "cat"}.')
-                rows.append(row)
-        return rows
+            return jsonl_rows(f, path, what)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise KDistillError(f"{what}: cannot read {path} ({' '.join(str(err).split())[:120]}); "
                             "give a UTF-8 .csv with a header row or a .jsonl list.") from None

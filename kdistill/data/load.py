@@ -14,7 +14,7 @@ from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source
 from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
 from kdistill.errors import KDistillError
-from kdistill.recipe import IMAGE_SOURCES, TEXT_SOURCES, Recipe
+from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
 
 
 def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None) -> tuple[Splits, dict]:
@@ -67,6 +67,14 @@ def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
     if recipe.data.source in TEXT_SOURCES:
         return load_text_data(recipe)
     spec = recipe.data
+    if spec.source in LM_SOURCES:  # the teacher's tokenizer, and the recipe's seed for the held-out texts
+        tokenizer = spec.lm.tokenizer or (recipe.teacher.args.get("path") or recipe.teacher.args.get("tokenizer")
+                                          if recipe.teacher is not None else None)
+        if not tokenizer:
+            raise KDistillError("data.lm.tokenizer: token sequences need a tokenizer; set it, or give the teacher "
+                                "as model: hf_causal with args.path.")
+        spec = spec.model_copy(update={"lm": spec.lm.model_copy(update={"tokenizer": tokenizer})})
+        return load_source(spec.source, spec.path, spec, seed=recipe.seed)
     processor = teacher_image_processor(recipe)
     if spec.source in IMAGE_SOURCES and processor and spec.images.size is None and spec.images.crop is None:
         # the teacher's own resize and crop (square: ViT's processors resize to height x width),

@@ -11,6 +11,7 @@ from kdistill.errors import KDistillError
 
 ROWS = {
     "teacher": "teacher",
+    "cut": "student as cut from the teacher (untrained)",
     "baseline": "student without distillation",
     "student": "student (distilled)",
 }
@@ -40,11 +41,20 @@ EMBEDDER_COLUMNS = [
 ]
 
 
+LANGUAGE_MODEL_COLUMNS = [
+    ("perplexity", "perplexity", "float"), ("agreement w/ teacher", "agreement", "pct"),
+    ("token KL to teacher", "kl_to_teacher", "float"), ("tokens/s b=1", "tokens_per_s_b1", "int"),
+    ("tokens/s b=16", "tokens_per_s_b16", "int"), ("speed-up b=16", "speedup_b16", "float"),
+    ("params", "params", "int"),
+]
+
+
 def comparison_table(summary: dict) -> str:
-    """A markdown table of the test metrics of teacher, baseline and student (classifiers or
-    sentence embedders)."""
-    embedders = any("sentences_per_s" in m for m in summary["test"].values())
-    columns = EMBEDDER_COLUMNS if embedders else CLASSIFIER_COLUMNS
+    """A markdown table of the test metrics of teacher, baseline and student (classifiers,
+    sentence embedders or language models)."""
+    found = lambda key: any(key in m for m in summary["test"].values())  # noqa: E731
+    columns = (EMBEDDER_COLUMNS if found("sentences_per_s") else LANGUAGE_MODEL_COLUMNS if found("perplexity")
+               else CLASSIFIER_COLUMNS)
     lines = ["| model | " + " | ".join(c[0] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for role, label in ROWS.items():
@@ -52,6 +62,19 @@ def comparison_table(summary: dict) -> str:
         if metrics is not None:
             cells = [_fmt(metrics.get(key), kind) for _, key, kind in columns]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def samples_section(summary: dict) -> str:
+    """Greedy continuations of the same prompts by each model (language models)."""
+    samples = summary.get("samples")
+    if not samples:
+        return ""
+    lines = ["## Sample continuations (greedy)", ""]
+    for role, items in samples.items():
+        lines.append(f"**{ROWS.get(role, role)}**")
+        lines += [f"- `{s['prompt']}` → `{s['continuation']}`".replace("\n", " ") for s in items]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -250,7 +273,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     ]
     drawn = run_plots(run_dir, summary) if figures else []
     title = f"Run `{summary.get('name', run_dir.name)}`"
-    lines = [f"# {title}", "", table, "", embedding_table(summary), *details, "",
+    lines = [f"# {title}", "", table, "", embedding_table(summary), samples_section(summary), *details, "",
              *[f"![{caption}]({PLOTS}/{path.name})" for caption, path in drawn], ""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -24,6 +24,7 @@ from kdistill.losses import (  # noqa: F401  (registration)
     rkd,
     scatter,
     sp,
+    token,
     vid,
 )
 from kdistill.losses.registry import LOSSES, build_loss, register

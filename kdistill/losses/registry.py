@@ -42,6 +42,10 @@ class Contract:
             from; the default) or an earlier stage's name (the weights it ended with).
         weights: forward takes ``weights``, the student's trainable parameters (a list of
             tensors, the live parameters, so gradients reach them).
+        teacher_reads: the teacher feature it reads unless the recipe's term names one
+            (default: the teacher's output).
+        inputs: forward takes ``inputs``, the batch's model inputs as the models get them
+            (token ids and masks, for losses per token).
     """
 
     teacher: bool = True  # its teacher features (and ``start``) arrive detached: a loss never trains them
@@ -50,6 +54,8 @@ class Contract:
     index: bool = False
     start: bool = False
     weights: bool = False
+    teacher_reads: str | tuple[str, ...] = OUTPUT
+    inputs: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,11 @@ def freeze(model: nn.Module) -> nn.Module:
 
 
 def _cat(parts: list):
+    """Batches joined; a feature that is not a tensor (a model's ``head``) is the same in every
+    batch and kept once."""
     if isinstance(parts[0], dict):
-        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+        return {name: torch.cat([p[name] for p in parts]) if torch.is_tensor(value) else value
+                for name, value in parts[0].items()}
     return torch.cat(parts)
 
 

@@ -2,7 +2,8 @@
 
 No model's ``forward`` is edited, so any ``nn.Module`` works as it is. ``"logits"`` is not a
 module name: it means the model's own output and is filled in by the caller; nor is
-``"weights"``, the model's trainable parameters (for a pull to the starting weights).
+``"weights"``, the model's trainable parameters (for a pull to the starting weights), nor
+``"head"``, a language model's output projection (for losses that project chunk by chunk).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from kdistill.errors import KDistillError
 
 OUTPUT = "logits"
 WEIGHTS = "weights"  # not a module either: the trainable parameters, for losses on the weights
+HEAD = "head"  # nor this: the model's output projection (weight, bias), of models with output_head()
 
 
 def resolve_module(model: nn.Module, name: str, owner: str = "model") -> nn.Module:
@@ -64,11 +66,15 @@ class FeatureTaps:
         self._handles = []
         self.derived = {n: fn for n, fn in (derived or {}).items() if n in names}
         sources = [self.derived[n][0] if n in self.derived else n for n in names]
-        self._sources = [n for n in dict.fromkeys(sources) if n != WEIGHTS]
+        self._sources = [n for n in dict.fromkeys(sources) if n not in (WEIGHTS, HEAD)]
+        self._head = model if HEAD in names else None
+        if self._head is not None and not hasattr(model, "output_head"):
+            raise KDistillError(f"{owner}: a loss reads its {HEAD!r} (the output projection), which only models "
+                                f"with output_head() have (model: hf_causal), not {type(model).__name__}.")
         # a model that holds several models (a teacher ensemble) maps tap names to its own paths
         tap_path = getattr(model, "tap_path", lambda name: name)
         for name in dict.fromkeys(sources):
-            if name in (OUTPUT, WEIGHTS):
+            if name in (OUTPUT, WEIGHTS, HEAD):
                 continue
             module = resolve_module(model, tap_path(name), owner)
             self._handles.append(module.register_forward_hook(self._hook(name)))
@@ -80,9 +86,15 @@ class FeatureTaps:
         return store
 
     def collect(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The captured features plus the model output under ``"logits"``; clears the store."""
-        feats, self.features = {**self.features, OUTPUT: logits}, {}
+        """The captured features plus the model output under ``"logits"`` (and the constants);
+        clears the store."""
+        feats, self.features = {**self.features, OUTPUT: logits, **self.constants()}, {}
         return apply_derived(feats, self.derived)
+
+    def constants(self) -> dict:
+        """The features that are the same for every sample: ``head``, the output projection
+        ``(weight, bias)``, when it is asked for (never cached per sample)."""
+        return {HEAD: tuple(self._head.output_head())} if self._head is not None else {}
 
     @property
     def sources(self) -> list[str]:

@@ -10,7 +10,7 @@ from torch import nn
 from kdistill.errors import KDistillError
 from kdistill.models.adapters import adapter_key, build_adapters
 from kdistill.models.infer import dry_features
-from kdistill.models.taps import OUTPUT
+from kdistill.models.taps import HEAD, OUTPUT
 from kdistill.objective.core import Objective, build_objective
 from kdistill.objective.features import FeatureProvider
 from kdistill.objective.shallow import ShallowSpace
@@ -56,10 +56,18 @@ def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
 
 
 def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> None:
-    """A term comparing the student's output with a teacher's needs the same classes on both sides."""
+    """A term comparing the student's output with a teacher's needs the same classes (or, through
+    output projections, the same vocabulary) on both sides."""
     for term in objective.terms:
         students = term.student if isinstance(term.student, tuple) else (term.student,)
         teachers = term.teacher if isinstance(term.teacher, tuple) else (term.teacher,)
+        if HEAD in students and HEAD in teachers:
+            vs, vt = s_feats[HEAD][0].shape[0], t_feats[HEAD][0].shape[0]
+            if vs != vt:
+                raise KDistillError(f"loss {term.name!r}: the teacher predicts over {vt} tokens but the student "
+                                    f"over {vs}; token losses need one vocabulary: give the student the "
+                                    "teacher's tokenizer (a sub-network of the teacher, or a config with its vocab_size).")
+            continue
         if OUTPUT not in students:
             continue
         for t in teachers:

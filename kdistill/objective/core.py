@@ -125,7 +125,7 @@ class Objective(nn.Module):
         keys = [adapter_key(a, b) for a, b in zip(term.student, term.teacher)]
         return tuple(self.adapters[k](f) if k in self.adapters else f for k, f in zip(keys, s))
 
-    def _extras(self, term: Term, index) -> dict:
+    def _extras(self, term: Term, index, inputs) -> dict:
         extra = {}
         if term.contract.index:
             extra["index"] = index
@@ -133,6 +133,8 @@ class Objective(nn.Module):
             extra["start"] = self.starts.get(term.name)
         if term.contract.weights:
             extra["weights"] = self.params
+        if term.contract.inputs:
+            extra["inputs"] = inputs
         return extra
 
     def forward(
@@ -141,11 +143,13 @@ class Objective(nn.Module):
         teacher_feats: dict[str, torch.Tensor] | None,
         target: torch.Tensor | None,
         index: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Returns (total loss, {term name: detached value}).
 
         ``index`` (``(B,)``, each sample's position in the stage's data) reaches the losses whose
-        contract asks for it, such as those keeping a memory bank of samples.
+        contract asks for it, such as those keeping a memory bank of samples; ``inputs`` (the
+        batch's model inputs) those that read them, such as the token losses' masks.
         """
         student_feats = {**student_feats, WEIGHTS: self.params}
         total, values = 0.0, {}
@@ -155,7 +159,7 @@ class Objective(nn.Module):
             if term.teacher is not None:
                 t = _gather(teacher_feats, term.teacher)
                 s = self._adapt(term, s)
-            value = term.loss(s, t, target, **self._extras(term, index))
+            value = term.loss(s, t, target, **self._extras(term, index, inputs))
             values[term.name] = value.detach()
             total = total + term.weight * value
         return total, values
@@ -166,7 +170,7 @@ def build_objective(specs: list[dict]) -> Objective:
     terms = []
     for spec in specs:
         contract, args = contract_of(spec["loss"]), spec.get("args", {})
-        teacher = (spec.get("teacher") or OUTPUT) if contract.teacher else None
+        teacher = (spec.get("teacher") or contract.teacher_reads) if contract.teacher else None
         student = spec.get("student") or contract.reads
         student, teacher = (tuple(x) if isinstance(x, list) else x for x in (student, teacher))
         terms.append(Term(name=spec.get("name") or spec["loss"], loss=build_loss(spec["loss"], **args),

@@ -7,6 +7,7 @@ name: it feeds the objective the student's taps and the source's teacher feature
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -142,10 +143,8 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
                    objective_params, optimizer, schedule, scaler, generator, seed, layout)
 
 
-def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
-    """One optimisation step on ``batch``; returns the step's terms (``loss`` first).
-    ``desc``, ``where``: the stage, and the epoch and step, for the message when the loss stops
-    being finite."""
+def _losses(t: Trainer, batch: Batch, desc: str, where: str) -> tuple[torch.Tensor, dict]:
+    """The objective on ``batch``: (total loss, {term: value}), checked to be finite."""
     device, stage = t.device, t.stage
     xb, view = t.source.inputs(batch.x, batch.index, t.generator)
     xb = xb.contiguous(memory_format=t.layout)
@@ -153,15 +152,44 @@ def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Ten
     index = batch.index.to(device)  # for losses that keep a memory of samples
     with autocast(device, stage.amp):
         student_feats = t.student_taps.collect(t.forward(xb))
-        loss, terms = t.objective(student_feats, teacher_feats, batch.y, index)
+        loss, terms = t.objective(student_feats, teacher_feats, batch.y, index, xb)
     if not torch.isfinite(loss.detach()):
         bad = next((k for k, v in terms.items() if not math.isfinite(float(v))), "loss")
         raise KDistillError(f"{desc}: loss term {bad!r} became {float(terms.get(bad, loss)):.3g} at {where}; "
                             "lower the learning rate or that term's weight")
+    return loss, terms
+
+
+def micro_batches(batch: Batch, parts: int) -> list[Batch]:
+    """``batch`` split into at most ``parts`` consecutive micro-batches (gradient accumulation)."""
+    if parts <= 1 or len(batch.index) <= 1:
+        return [batch]
+    rows = torch.arange(len(batch.index)).tensor_split(min(parts, len(batch.index)))
+    return [Batch(batch.index[r], batch.x[r.to(batch.x.device)], batch.y[r.to(batch.y.device)]) for r in rows]
+
+
+def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
+    """One optimisation step on ``batch``; returns the step's terms (``loss`` first).
+
+    With ``stage.accumulate`` > 1 the batch is split into that many micro-batches whose gradients,
+    each weighted by its share of the batch, add up before the one update (the activations of one
+    micro-batch at a time). ``desc``, ``where``: the stage, and the epoch and step, for the message
+    when the loss stops being finite."""
+    stage = t.stage
+    parts = micro_batches(batch, stage.accumulate)
     t.optimizer.zero_grad(set_to_none=True)
-    t.scaler.scale(loss).backward()
-    # several processes: DDP has averaged the student's gradients; the objective's own modules
-    # (adapters, heads, learned variances) are averaged here
+    totals: dict[str, torch.Tensor] = {}
+    for k, part in enumerate(parts):
+        share = len(part.index) / len(batch.index)
+        # several processes: gradients are averaged across them on the last micro-batch only
+        sync = k == len(parts) - 1 or not hasattr(t.forward, "no_sync")
+        with contextlib.nullcontext() if sync else t.forward.no_sync():
+            loss, terms = _losses(t, part, desc, where)
+            t.scaler.scale(loss * share if share != 1 else loss).backward()
+        for name, value in {"loss": loss.detach(), **terms}.items():
+            totals[name] = totals.get(name, 0.0) + value * share if len(parts) > 1 else value
+    # DDP has averaged the student's gradients; the objective's own modules (adapters, heads,
+    # learned variances) are averaged here
     distributed.average_gradients(t.objective_params)
     if stage.grad_clip:
         t.scaler.unscale_(t.optimizer)
@@ -169,7 +197,7 @@ def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Ten
     t.scaler.step(t.optimizer)
     t.scaler.update()
     t.schedule.step()
-    return {"loss": loss.detach(), **terms}
+    return totals
 
 
 def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:

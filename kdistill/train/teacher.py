@@ -24,16 +24,19 @@ from torch import nn
 from kdistill.data.augment import random_shift_flip, shift_flip
 from kdistill.errors import KDistillError
 from kdistill.models.infer import eval_mode, forward_batches
-from kdistill.models.taps import OUTPUT, FeatureTaps, apply_derived
+from kdistill.models.taps import HEAD, OUTPUT, FeatureTaps, apply_derived
 from kdistill.data.samples import fingerprint_of
 from kdistill.train.cache import TeacherCache, build_cache, fingerprint
 
 
 def autocast(device: torch.device, amp: str | bool):
-    """bfloat16 / float16 autocast on CUDA when ``amp`` asks for it; nothing elsewhere."""
-    if not amp or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    """The autocast ``amp`` asks for: bfloat16 on CUDA or the CPU, float16 on CUDA; nothing
+    otherwise (float16 on the CPU, other devices)."""
+    if amp == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if amp == "fp16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 class TeacherMemo:
@@ -96,10 +99,12 @@ class TeacherSource:
         if self.taps is None:
             return None
         if self.store is not None:
-            return apply_derived(self.store.get(self.taps.sources, index, view, device), self.taps.derived)
+            feats = self.store.get(self.taps.sources, index, view, device)
+            return apply_derived({**feats, **self.taps.constants()}, self.taps.derived)
         if self.memory is not None:
             index = index.to(device)
-            return apply_derived({k: v[index].float() for k, v in self.memory.items()}, self.taps.derived)
+            feats = {k: v[index].float() for k, v in self.memory.items()}
+            return apply_derived({**feats, **self.taps.constants()}, self.taps.derived)
         with torch.no_grad(), autocast(device, self.amp):  # the textbook loop: a live teacher
             return self.taps.collect(self.teacher(xb))
 
@@ -127,6 +132,10 @@ def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage,
                             "off for a cached stage (the stage's augment shift/flip is cached by views), or drop cache.")
     if decoded_at_random:  # a new view every epoch: the teacher sees each one live
         return source
+    if stage.cache is not None and stage.cache.topk and HEAD in names:
+        raise KDistillError(f"stages ({stage.name}): cache.topk keeps the largest class logits, but this teacher "
+                            "outputs hidden states that its output projection turns into token logits as the loss "
+                            "needs them (a causal language model); drop cache.topk (the hidden states are cached).")
     if stage.cache is not None or (stage.cache_teacher and not augment):
         source.taps.remove()  # outputs computed ahead: the hooks would only hold on to a batch
     if stage.cache is not None:

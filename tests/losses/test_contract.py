@@ -66,6 +66,21 @@ def logits(g, classes=5):
 
 MIXED_LABELS = torch.tensor([1, -1, 2, 0])  # one unlabelled sample (-1)
 
+
+def lm_side(g, L=5, d=6, V=11, bias=True):
+    """A language model's side of a token loss: hidden states and its output projection."""
+    return randn(g, B, L, d), (randn(g, V, d), randn(g, V) if bias else None)
+
+
+def lm_inputs(g, L=5, V=11):
+    """Token ids, attention mask and loss mask ``(B, 3, L)``, one sequence right-padded."""
+    ids = torch.randint(V, (B, L), generator=g)
+    attention = torch.ones(B, L, dtype=torch.long)
+    attention[0, 3:] = 0
+    loss_mask = attention.clone()
+    loss_mask[:, 0] = 0
+    return torch.stack([ids, attention, loss_mask], 1)
+
 CASES: dict[str, Case] = {
     # channel counts and spatial sizes may differ (adapt=False)
     "at": Case(lambda g: (randn(g, B, 3, 4, 4), randn(g, B, 5, 2, 2), None, {})),
@@ -106,6 +121,11 @@ CASES: dict[str, Case] = {
                     zero_when_equal=LABELS_ONLY),
     "sp": Case(lambda g: (randn(g, B, 3, 2, 2), randn(g, B, 5, 4, 4), None, {})),
     # Gaussian NLL: at mu = z it is 0.5 * log sigma^2 (its minimum in mu), not 0
+    # language models: (final hidden states (B, L, d), output projection (W, b)), token ids and masks
+    "token_ce": Case(lambda g: (lm_side(g, bias=True), None, None, {"inputs": lm_inputs(g)}),
+                     zero_when_equal=LABELS_ONLY),
+    "token_kd": Case(lambda g: (lm_side(g, bias=True), lm_side(g, bias=False), None, {"inputs": lm_inputs(g)}),
+                     twin=lambda s: as_leaves(s, False)),
     "vid": Case(lambda g: (randn(g, B, 3, 4, 4), randn(g, B, 3, 4, 4), None, {}),
                 zero_when_equal="Gaussian NLL keeps 0.5 * log sigma^2 at mu = z"),
 }
@@ -123,10 +143,10 @@ def case(name: str) -> Case:
 
 
 def leaves(x) -> list[torch.Tensor]:
-    """The tensors in an input: a tensor, a tuple or list of tensors, or None."""
+    """The tensors in an input: a tensor, a (nested) tuple or list of tensors, or None."""
     if x is None:
         return []
-    return [x] if isinstance(x, torch.Tensor) else [t for t in x]
+    return [x] if isinstance(x, torch.Tensor) else [leaf for t in x for leaf in leaves(t)]
 
 
 def as_leaves(x, requires_grad: bool):
@@ -153,7 +173,8 @@ def call(loss, ex: Example):
 
 def declared_extras(name: str) -> set[str]:
     c = LOSSES[name].contract
-    return {key for key, on in (("index", c.index), ("start", c.start), ("weights", c.weights)) if on}
+    return {key for key, on in (("index", c.index), ("start", c.start), ("weights", c.weights),
+                                ("inputs", c.inputs)) if on}
 
 
 def with_parameters_shaped(loss, ex: Example):

@@ -108,3 +108,51 @@ def test_two_workers_train_the_same_student_as_none(tmp_path):
         students.append(run(tree, runs_dir=tmp_path, progress=False).models["student"].state_dict())
     assert students[0].keys() == students[1].keys()
     assert all(torch.equal(students[0][k], students[1][k]) for k in students[0])
+
+
+def _mlp_weights(stage_args: dict, loss=({"loss": "ce"},), x=None, y=None) -> torch.Tensor:
+    """The weights of a small MLP (no dropout, no batch norm) after 2 epochs of ``stage_args``."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(40, 12, generator=g) if x is None else x
+    y = torch.randint(0, 4, (40,), generator=g) if y is None else y
+    torch.manual_seed(0)
+    model = build_model("mlp", in_features=12, num_classes=4, hidden=[16])
+    stage = StageSpec(**{"name": "t", "epochs": 2, "batch_size": 10, "optimizer": {"name": "sgd", "lr": 0.1},
+                         **stage_args})
+    train_stage(model, build_objective(list(loss)), x, y, stage, torch.device("cpu"), seed=0,
+                hooks=Hooks(progress=False))
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_gradient_accumulation_matches_the_whole_batch():
+    """Micro-batches (4 of an uneven 10: 3, 3, 2, 2 samples) weighted by their share add up to the
+    whole batch's gradient: the same student, up to float rounding; and a real change from 1 step."""
+    whole = _mlp_weights({})
+    split = _mlp_weights({"accumulate": 4})
+    assert torch.allclose(whole, split, atol=1e-6)
+    assert not torch.allclose(whole, _mlp_weights({"epochs": 1}), atol=1e-3)
+
+
+def test_micro_batches_keep_order_and_every_sample():
+    from kdistill.data.batch import Batch
+    from kdistill.train.loop import micro_batches
+
+    batch = Batch(torch.arange(10) + 5, torch.arange(10).float()[:, None], torch.arange(10))
+    parts = micro_batches(batch, 4)
+    assert [len(p.index) for p in parts] == [3, 3, 2, 2]
+    assert torch.equal(torch.cat([p.index for p in parts]), batch.index)
+    assert torch.equal(torch.cat([p.x for p in parts]), batch.x) and torch.equal(torch.cat([p.y for p in parts]), batch.y)
+    assert micro_batches(batch, 1) == [batch] and len(micro_batches(batch, 50)) == 10
+
+
+def test_bf16_autocast_runs_on_the_cpu():
+    from kdistill.train.teacher import autocast
+
+    layer = torch.nn.Linear(4, 4)
+    with autocast(torch.device("cpu"), "bf16"):
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), "fp16"):  # float16 autocast is CUDA's only
+        assert layer(torch.randn(2, 4)).dtype == torch.float32
+    bf16, plain = _mlp_weights({"amp": "bf16"}), _mlp_weights({})
+    assert torch.isfinite(bf16).all() and not torch.equal(bf16, plain)  # trained, at bfloat16's precision
+    assert torch.allclose(bf16, plain, atol=0.05)

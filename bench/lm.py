@@ -1,0 +1,172 @@
+"""A causal language model distilled into a 2-layer sub-network of itself (make bench-lm).
+
+    python bench/lm.py            # the table (the teacher is built first if missing, about 1 h)
+    python bench/lm.py --smoke    # a smoke run: tiny teacher, a few hundred blocks
+
+The teacher is ``bench/lm_teacher.py``'s: a Llama-style model trained here on WordNet's glosses
+(no pretrained causal LM can be installed offline). Every student is a 2-layer cut of it
+(``from_teacher: {layers: 2, pick: block}``: the contiguous block of layers whose removal changes
+the predictions least on a calibration batch is dropped), then trained with one budget fixed
+before any row runs: the same transfer blocks, epochs, batch and optimiser for every row.
+
+Rows: the teacher; the cut as it is; the cut trained with next-token cross-entropy alone (the
+same budget); forward KL; reverse KL; JSD(0.5); forward KL plus hidden-state terms (the cut's
+two layers fitted to the teacher's layers 1 and 5 through the taps); and a width-pruned cut
+(fewer heads, respecting grouped-query attention, and MLP units, ranked on activations) with
+forward KL. Columns: held-out perplexity (the fixed held-out glosses), agreement with the
+teacher's next-token choice, mean token KL to the teacher, greedy tokens a second at batch 1
+and 16 (with the teacher's, measured in the same process, as a ratio), parameters, wall time.
+Writes bench/results/lm.md and lm.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+import lm_teacher  # noqa: E402
+from common import mean_sd, write_lines  # noqa: E402
+
+LAYERS = "model.model.layers"
+
+def hidden_terms(teacher_layers: int) -> list[dict]:
+    """The cut's two layers fitted to the teacher's, evenly spread (layers 2 and 5 of 6), by hint
+    regression through the taps (equal widths: no adapter)."""
+    pairs = zip((0, 1), (round((i + 1) * teacher_layers / 2) - 1 for i in range(2)))
+    return [{"loss": "hint", "weight": 0.1, "name": f"hidden_{s}", "student": f"{LAYERS}.{s}", "teacher": f"{LAYERS}.{t}"}
+            for s, t in pairs]
+
+
+def rows(teacher_layers: int, heads: int, ffn: int) -> dict:
+    """name -> (losses, from_teacher extras) of every student row."""
+    forward = {"loss": "token_kd", "args": {"divergence": "forward_kl"}}
+    return {"ce": ([{"loss": "token_ce"}], {}),
+            "forward_kl": ([forward], {}),
+            "reverse_kl": ([{"loss": "token_kd", "args": {"divergence": "reverse_kl"}}], {}),
+            "jsd": ([{"loss": "token_kd", "args": {"divergence": "jsd", "beta": 0.5}}], {}),
+            "forward_kl+hidden": ([forward, *hidden_terms(teacher_layers)], {}),
+            "forward_kl, width-pruned": ([forward], {"heads": heads, "ffn": ffn})}
+
+
+LABELS = {"teacher": "teacher (6 layers)", "cut": "2-layer cut, undistilled", "ce": "cut + cross-entropy only",
+          "forward_kl": "cut + forward KL", "reverse_kl": "cut + reverse KL", "jsd": "cut + JSD(0.5)",
+          "forward_kl+hidden": "cut + forward KL + hidden states (taps)",
+          "forward_kl, width-pruned": "cut, half its heads (whole key/value groups) and MLP units, + forward KL"}
+
+
+def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int) -> dict:
+    losses, narrow = spec
+    return {"name": f"lm-{row.replace(',', '').replace(' ', '-').replace('+', '-')}-s{seed}", "seed": seed,
+            "device": "auto", "checkpoint": {"every": 200},
+            "data": {**lm_teacher.data_section(teacher), "transfer": budget["blocks"]},
+            "teacher": {"model": "hf_causal", "args": {"path": str(teacher)}},
+            "student": {"from_teacher": {"layers": 2, "pick": "block", **narrow}},
+            "stages": [{"name": "distil", "data": "transfer", "epochs": budget["epochs"], "batch_size": budget["batch"],
+                        "optimizer": {"name": "adamw", "lr": budget["lr"], "weight_decay": 0.01},
+                        "schedule": {"name": "cosine", "warmup_epochs": 0.05}, "grad_clip": 1.0,
+                        "cache_teacher": False, "eval_every": budget["epochs"], "loss": losses}]}
+
+
+def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
+    from kdistill import run
+
+    recipe = row_recipe(row, spec, teacher, budget, seed)
+    done = runs / recipe["name"] / "summary.json"
+    if done.exists():  # resumable bench: a finished row is read back
+        return json.loads(done.read_text())
+    partial = runs / f"{recipe['name']}.incomplete"
+    started = time.time()
+    result = run(recipe, runs_dir=runs, resume=partial if (partial / "recipe.yaml").exists() else None,
+                 overwrite=True)
+    summary = {**result.summary, "wall_s": time.time() - started}
+    done.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def table(results: dict, budget: dict, seeds: list[int]) -> list[str]:
+    """The markdown table: mean ± sd over the seeds of every row."""
+    def cells(role_runs, key, scale=1.0):
+        return mean_sd([m[key] for m in role_runs if key in m], scale)
+
+    lines = ["| model | held-out perplexity | agreement w/ teacher (%) | token KL to teacher | tokens/s b=1 "
+             "(x teacher) | tokens/s b=16 (x teacher) | params | wall s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    first = next(iter(results.values()))
+    for role in ("teacher", "cut"):
+        runs = [s["test"][role] for s in first]
+        lines.append(_line(LABELS[role], runs, cells, first))
+    for row, summaries in results.items():
+        lines.append(_line(LABELS[row], [s["test"]["student"] for s in summaries], cells, summaries))
+    lines += ["", f"Budget, the same for every student row: {budget['blocks']:,} transfer blocks of "
+              f"{lm_teacher.BLOCK} tokens, {budget['epochs']} epoch(s), batch {budget['batch']}, AdamW lr "
+              f"{budget['lr']}; seeds {seeds} (mean ± sd over them; n=1 shows sd 0)."]
+    return lines
+
+
+def _line(label, runs, cells, summaries) -> str:
+    ratio = lambda key: mean_sd([r[key] / s["test"]["teacher"][key] for r, s in zip(runs, summaries)  # noqa: E731
+                                 if key in r], 1.0)
+    wall = mean_sd([s.get("wall_s", 0) for s in summaries], 1.0) if label != LABELS["teacher"] else "-"
+    return (f"| {label} | {cells(runs, 'perplexity')} | {cells(runs, 'agreement', 100)} | "
+            f"{cells(runs, 'kl_to_teacher')} | {cells(runs, 'tokens_per_s_b1')} ({ratio('tokens_per_s_b1')}) | "
+            f"{cells(runs, 'tokens_per_s_b16')} ({ratio('tokens_per_s_b16')}) | {int(runs[0]['params']):,} | {wall} |")
+
+
+def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
+    """The done-when figure: (ppl_ce - ppl_kd) / (ppl_ce - ppl_teacher) for the best distilled row."""
+    mean = lambda row: sum(s["test"]["student"]["perplexity"] for s in results[row]) / len(results[row])  # noqa: E731
+    ce = mean("ce")
+    kd_rows = [r for r in results if r != "ce"]
+    best = min(kd_rows, key=mean)
+    gap = ce - teacher_ppl
+    closed = (ce - mean(best)) / gap if gap else float("nan")
+    speed = [s["test"]["student"].get("speedup_b16") for s in results[best]]
+    return ["", f"Best distilled row: {LABELS[best]} (perplexity {mean(best):.2f}); cross-entropy only {ce:.2f}; "
+            f"teacher {teacher_ppl:.2f}. Gap to the teacher: {gap:.2f} = {100 * gap / teacher_ppl:.0f}% of the "
+            f"teacher's perplexity (target >= 15%). Gap closed by distillation: {100 * closed:.0f}% (target >= 60%). "
+            f"Speed at batch 16: {', '.join(f'{v:.2f}x' for v in speed if v)} the teacher's (target >= 1.8x)."]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--teacher", type=Path, default=HERE / "lm_teacher")
+    parser.add_argument("--blocks", type=int, default=8000, help="transfer blocks every student row trains on")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--runs", type=Path, default=HERE / "results" / "runs")
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--smoke", action="store_true", help="a tiny teacher and budget, to check the script")
+    args = parser.parse_args()
+    budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": 1e-3}
+    if args.smoke:
+        budget["blocks"] = 200
+    if not (args.teacher / "teacher.json").exists():
+        lm_teacher.main(["--out", str(args.teacher), "--runs", str(args.runs), *(["--smoke"] if args.smoke else [])])
+    info = json.loads((args.teacher / "teacher.json").read_text())
+    config = info["config"]
+    groups = config["num_attention_heads"] // config["num_key_value_heads"]  # query heads a key/value head
+    specs = rows(config["num_hidden_layers"], max(groups, config["num_attention_heads"] // 2 // groups * groups),
+                 config["intermediate_size"] // 2)
+    results = {row: [run_row(row, spec, args.teacher, budget, seed, args.runs) for seed in args.seeds]
+               for row, spec in specs.items()}
+    first = next(iter(results.values()))
+    teacher_ppl = sum(s["test"]["teacher"]["perplexity"] for s in first) / len(first)
+    lines = ["# Causal language model: a 6-layer teacher into 2-layer sub-networks of itself", "",
+             f"Teacher: `bench/lm_teacher.py` (Llama-style, {info['params']:,} parameters, BPE vocabulary of "
+             f"{lm_teacher.VOCAB:,}, trained {info['epochs']} epoch(s) on WordNet's glosses in "
+             f"{info['seconds'] / 60:.0f} min; held-out perplexity {info['held_out_perplexity']:.2f}).", "",
+             *table(results, budget, args.seeds), *gap_closed(results, teacher_ppl)]
+    out = args.results / ("lm-smoke.md" if args.smoke else "lm.md")
+    print(write_lines(lines, out))
+    out.with_suffix(".json").write_text(json.dumps({"budget": budget, "teacher": info, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
