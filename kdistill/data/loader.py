@@ -13,7 +13,9 @@ the loop makes them ready for the models on the device (``Inputs.ready``).
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
+import os
 import sys
 from typing import Iterator
 
@@ -85,6 +87,12 @@ def _one_line_errors(batches):
         raise KDistillError(last.split("KDistillError: ", 1)[-1]) from None
 
 
+def _lower_priority(nice: int, _worker: int) -> None:
+    """A worker's start: its scheduling priority lowered by ``nice`` (Unix; nothing elsewhere)."""
+    if nice and hasattr(os, "nice"):
+        os.nice(nice)
+
+
 class BatchLoader:
     """Fetches batches of sample indices from ``(x, y)``, as stored.
 
@@ -93,9 +101,11 @@ class BatchLoader:
         workers: DataLoader worker processes (0: fetch in the main process).
         prefetch: batches each worker keeps ready.
         pin: page-locked batches, for faster copies to a GPU.
+        nice: how much lower the workers' scheduling priority is (Unix nice): they decode in the
+            CPU time the training step leaves, rather than preempting its threads.
     """
 
-    def __init__(self, x, y, workers: int = 0, prefetch: int = 2, pin: bool = False):
+    def __init__(self, x, y, workers: int = 0, prefetch: int = 2, pin: bool = False, nice: int = 0):
         self.x, self.y, self.workers = as_inputs(x), y, workers
         self._sampler = _Batches()
         self._loader = None
@@ -103,7 +113,7 @@ class BatchLoader:
             release_freed_memory()  # the workers fork from here: every page the run holds is theirs too
             self._loader = DataLoader(_Rows(self.x, y), batch_sampler=self._sampler, num_workers=workers,
                                       collate_fn=_whole, pin_memory=pin, persistent_workers=True,
-                                      prefetch_factor=prefetch,
+                                      prefetch_factor=prefetch, worker_init_fn=functools.partial(_lower_priority, nice),
                                       # the workers' seeds from a generator of their own: starting
                                       # them draws nothing from torch's global RNG (dropout's)
                                       generator=torch.Generator().manual_seed(0))

@@ -136,7 +136,7 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     source = teacher_source(teacher, objective, x, stage, seed, device, memo)
     loader = loader or LoaderSpec()
     workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
-    batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda")
+    batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda", nice=loader.nice)
     # hooks last: a teacher source that fails (a bad cache) leaves no hook on the student
     student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
     return Trainer(model, forward, objective, stage, device, x, y, source, batches, student_taps, params,

@@ -58,3 +58,24 @@ def test_a_workers_error_reaches_the_user_as_one_line():
         list(loader.epoch([torch.tensor([0, 1])]))
     assert str(caught.value) == "image_folder: cannot decode /tmp/x.jpg; replace or drop it."
     loader.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="Unix scheduling priorities")
+@pytest.mark.parametrize("nice", [0, 7])
+def test_workers_run_at_a_lower_priority_than_the_training_process(nice):
+    """Each worker's niceness is the main process's plus ``nice``; the main process is untouched."""
+    import os
+
+    from kdistill.data import ArraySource
+    from kdistill.data.samples import Inputs
+
+    class Niceness(ArraySource):
+        def fetch(self, index, view=None):
+            return torch.full((len(index), 1), float(os.nice(0)))
+
+    base = os.nice(0)
+    source = Niceness(torch.zeros(6, 1), torch.zeros(6, dtype=torch.long))
+    loader = BatchLoader(Inputs(source), source.y, workers=2, nice=nice)
+    seen = {float(v) for _, xb, _ in loader.epoch(list(torch.arange(6).split(2))) for v in xb.flatten()}
+    loader.close()
+    assert seen == {float(min(base + nice, 19))} and os.nice(0) == base
