@@ -31,7 +31,6 @@ from kdistill.data.source import (
     file_listing_fingerprint,
     hold_out,
     sample_generator,
-    stack_items,
 )
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
@@ -81,17 +80,16 @@ class HFDatasetSource(Source):
         column = self.data[rows].column(0)
         if self.kind == "array":
             return _array_batch(column, self.name, self.column)
-        from kdistill.data.images import decode_image
+        from kdistill.data.images import decode_batch
 
         items = column.to_pylist()  # this batch's bytes / paths only
-        decoded = []
-        for row, item in zip(rows, items):
-            rng = sample_generator(view, row) if view is not None and self.random else None
-            decoded.append(decode_image(self._image(item, row), self.images, rng, what=self._what(item, row)))
-        return stack_items(decoded, self.name)
+        rand = view is not None and self.random
+        return decode_batch([self._image(item, row) for row, item in zip(rows, items)], self.images,
+                            [sample_generator(view, row) if rand else None for row in rows],
+                            [self._what(item, row) for row, item in zip(rows, items)])
 
     def _image(self, item, row: int):
-        """What ``decode_image`` reads for one cell: encoded bytes, or a file path."""
+        """What ``decode_batch`` reads for one cell: encoded bytes, or a file path."""
         if isinstance(item, dict):
             item = item.get("bytes") or item.get("path")
         if item is None:
