@@ -121,7 +121,7 @@ class LoaderSpec(Strict):
     prefetch: int = Field(2, ge=1, le=64)  # batches each worker keeps ready
     # how much lower the workers' scheduling priority is than the training process's (Unix nice,
     # 0: the same): decoding takes the CPU time the training step leaves rather than preempting
-    # its threads (on 2 cores, PNG batches train 1.2x faster with 10 than with 0)
+    # its threads (on few cores, where workers and training compete for them)
     nice: int = Field(10, ge=0, le=19)
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.losses.registry import Contract, register
+from kdistill.models.hf_causal import prediction_mask, split_inputs
 from kdistill.models.taps import HEAD, OUTPUT
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "tv")
@@ -78,16 +79,12 @@ def counted_positions(inputs: torch.Tensor, length: int) -> torch.Tensor:
     when the inputs carry only ids (and an attention mask, which then marks the targets)."""
     if inputs is None:
         raise ValueError("token losses need the batch's inputs (token ids and masks)")
-    if inputs.dim() == 2:
-        return torch.ones(inputs.shape[0], length - 1, dtype=torch.bool, device=inputs.device)
-    mask = inputs[:, 2] if inputs.shape[1] > 2 else inputs[:, 1]
-    return mask[:, 1:length].bool()
+    return prediction_mask(inputs)[:, : length - 1]
 
 
 def next_tokens(inputs: torch.Tensor) -> torch.Tensor:
     """The token each position predicts: ``(B, L - 1)`` ids."""
-    ids = inputs if inputs.dim() == 2 else inputs[:, 0]
-    return ids[:, 1:].long()
+    return split_inputs(inputs)[0][:, 1:]
 
 
 def auto_chunk(vocab: int, chunk: int) -> int:
