@@ -62,7 +62,11 @@ LABELS = {"teacher": "teacher (6 layers)", "cut": "2-layer cut, undistilled", "c
           "forward_kl, width-pruned": "cut, half its heads (whole key/value groups) and MLP units, + forward KL"}
 
 
-def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int) -> dict:
+def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, cache: Path) -> dict:
+    """One student row. The teacher's outputs come from a disk cache shared by every row of a seed
+    (same teacher, same transfer blocks): the first row that reads the teacher builds it, with the
+    taps of the hidden-state row, and the others read it back (float32, so no row sees a rounded
+    teacher)."""
     losses, narrow = spec
     return {"name": f"lm-{row.replace(',', '').replace(' ', '-').replace('+', '-')}-s{seed}", "seed": seed,
             "device": "auto", "checkpoint": {"every": 200},
@@ -72,13 +76,13 @@ def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int) ->
             "stages": [{"name": "distil", "data": "transfer", "epochs": budget["epochs"], "batch_size": budget["batch"],
                         "optimizer": {"name": "adamw", "lr": budget["lr"], "weight_decay": 0.01},
                         "schedule": {"name": "cosine", "warmup_epochs": 0.05}, "grad_clip": 1.0,
-                        "cache_teacher": False, "eval_every": budget["epochs"], "loss": losses}]}
+                        "cache": {"dir": str(cache), "dtype": "float32"}, "eval_every": budget["epochs"], "loss": losses}]}
 
 
 def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
     from kdistill import run
 
-    recipe = row_recipe(row, spec, teacher, budget, seed)
+    recipe = row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache")
     done = runs / recipe["name"] / "summary.json"
     if done.exists():  # resumable bench: a finished row is read back
         return json.loads(done.read_text())
@@ -136,17 +140,19 @@ def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teacher", type=Path, default=HERE / "lm_teacher")
+    parser.add_argument("--teacher", type=Path, default=None, help="default bench/lm_teacher (smoke: its own folder)")
     parser.add_argument("--blocks", type=int, default=8000, help="transfer blocks every student row trains on")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--runs", type=Path, default=HERE / "results" / "runs")
+    parser.add_argument("--runs", type=Path, default=None, help="default bench/results/runs (smoke: runs-smoke)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--smoke", action="store_true", help="a tiny teacher and budget, to check the script")
     args = parser.parse_args()
     budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": 1e-3}
-    if args.smoke:
+    if args.smoke:  # a smoke run keeps its teacher and rows apart from the real ones
         budget["blocks"] = 200
+    args.teacher = args.teacher or HERE / ("lm_teacher-smoke" if args.smoke else "lm_teacher")
+    args.runs = args.runs or HERE / "results" / ("runs-smoke" if args.smoke else "runs")
     if not (args.teacher / "teacher.json").exists():
         lm_teacher.main(["--out", str(args.teacher), "--runs", str(args.runs), *(["--smoke"] if args.smoke else [])])
     info = json.loads((args.teacher / "teacher.json").read_text())
@@ -154,8 +160,9 @@ def main() -> None:
     groups = config["num_attention_heads"] // config["num_key_value_heads"]  # query heads a key/value head
     specs = rows(config["num_hidden_layers"], max(groups, config["num_attention_heads"] // 2 // groups * groups),
                  config["intermediate_size"] // 2)
-    results = {row: [run_row(row, spec, args.teacher, budget, seed, args.runs) for seed in args.seeds]
-               for row, spec in specs.items()}
+    order = ["ce", "forward_kl+hidden", *[r for r in specs if r not in ("ce", "forward_kl+hidden")]]  # most taps first
+    ran = {row: [run_row(row, specs[row], args.teacher, budget, seed, args.runs) for seed in args.seeds] for row in order}
+    results = {row: ran[row] for row in specs}
     first = next(iter(results.values()))
     teacher_ppl = sum(s["test"]["teacher"]["perplexity"] for s in first) / len(first)
     lines = ["# Causal language model: a 6-layer teacher into 2-layer sub-networks of itself", "",
