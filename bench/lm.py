@@ -79,10 +79,18 @@ def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, ca
                         "cache": {"dir": str(cache), "dtype": "float32"}, "eval_every": budget["epochs"], "loss": losses}]}
 
 
+def teacher_id(teacher: Path) -> str:
+    """The first hex digits of the teacher's weights' SHA-256: rows are named by the teacher they distil."""
+    import hashlib
+
+    return hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()[:8]
+
+
 def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
     from kdistill import run
 
     recipe = row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache")
+    recipe["name"] += "-" + teacher_id(teacher)  # a row of another teacher is not read back
     done = runs / recipe["name"] / "summary.json"
     if done.exists():  # resumable bench: a finished row is read back
         return json.loads(done.read_text())
