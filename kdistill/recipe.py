@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,6 +113,10 @@ class LMSpec(Strict):
     pos: str | list[str] = "all"  # WordNet (no data.path): which parts of speech
     examples: bool = True  # WordNet: the glosses' quoted example sentences too
 
+    # the fields one source reads and the other ignores: set for the other, they are refused
+    READ_BY: ClassVar[dict[str, str]] = {"block_size": "lm_text", "text_column": "lm_text", "max_length": "lm_pairs",
+               "prompt_column": "lm_pairs", "response_column": "lm_pairs", "chat_template": "lm_pairs"}
+
 
 class LoaderSpec(Strict):
     """How a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers."""
@@ -198,6 +202,21 @@ class DataSpec(Strict):
             raise ValueError(f"{changed[0]} applies only to the {what} sources ({', '.join(readers)}), "
                              f"not {source!r}; drop data.{info.field_name}.{changed[0]}")
         return value
+
+    @model_validator(mode="after")
+    def _lm_fields_read(self) -> "DataSpec":
+        """A data.lm field the source does not read is a mistake, not a no-op (e.g. block_size on pairs)."""
+        if self.source not in LM_SOURCES:
+            return self
+        for name in _changed(self.lm):
+            reader = LMSpec.READ_BY.get(name)
+            if reader not in (None, self.source):
+                raise ValueError(f"data.lm.{name} applies only to source {reader!r}, not {self.source!r}; "
+                                 f"drop data.lm.{name}")
+            if name in ("pos", "examples") and self.path is not None:
+                raise ValueError(f"data.lm.{name} chooses WordNet's texts, read only when data.path is unset; "
+                                 f"drop data.lm.{name}")
+        return self
 
     @model_validator(mode="after")
     def _no_labels_for_language_models(self) -> "DataSpec":

@@ -188,6 +188,12 @@ CASES = {
                         runs_dir=tmp / "runs", progress=False), "npy"),
     "a language-model source read as classification": (
         lambda tmp: load_recipe(recipe(data={"source": "lm_text"}, task="classify")), "task: generate"),
+    "a packing block size given to prompt/response pairs": (
+        lambda tmp: load_recipe(recipe(data={"source": "lm_pairs", "path": "p.jsonl", "lm": {"block_size": 64}})),
+        "data.lm.block_size applies only to source 'lm_text'"),
+    "WordNet's parts of speech given with a corpus file": (
+        lambda tmp: load_recipe(recipe(data={"source": "lm_text", "path": "c.txt", "lm": {"pos": "noun"}})),
+        "read only when data.path is unset"),
     "language-model text without a tokenizer": (
         lambda tmp: run(recipe(data={"source": "lm_text"}), runs_dir=tmp / "runs", progress=False), "data.lm.tokenizer"),
     "a token loss on a model without an output projection": (
