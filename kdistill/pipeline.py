@@ -20,15 +20,16 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate.metrics import predict
 from kdistill.families import Family, family_of
 from kdistill.models.ensemble import TeacherEnsemble, main_teacher
+from kdistill.models.hf import set_max_length
 from kdistill.models.infer import freeze
 from kdistill.models.subnet import pick_layers, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.weights import load_weights
-from kdistill.models.zoo import build_model, with_data_defaults
+from kdistill.models.zoo import build_model, builds_from_teacher, with_data_defaults
 from kdistill.objective.build import build_providers, build_stage_objectives
 from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
-from kdistill.recipe import Recipe
+from kdistill.recipe import TEXT_SOURCES, Recipe
 from kdistill.train import distributed
 from kdistill.train.teacher import TeacherMemo
 
@@ -77,6 +78,7 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     splits, info = prepare_data(recipe, data, preprocess)
     models = build_models(recipe, teacher, student, device, data_model_args(recipe, splits),
                           lambda: calibration_batch(splits, device))
+    match_text_length(recipe, models)
     family = family_of(recipe)
     family.check_models(models)
     if family.keeps_cut and recipe.student is not None and recipe.student.from_teacher and student is None:
@@ -95,6 +97,27 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     pipeline.providers = build_providers(recipe, models, splits, device, sample, num_classes)
     pipeline.objectives = build_stage_objectives(recipe, models, sample, pipeline.providers)
     return pipeline
+
+
+def match_text_length(recipe: Recipe, models: dict) -> None:
+    """A text run cuts every text at ``data.text.max_length`` tokens (its data does, for training
+    and evaluation alike); its text encoders take that length too, so that their ``encode`` and the
+    exported ``student_hf/`` cut texts where the run did. A model's ``args.max_length`` that says
+    otherwise is refused: two lengths for one run would be a silent difference."""
+    if recipe.data.source not in TEXT_SOURCES:
+        return
+    length = recipe.data.text.max_length
+    specs = {"teacher": recipe.teacher, "student": recipe.student,
+             **{f"teachers.{name}": spec for name, spec in recipe.teachers.items()}}
+    for role, spec in specs.items():
+        given = spec.args.get("max_length") if spec is not None else None
+        if given is not None and given != length:
+            raise KDistillError(f"{role}.args.max_length: {given} differs from data.text.max_length ({length}), "
+                                "the tokens this run keeps of each text (training, evaluation and the exported "
+                                f"student_hf/ alike); drop {role}.args.max_length, or set data.text.max_length "
+                                "to the length you want.")
+    for model in models.values():
+        set_max_length(model, length)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,25 +178,27 @@ def data_model_args(recipe: Recipe, splits: Splits) -> dict:
     return known
 
 
-def _build(spec, known: dict) -> nn.Module:
+def _build(spec, known: dict, teacher: nn.Module | None = None) -> nn.Module:
     """The recipe's model ``spec``, fitted to the data where its args are silent (not when it
-    loads weights, whose shapes decide)."""
+    loads weights, whose shapes decide); ``teacher``: passed to a builder made from it."""
     args = spec.args if spec.weights else with_data_defaults(spec.model, spec.args, **known)
-    return build_model(spec.model, **args)
+    return build_model(spec.model, **{**args, **({"teacher": teacher} if teacher is not None else {})})
 
 
 def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module | None, device,
                  known: dict | None = None, calibration=None) -> dict:
     """Teacher (frozen unless a stage trains it), student and, if a stage trains one, the baseline:
     the same student architecture from the same initial weights, trained without distillation.
-    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights.
-    ``known``: the data's ``data_model_args``; ``calibration()``: a batch of training inputs on
-    the teacher's device, for a cut ranked on data."""
+    A student ``from_teacher`` is cut from the teacher once the teacher holds its weights, and a
+    student whose builder takes ``teacher`` (``zoo.builds_from_teacher``: a static-embedding
+    student) is built from it then. ``known``: the data's ``data_model_args``; ``calibration()``: a
+    batch of training inputs on the teacher's device, for a cut ranked on data."""
     torch.manual_seed(recipe.seed)
     known = known or {}
     models: dict[str, nn.Module] = {}
     subnet = recipe.student.from_teacher if student is None and recipe.student is not None else None
-    if student is None and recipe.student is not None and subnet is None:
+    made_from_teacher = student is None and recipe.student is not None and builds_from_teacher(recipe.student.model)
+    if student is None and recipe.student is not None and subnet is None and not made_from_teacher:
         student = _build(recipe.student, known)
     if recipe.teacher is not None or teacher is not None:
         if teacher is None:
@@ -182,6 +207,8 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
             load_weights(teacher, recipe.teacher.weights, "teacher")
         if subnet is not None:
             student = cut_student(teacher.to(device), subnet, calibration)
+        elif made_from_teacher:
+            student = _build(recipe.student, known, teacher.to(device))
         if recipe.teachers:
             extras = {}
             for name, spec in recipe.teachers.items():
@@ -190,6 +217,8 @@ def build_models(recipe: Recipe, teacher: nn.Module | None, student: nn.Module |
                     load_weights(extras[name], spec.weights, f"teachers.{name}")
             teacher = TeacherEnsemble(teacher, extras)
         models["teacher"] = teacher
+    if made_from_teacher and student is None:  # no teacher: its builder says what it needs
+        student = _build(recipe.student, known)
     if student is not None:
         if recipe.student is not None and recipe.student.weights:
             load_weights(student, recipe.student.weights, "student")

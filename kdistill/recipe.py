@@ -39,6 +39,9 @@ class TextSpec(Strict):
     label_column: str | None = "label"  # csv; null for unlabelled text
     test: Amount = 0.1  # texts held out as the test set (a count or a fraction)
     tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
+    # tokens kept of each text, special tokens included: the run's one length, for training,
+    # evaluation and the exported student_hf/ alike (its encoders take it in place of their own
+    # args.max_length, which may be left out; set to another value, it is refused)
     max_length: int = Field(128, ge=2)
 
 

@@ -134,7 +134,7 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     # from here on the run's checkpoints stay until it is complete: a kill during the evaluation,
     # the report or the rename is finished by --resume without training again
     try:
-        summary = _finish(pipeline, out, stage_times, started)
+        summary = _finish(pipeline, out, stage_times, started, progress)
     except KDistillError as err:
         raise _kept_or_discarded(out, err) from None
     run_dir = out.complete()
@@ -142,12 +142,13 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     return RunResult(run_dir=run_dir, summary=summary, models=pipeline.models)
 
 
-def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float) -> dict:
-    """After training: the final evaluation, the weights, the student's export and the report,
-    all written into the unfinished run directory. Returns the summary."""
+def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, progress: bool = False) -> dict:
+    """After training: the final evaluation (``progress``: with a bar for each long pass), the
+    weights, the student's export and the report, all written into the unfinished run directory.
+    Returns the summary."""
     recipe, models, splits, device = pipeline.recipe, pipeline.models, pipeline.splits, pipeline.device
     logits: dict[str, torch.Tensor] = {}
-    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits)
+    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits, progress=progress)
     if logits:  # for the report's calibration and disagreement figures
         save_tensors({**logits, "labels": splits.test_set.y}, out.path / "predictions.safetensors")
         summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1], splits.test_set.source)

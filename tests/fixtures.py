@@ -139,3 +139,35 @@ def cli_in_process(args: list[str], monkeypatch, capsys) -> str:
     finally:
         torch.set_num_threads(threads)
     return capsys.readouterr().out.strip()
+
+
+# the tokens of the tiny teacher of the static-embedding tests: TINY_WORDS, a plural ending, and
+# a BERT placeholder that a static student leaves out
+STATIC_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", *TINY_WORDS, "##s"]
+
+
+def save_static_teacher(folder: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random BERT (width 32) and a WordPiece tokenizer that knows every word of
+    ``TINY_WORDS`` (``STATIC_VOCAB``) into ``folder``: the teacher a static-embedding student is
+    built from. The tokenizer is made with the ``tokenizers`` library (transformers 5's
+    ``BertTokenizerFast`` ignores a ``vocab_file``: ``save_tiny_bert``'s knows the special tokens alone)."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    wordpiece = Tokenizer(models.WordPiece({t: i for i, t in enumerate(STATIC_VOCAB)}, unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    wordpiece.decoder = decoders.WordPiece()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]",
+                                                     cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(seed)
+    config = transformers.BertConfig(vocab_size=len(STATIC_VOCAB), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=256,
+                                     initializer_range=0.3)
+    transformers.BertModel(config).save_pretrained(folder)
+    return folder

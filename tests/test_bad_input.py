@@ -102,15 +102,97 @@ def report(tmp):
         sys.argv = argv
 
 
+def static_teacher(tmp):
+    from fixtures import save_static_teacher, write_tiny_sentences
+
+    save_static_teacher(tmp / "teacher")
+    write_tiny_sentences(tmp / "s.csv")
+
+
+def static_run(tmp, student_args=None, loss=None, teacher=True):
+    """A static-embedding student of the tiny teacher ``static_teacher`` wrote, on its sentences."""
+    tree = {"name": "bad", "latency": False,
+            "data": {"source": "csv", "path": str(tmp / "s.csv"), "labelled": 30,
+                     "text": {"tokenizer": str(tmp / "teacher"), "test": 40}},
+            "student": {"model": "static", "args": student_args or {}},
+            "stages": [{"name": "distil", "data": "transfer", "loss": [loss or {"loss": "embed_cosine"}]}]}
+    if teacher:
+        tree["teacher"] = {"model": "hf", "args": {"path": str(tmp / "teacher")}}
+    else:
+        tree["stages"][0].update(data="labelled", loss=[{"loss": "ce"}])
+    run(tree, runs_dir=tmp / "runs", progress=False)
+
+
+def mistyped_model_folder(tmp):
+    from unittest import mock
+
+    # no hub lookups: the name reads as a model id too, so transformers would try one
+    with mock.patch("huggingface_hub.constants.HF_HUB_OFFLINE", True):
+        run(recipe(teacher={"model": "hf", "args": {"path": "no-such-folder"}}), runs_dir=tmp / "runs", progress=False)
+
+
+def write_csv_and_tokenizer(tmp):
+    from fixtures import write_bert_tokenizer
+
+    (tmp / "mail.csv").write_text("sentence,category\nthe cat sat,ham\n")
+    (tmp / "tok").mkdir()
+    write_bert_tokenizer(tmp / "tok")
+
+
+def write_text_teacher(tmp):
+    from fixtures import save_tiny_bert, write_tiny_sentences
+
+    save_tiny_bert(tmp / "bert")
+    write_tiny_sentences(tmp / "sentences.csv")
+
+
+def write_mpnet_teacher(tmp):
+    import transformers
+    from fixtures import ENCODER_VOCAB, write_bert_tokenizer
+
+    folder = tmp / "mpnet"
+    transformers.MPNetModel(transformers.MPNetConfig(
+        vocab_size=len(ENCODER_VOCAB), hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=24, max_position_embeddings=40)).save_pretrained(folder)
+    write_bert_tokenizer(folder)
+
+
+def text_recipe(tmp):
+    """A tiny BERT distilled on sentences, its args.max_length (64) not the data's (16)."""
+    return recipe(data={"source": "csv", "path": str(tmp / "sentences.csv"), "labelled": 30,
+                        "text": {"test": 60, "max_length": 16}},
+                  teacher={"model": "hf", "args": {"path": str(tmp / "bert"), "max_length": 64}},
+                  student={"from_teacher": {"layers": 1}}, stages__0__loss=[{"loss": "embed_cosine"}])
+
+
 # what a case needs on disk before it runs
-SETUP = {"malformed YAML": write_malformed_yaml, "truncated or corrupt checkpoint": write_truncated_checkpoint,
+SETUP = {"malformed YAML": write_malformed_yaml, "CSV without the label column": write_csv_and_tokenizer,
+         "model max_length that differs from data.text.max_length": write_text_teacher,
+         "attention heads pruned in a family whose heads kdistill cannot prune": write_mpnet_teacher,
+         "truncated or corrupt checkpoint": write_truncated_checkpoint,
          "run directory that already exists": lambda tmp: (tmp / "bad").mkdir(),
          "binary file as the recipe": binary_recipe, "runs directory that is a file": runs_dir_is_a_file,
          "HF model folder holding a pickle": pickled_hf_folder,
          "corrupt predictions.safetensors given to kdistill report": run_with_corrupt_predictions,
-         "image folder with no images": empty_photo_folder, "npy labels of the wrong length": write_short_labels}
+         "image folder with no images": empty_photo_folder, "npy labels of the wrong length": write_short_labels,
+         "static student wider than its teacher": static_teacher, "static student without a teacher": static_teacher,
+         "narrow static student compared with the teacher's own output": static_teacher}
 
 CASES = {
+    "mistyped model folder that reads as a model id too": (mistyped_model_folder,
+                                                           "folder no-such-folder does not exist"),
+    "CSV without the label column": (
+        lambda tmp: run(recipe(data={"source": "csv", "path": str(tmp / "mail.csv"),
+                                     "text": {"text_column": "sentence", "tokenizer": str(tmp / "tok")}}),
+                        runs_dir=tmp / "runs", progress=False),
+        "data.text.label_column: null for unlabelled texts"),
+    "model max_length that differs from data.text.max_length": (
+        lambda tmp: run(text_recipe(tmp), runs_dir=tmp / "runs", progress=False),
+        "teacher.args.max_length: 64 differs from data.text.max_length (16)"),
+    "attention heads pruned in a family whose heads kdistill cannot prune": (
+        lambda tmp: run(recipe(teacher={"model": "hf", "args": {"path": str(tmp / "mpnet")}},
+                               student={"from_teacher": {"layers": 1, "heads": 2}}), runs_dir=tmp / "runs",
+                        progress=False), "attention heads of 'mpnet' cannot be pruned"),
     "malformed YAML": (malformed_yaml, "is not valid YAML"),
     "unknown key": (lambda tmp: load_recipe(recipe(stages__0__epocs=3)), "did you mean 'epochs'"),
     "wrong type": (lambda tmp: load_recipe(recipe(stages__0__epochs="three")), "stages.0.epochs"),
@@ -207,6 +289,14 @@ CASES = {
                         data=((torch.randn(60, 64), torch.tensor([0, 1] * 10 + [-1] * 40)),
                               (torch.randn(10, 64), torch.tensor([0, 1] * 5))), runs_dir=tmp / "runs",
                         progress=False), "labelled"),
+    "static student wider than its teacher": (
+        lambda tmp: static_run(tmp, {"width": 64}),
+        "student.args.width: 64 is wider than the teacher's embeddings (32)"),
+    "static student without a teacher": (
+        lambda tmp: static_run(tmp, teacher=False),
+        "built from the teacher's vocabulary, but the recipe has no teacher"),
+    "narrow static student compared with the teacher's own output": (
+        lambda tmp: static_run(tmp, {"width": 8}), "teacher: projected"),
 }
 
 

@@ -148,3 +148,29 @@ def test_export_writes_nothing_for_a_student_that_is_not_a_transformers_encoder(
     Encoder().export(constant(one_hot(0, 1.0)), tmp_path)
     Classifier().export(constant(one_hot(0, 1.0)), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_every_family_judges_the_student_as_cut():
+    """A student cut from the teacher is judged as cut too (role "cut"), whatever the family."""
+    assert all(family.keeps_cut for family in FAMILIES.values())
+    models = {"student": 0, "cut": 0, "teacher": 0, "baseline": 0}  # any order in, the report's order out
+    assert Family.judged(recipe("student", "baseline"), models) == ["teacher", "cut", "baseline", "student"]
+    assert Family.judged(recipe("teacher"), models) == ["teacher", "cut", "baseline"]  # no stage trains it
+
+
+@pytest.mark.parametrize("family", [Classifier(), Encoder()])
+def test_final_metrics_judge_the_cut_beside_the_student(splits, family):
+    teacher = constant(one_hot(2, 2.0))
+    cut = constant(one_hot(3, 1.0), hidden=2)  # the student before training: other outputs
+    student = constant(one_hot(2, 1.0), hidden=2)
+    # an encoder's "embeddings" are these outputs; its few labels are drawn from the pool
+    splits = Splits(splits.labelled_set, splits.transfer_set, None, splits.test_set,
+                    pool_set=splits.labelled_set, pool_labels=splits.labelled_set.y)
+    test = family.final_metrics(recipe("student"), {"teacher": teacher, "student": student, "cut": cut},
+                                splits, CPU)["test"]
+    assert list(test) == ["teacher", "cut", "student"]
+    assert test["cut"]["params"] == test["student"]["params"]
+    if isinstance(family, Classifier):
+        assert test["cut"]["agreement"] == 0.0 and test["student"]["agreement"] == 1.0
+    else:
+        assert test["cut"]["mean_cosine"] == pytest.approx(0.0) and test["student"]["mean_cosine"] == pytest.approx(1.0)

@@ -30,6 +30,7 @@ def test_shallow_pipeline_embeds_and_classifies_by_distance(tmp_path):
     result = run(recipe, runs_dir=tmp_path, progress=False)
     emb = json.loads((result.run_dir / "summary.json").read_text())["embedding"]
     shots = {"prototype@1", "knn@1", "prototype@5", "knn@5", "prototype@10", "knn@10"}
+    shots |= {k.replace("@", "_balanced@") for k in shots} | {"majority_rate"}  # balanced accuracy beside each
     assert set(emb["teacher"]) == shots and set(emb["student"]) == shots | {"prototype_head"}
     assert emb["student"]["prototype_head"] > 0.5
     # ten well-separated digit classes: even one label a class is far above chance (0.1)

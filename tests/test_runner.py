@@ -1,6 +1,8 @@
 """The Python API with the user's own modules and tensors."""
 
+import io
 import json
+import sys
 
 import pytest
 import torch
@@ -118,3 +120,54 @@ def test_metrics_also_go_to_tensorboard_when_asked(tmp_path):
     assert [e.step for e in losses] == [1, 2]
     last = json.loads((result.run_dir / "metrics.jsonl").read_text().splitlines()[-1])
     assert losses[-1].value == pytest.approx(last["train"]["loss"], rel=1e-5)  # the same numbers as metrics.jsonl
+
+
+CUT_RECIPE = {"name": "cut", "latency": False, "device": "cpu", "data": {"source": "digits", "labelled": 100},
+              "teacher": {"model": "cnn", "args": {"channels": [4, 4, 4], "pool_stages": 0, "image_size": 8}},
+              "student": {"from_teacher": {"keep": {"stages": [0, 2]}}},
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "batch_size": 64,
+                          "loss": [{"loss": "kd"}]}]}
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def as_terminal(monkeypatch) -> io.StringIO:
+    """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
+    itself: pytest sets sys.stderr again between a fixture and the test."""
+    from kdistill.models import infer
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    return stream
+
+
+def test_the_student_as_cut_is_in_every_results_table(tmp_path, monkeypatch):
+    """A student cut from the teacher: the sub-network as cut, before any training, is judged too,
+    in summary.json, report.md and the table the CLI prints (a classifier here; every family).
+    With progress off, not a bar is drawn, even on a terminal."""
+    from kdistill.evaluate.report import comparison_table
+
+    terminal = as_terminal(monkeypatch)
+    result = run(CUT_RECIPE, runs_dir=tmp_path, progress=False)
+    assert terminal.getvalue() == ""
+    test = json.loads((result.run_dir / "summary.json").read_text())["test"]
+    assert list(test) == ["teacher", "cut", "student"]
+    assert test["cut"]["params"] == test["student"]["params"] < test["teacher"]["params"]
+    assert 0 <= test["cut"]["agreement"] <= 1 and test["cut"] != test["student"]  # distillation moved it
+    row = "| student as cut from the teacher (untrained) |"
+    assert row in comparison_table(result.summary) and row in (result.run_dir / "report.md").read_text()
+    assert not (result.run_dir / "cut.safetensors").exists()  # rebuilt from the teacher when needed
+
+
+def test_a_run_shows_bars_for_the_teacher_pass_and_the_final_evaluation(tmp_path, monkeypatch):
+    """Passes of more than a few seconds (here, with no delay: every pass) show a bar on a terminal."""
+    terminal = as_terminal(monkeypatch)
+    run(CUT_RECIPE, runs_dir=tmp_path, progress=True)
+    bars = terminal.getvalue()
+    for name in ("teacher outputs", "teacher: test set", "cut: test set", "student: test set"):
+        assert f"{name}:" in bars, name
+    assert " samples/s" in bars

@@ -205,10 +205,10 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
         columns = list(reader.fieldnames or [])
         for name, role in ((text_column, "text_column"), (label_column, "label_column")):
             if name is not None and name not in columns:
-                fix = " or label_column=None for unlabelled texts" if role == "label_column" else ""
+                fix = ", or set data.text.label_column: null for unlabelled texts" if role == "label_column" else ""
                 raise KDistillError(
-                    f"data.{role}: {path} has no column {name!r}; its columns are "
-                    f"{', '.join(map(repr, columns)) or 'none'}: pick one of them{fix}."
+                    f"data.text.{role}: {path} has no column {name!r}; its columns are "
+                    f"{', '.join(map(repr, columns)) or 'none'}: set data.text.{role} to one of them{fix}."
                 )
         rows = []
         for row in reader:  # a short row reads None in the columns it lacks

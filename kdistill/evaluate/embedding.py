@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kdistill.data.samples import pick
 from kdistill.errors import KDistillError
 from kdistill.evaluate.fewshot import few_label_accuracy
 from kdistill.evaluate.metrics import predict
@@ -118,7 +119,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Tensor, test_x: torch.Tensor,
                        test_labels: torch.Tensor, device, shots=(1, 5, 10, 50), seed: int = 0,
-                       max_pool: int = 5000, speed_samples: int = 1024) -> dict:
+                       max_pool: int = 5000, speed_samples: int = 1024, progress: bool = False) -> dict:
     """The embedding task's final evaluation of the student (and baseline) against the teacher.
 
     Few labels a class are drawn from the training pool, whose labels no distillation stage
@@ -126,20 +127,22 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
     result), a seeded sample of at most about ``max_pool`` of them. Agreement with the teacher
     is measured on the whole test set, accuracy on its samples of those classes. Speed: sentences a second at batch 32 on ``device``, on the first
     ``speed_samples`` test inputs (tokenised already, so the tokenizer's time is left out).
+    ``progress``: a bar for each pass of a model over a set that takes more than a few seconds.
     """
     g = torch.Generator().manual_seed(seed)
     # the classes with enough pool samples for the largest draw, at most max_pool samples in all
     classes = [c for c in pool_labels.unique().tolist() if c >= 0 and int((pool_labels == c).sum()) >= max(shots)]
     per_class = max(max(shots), max_pool // max(1, len(classes)))
-    pick = torch.cat([members[torch.randperm(len(members), generator=g)[:per_class]]
-                      for c in classes for members in [torch.nonzero(pool_labels == c).flatten()]])
-    pool_x, pool_labels = pool_x[pick], pool_labels[pick]
+    chosen = torch.cat([members[torch.randperm(len(members), generator=g)[:per_class]]
+                        for c in classes for members in [torch.nonzero(pool_labels == c).flatten()]])
+    pool_x, pool_labels = pick(pool_x, chosen), pool_labels[chosen]  # a view of Inputs: fetched batch by batch
     labelled = torch.isin(test_labels, torch.tensor(classes, dtype=test_labels.dtype))
     # numbered 0..k-1, so that no class without labels takes part (as an empty prototype)
     renumber = torch.full((int(max(pool_labels.max(), test_labels.max())) + 1,), -1, dtype=torch.long)
     renumber[torch.tensor(classes)] = torch.arange(len(classes))
     pool_labels, test_labels = renumber[pool_labels], renumber[test_labels.clamp_min(0)]
-    emb = {role: (predict(m, pool_x, device, 256), predict(m, test_x, device, 256)) for role, m in models.items()}
+    emb = {role: (predict(m, pool_x, device, 256, progress, f"{role}: labelled pool"),
+                  predict(m, test_x, device, 256, progress, f"{role}: test set")) for role, m in models.items()}
     results = {}
     for role, model in models.items():
         pool, query = emb[role]

@@ -2,6 +2,9 @@
 
 Class prototypes (the mean embedding of the few labelled samples of each class),
 k-nearest neighbours and, on request, logistic regression, with 1, 5, 10 and 50 labels a class.
+Each is judged by accuracy and by balanced accuracy (the mean recall of the classes), beside the
+majority-class rate of the test set: on imbalanced classes, accuracy alone flatters a classifier
+that mostly predicts the common class.
 """
 
 from __future__ import annotations
@@ -59,6 +62,20 @@ def logreg_predict(query: torch.Tensor, support: torch.Tensor, support_labels: t
         return torch.from_numpy(model.predict(query.detach().cpu().double().numpy()))
 
 
+def balanced_accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over the classes present in ``labels`` of the share of their samples ``pred`` gets
+    right (per-class recall): ``(N,), (N,) -> float``; chance level is 1 / classes whatever the
+    class sizes."""
+    classes, inverse, counts = labels.unique(return_inverse=True, return_counts=True)
+    hits = torch.zeros(len(classes)).index_add_(0, inverse, (pred == labels).float())
+    return (hits / counts).mean().item()
+
+
+def majority_rate(labels: torch.Tensor) -> float:
+    """The accuracy of always predicting the most common class of ``labels (N,)``."""
+    return labels.unique(return_counts=True)[1].max().item() / len(labels)
+
+
 def pick_per_class(labels: torch.Tensor, shots: int, generator: torch.Generator) -> torch.Tensor | None:
     """``shots`` random indices of each class, or None when a class has fewer."""
     picked = []
@@ -105,14 +122,16 @@ def few_label_accuracy(
         draws: random draws of the labels, averaged; every method sees the same draws.
         methods: any of ``"prototype"``, ``"knn"`` and ``"logreg"``.
     Returns:
-        ``{"<method>@S": acc}`` for each method and each S the pool has enough samples for.
+        ``{"<method>@S": accuracy, "<method>_balanced@S": balanced accuracy}`` for each method
+        and each S the pool has enough samples for, and ``"majority_rate"``: the accuracy of
+        always predicting the test set's most common class.
     """
     methods = check_methods(methods)
     num_classes = int(max(support_labels.max(), query_labels.max())) + 1
     g = torch.Generator().manual_seed(seed)
     results: dict[str, float] = {}
     for s in shots:
-        accs: dict[str, list[float]] = {m: [] for m in methods}
+        scores: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}  # (accuracy, balanced) a draw
         for _ in range(draws):
             idx = pick_per_class(support_labels, s, g)
             if idx is None:
@@ -120,8 +139,12 @@ def few_label_accuracy(
             x, y = support[idx], support_labels[idx]
             for m in methods:
                 pred = predict_with(m, query, x, y, num_classes, min(k, s))
-                accs[m].append((pred == query_labels).float().mean().item())
+                accuracy = (pred == query_labels).float().mean().item()
+                scores[m].append((accuracy, balanced_accuracy(pred, query_labels)))
         for m in methods:
-            if accs[m]:
-                results[f"{m}@{s}"] = sum(accs[m]) / len(accs[m])
+            if scores[m]:
+                results[f"{m}@{s}"] = sum(a for a, _ in scores[m]) / len(scores[m])
+                results[f"{m}_balanced@{s}"] = sum(b for _, b in scores[m]) / len(scores[m])
+    if len(query_labels):
+        results["majority_rate"] = majority_rate(query_labels)
     return results

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ROLES = {"teacher": "teacher", "baseline": "student without distillation", "student": "student (distilled)"}
-COLOURS = {"teacher": "tab:blue", "baseline": "tab:gray", "student": "tab:orange"}
+LABELS = {**ROLES, "cut": "student as cut (untrained)"}  # every model a run's figures may show
+COLOURS = {"teacher": "tab:blue", "cut": "tab:olive", "baseline": "tab:gray", "student": "tab:orange"}
 LEGEND_FONT = 8
 
 
@@ -129,7 +130,7 @@ def tradeoff(summary: dict, path: Path) -> Path | None:
     panels = [("params", "parameters")] + ([("latency_ms_b1", "CPU ms / sample, batch 1")] if latency else [])
     for ax, (key, label) in zip(axes[0], panels):
         for role, m in test.items():
-            ax.scatter(m[key], 100 * m["accuracy"], s=60, color=COLOURS.get(role), label=ROLES.get(role, role))
+            ax.scatter(m[key], 100 * m["accuracy"], s=60, color=COLOURS.get(role), label=LABELS.get(role, role))
             ax.annotate(f"{100 * m['accuracy']:.1f}%", (m[key], 100 * m["accuracy"]), fontsize=8,
                         xytext=(5, 4), textcoords="offset points")
         _log_axis(ax, [m[key] for m in test.values()], label)
@@ -152,7 +153,7 @@ def reliability(logits: dict[str, torch.Tensor], labels: torch.Tensor, path: Pat
         which = torch.bucketize(conf, edges[1:-1])
         points = [(conf[which == b].mean().item(), (pred[which == b] == labels[which == b]).float().mean().item())
                   for b in range(bins) if (which == b).any()]
-        ax.plot(*zip(*points), marker="o", color=COLOURS.get(role), label=ROLES.get(role, role))
+        ax.plot(*zip(*points), marker="o", color=COLOURS.get(role), label=LABELS.get(role, role))
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.set_title("reliability on the test set")

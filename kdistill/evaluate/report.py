@@ -35,7 +35,9 @@ CLASSIFIER_COLUMNS = [
 ]
 EMBEDDER_COLUMNS = [
     ("cosine to teacher", "mean_cosine", "float"), ("10-NN overlap", "neighbour_overlap@10", "pct"),
-    ("centre @10 labels", "prototype@10", "pct"), ("logreg @10 labels", "logreg@10", "pct"),
+    ("centre @10 labels", "prototype@10", "pct"), ("centre @10 balanced", "prototype_balanced@10", "pct"),
+    ("logreg @10 labels", "logreg@10", "pct"), ("logreg @10 balanced", "logreg_balanced@10", "pct"),
+    ("majority class", "majority_rate", "pct"),
     ("sentences/s b=32", "sentences_per_s", "int"), ("speed-up", "speedup", "float"),
     ("params", "params", "int"),
 ]
@@ -78,18 +80,32 @@ def samples_section(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _balanced_key(key: str) -> str:
+    """``prototype@10`` -> ``prototype_balanced@10``: where few-label results keep the balanced accuracy."""
+    method, _, shots = key.partition("@")
+    return f"{method}_balanced@{shots}"
+
+
 def embedding_table(summary: dict) -> str:
-    """Few-label accuracy by distances in the embedding space, teacher (PCA) versus student."""
+    """Few-label accuracy (and balanced accuracy) by distances in the embedding space, teacher
+    (PCA) versus student, with the majority-class rate of the test set."""
     emb = summary.get("embedding")
     if not emb:
         return ""
-    keys = list(emb["teacher"])
+    keys = [k for k in emb["teacher"] if "_balanced@" not in k and k != "majority_rate"]
+    balanced = any(_balanced_key(k) in emb["teacher"] for k in keys)
+    cell = lambda m, k: _fmt(m.get(k), "pct") + (f" / {_fmt(m.get(_balanced_key(k)), 'pct')}" if balanced else "")  # noqa: E731
     lines = ["| embedding space | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for role, label in (("teacher", "teacher (PCA)"), ("student", "student (adapted tap)")):
-        lines.append(f"| {label} | " + " | ".join(_fmt(emb[role].get(k), "pct") for k in keys) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(emb[role], k) for k in keys) + " |")
     head = emb["student"].get("prototype_head")
     note = f"\n\nThe student's prototype head, trained on the labelled set: {_fmt(head, 'pct')} test accuracy." if head is not None else ""
-    return "\n".join(lines) + note + "\n\n`prototype@S` / `knn@S`: S labels a class, drawn from the labelled set.\n"
+    majority = emb["teacher"].get("majority_rate")
+    if majority is not None:
+        note += f"\n\nAlways predicting the test set's most common class: {_fmt(majority, 'pct')} accuracy."
+    legend = "`prototype@S` / `knn@S`: S labels a class, drawn from the labelled set"
+    legend += "; each cell: accuracy / balanced accuracy (the mean recall of the classes).\n" if balanced else ".\n"
+    return "\n".join(lines) + note + "\n\n" + legend
 
 
 PLOTS = "plots"

@@ -33,7 +33,9 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
         if fmt == "safetensors":
             save_weights(student, tmp, {"recipe": meta["recipe"], **(preprocess.to_metadata() if preprocess else {})})
         elif fmt == "onnx":
-            meta["max_abs_diff"] = export_onnx(student, sample, tmp)["max_abs_diff"]
+            result = export_onnx(student, sample, tmp)
+            # a text student's graph takes input_ids and attention_mask, not the packed (N, 2, L)
+            meta["max_abs_diff"], meta["onnx_inputs"] = result["max_abs_diff"], result["inputs"]
         else:
             with _eval_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)

@@ -100,6 +100,22 @@ def _write_sentence_transformer_files(folder: Path, hidden_size: int, max_length
     })
 
 
+def _tokenizer_cut_at(tokenizer, max_length: int):
+    """A copy of ``tokenizer`` that truncates at ``max_length`` tokens wherever a user's code asks it
+    to truncate without naming a length: transformers' ``truncation=True`` reads
+    ``model_max_length``; the ``tokenizers`` library reads the truncation saved in
+    ``tokenizer.json`` (the copy's, not whatever the last call of the original left there)."""
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.model_max_length = max_length
+    if "max_length" in getattr(tokenizer, "init_kwargs", {}):  # tokenizer_config.json's copy of a call default
+        tokenizer.init_kwargs["max_length"] = max_length
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's tokenizer.json
+    if backend is not None:
+        backend.enable_truncation(max_length)
+        backend.no_padding()  # a fixed length left by the last padded call is no part of the model
+    return tokenizer
+
+
 def _prepare_target(out_dir: Path, overwrite: bool) -> Path:
     """Check ``out_dir`` may be written; return the ``.incomplete`` folder to write into first."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -130,6 +146,10 @@ def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwri
     """Write ``encoder`` as a folder that ``transformers.AutoModel``/``AutoTokenizer`` and
     ``sentence_transformers.SentenceTransformer`` load, giving the same embeddings.
 
+    Texts are cut at ``encoder.max_length`` tokens, as in the run that trained it (a run sets it to
+    ``data.text.max_length``): the folder's ``sentence_bert_config.json`` (``max_seq_length``),
+    its tokenizer's ``model_max_length`` and the truncation in ``tokenizer.json`` all say so.
+
     Args:
         encoder: an ``HFEncoder`` (model: hf), e.g. a trained sub-network student. Head-pruned
             students are refused (a transformers config cannot describe them).
@@ -147,7 +167,7 @@ def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwri
     staging = _prepare_target(out_dir, overwrite)
     try:
         encoder.model.save_pretrained(staging)
-        encoder.tokenizer.save_pretrained(staging)
+        _tokenizer_cut_at(encoder.tokenizer, encoder.max_length).save_pretrained(staging)
         _write_sentence_transformer_files(staging, hidden_size, encoder.max_length, encoder.normalize)
         make_readable(staging)
         _move_into_place(staging, out_dir)

@@ -53,9 +53,18 @@ def resolve_path(path: str, what: str = "model 'hf'") -> str:
             ) from None
         return str(module.get_model_path())
     if _reads_as_path(path):
-        raise KDistillError(f"{what}: folder {path} does not exist; give a folder written by save_pretrained "
-                            "or a model id.")
+        raise KDistillError(f"{what}: folder {path} does not exist (looked for {local.absolute()}); correct the "
+                            "path (relative paths start from the folder kdistill runs in), or give a model id.")
     return path  # a hub id: transformers' own cache (set HF_HUB_OFFLINE=1 to forbid downloads)
+
+
+def _not_found(name: str, err: Exception, what: str = "model 'hf'") -> KDistillError:
+    """The error for a name that is no folder here and that transformers could not load as a model
+    id either: most often a mistyped folder, so that comes first."""
+    return KDistillError(
+        f"{what}: folder {name} does not exist (looked for {Path(name).expanduser().absolute()}), and it is not a "
+        f"model id transformers can load ({_first_line(err).rstrip('.')}); correct the folder's path (relative "
+        "paths start from the folder kdistill runs in), or give a model id in the Hugging Face cache.")
 
 
 def _reads_as_path(name: str) -> bool:
@@ -109,7 +118,9 @@ class HFEncoder(nn.Module):
     Args:
         model: a ``transformers`` encoder (``AutoModel``) returning ``last_hidden_state``.
         tokenizer: its tokenizer (kept for ``tokenize``/``encode`` and export; not a module).
-        max_length: tokens kept per text (longer texts are truncated).
+        max_length: tokens kept per text by ``tokenize``/``encode`` and by the exported folder
+            (longer texts are truncated). In a run the data cuts the texts (``data.text.max_length``)
+            and the run sets this to the same length, so that the student it writes reproduces it.
         normalize: L2-normalise the embeddings.
         trim: drop, in every batch, the padding columns that no text of the batch uses (faster;
             leave False when taps on hidden states must have one length across batches).
@@ -151,12 +162,21 @@ class HFEncoder(nn.Module):
                                transform=lambda batch, where: self.tokenize(batch).to(device))
 
 
+def set_max_length(model: nn.Module, max_length: int) -> None:
+    """Make every ``HFEncoder`` in ``model`` (itself, or the members of an ensemble) cut texts at
+    ``max_length`` tokens."""
+    for module in model.modules():
+        if isinstance(module, HFEncoder):
+            module.max_length = max_length
+
+
 @register("hf")
 def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: str | None = None,
                max_length: int = 128, normalize: bool = True, trim: bool = True) -> HFEncoder:
     """A ``transformers`` encoder from a local folder or model id (``path``), or a fresh one
     built from a ``config`` dict (e.g. ``{model_type: bert, hidden_size: 32, ...}``), with the
-    tokenizer of ``tokenizer`` (default: ``path``)."""
+    tokenizer of ``tokenizer`` (default: ``path``). ``max_length``: see ``HFEncoder`` (a run
+    replaces it by ``data.text.max_length``)."""
     transformers = _transformers()
     if (path is None) == (config is None):
         raise KDistillError("model 'hf': give exactly one of args.path (a folder or model id) and args.config.")
@@ -177,8 +197,11 @@ def _pretrained(transformers, path: str, auto=None, what: str = "model 'hf'"):
     """``from_pretrained`` of the ``auto`` class (default ``AutoModel``) from safetensors only: a
     local folder is checked first (``what`` starts the messages)."""
     auto = auto or transformers.AutoModel
-    if not Path(path).is_dir():
-        return auto.from_pretrained(path, use_safetensors=True)  # a hub id
+    if not Path(path).is_dir():  # a model id, or a mistyped folder
+        try:
+            return auto.from_pretrained(path, use_safetensors=True)
+        except (OSError, ValueError) as err:
+            raise _not_found(path, err, what) from None
     check_folder(path, what)
     config = _load_config(transformers, path, what)
     try:
@@ -197,8 +220,11 @@ def load_tokenizer(name: str):
     """The tokenizer in a local folder, or of a known model id installed offline."""
     transformers = _transformers()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    where = resolve_path(name, "tokenizer")
     try:
-        return transformers.AutoTokenizer.from_pretrained(resolve_path(name, "tokenizer"))
-    except OSError as err:
+        return transformers.AutoTokenizer.from_pretrained(where)
+    except (OSError, ValueError) as err:
+        if not Path(where).is_dir():
+            raise _not_found(name, err, "tokenizer") from None
         raise KDistillError(f"tokenizer: cannot load {name!r}: {_first_line(err)}") from None
 

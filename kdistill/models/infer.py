@@ -1,5 +1,11 @@
 """Running a model for its outputs, not for training: in batches, without gradients, in eval
-mode, with every module's own mode restored afterwards even when the model raises."""
+mode, with every module's own mode restored afterwards even when the model raises.
+
+Texts (token ids and attention masks packed ``(N, 2, L)``, every one padded to the set's longest)
+are run longest first, in batches of similar length, each cut to its own longest text, and the
+outputs put back in the order of the inputs: the padding no text of a batch uses costs nothing.
+Training batches never pass through here; they keep the order the loop draws.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,13 @@ from typing import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from kdistill.data.samples import Inputs, take
 from kdistill.errors import KDistillError
 from kdistill.models.taps import FeatureTaps
+
+PROGRESS_DELAY = 2.0  # seconds a pass runs before its bar shows: short passes print nothing
 
 
 @contextlib.contextmanager
@@ -35,6 +44,13 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
+    """A bar over ``total`` samples (done, rate, time left) that shows once its pass has run
+    ``PROGRESS_DELAY`` seconds, on a terminal only, and never when not ``enabled``."""
+    return tqdm(total=total, desc=desc, unit=" samples", delay=PROGRESS_DELAY, leave=False, dynamic_ncols=True,
+                disable=None if enabled else True)  # None: off when stderr is not a terminal
+
+
 def _cat(parts: list):
     """Batches joined; a feature that is not a tensor (a model's ``head``) is the same in every
     batch and kept once."""
@@ -44,39 +60,111 @@ def _cat(parts: list):
     return torch.cat(parts)
 
 
+def _reordered(out, order: torch.Tensor):
+    """Results of the samples ``order`` (in that order) put back in the order of the inputs."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    if isinstance(out, dict):
+        return {k: v[inverse.to(v.device)] if torch.is_tensor(v) else v for k, v in out.items()}
+    return out[inverse.to(out.device)]
+
+
+def text_lengths(x) -> torch.Tensor | None:
+    """Each text's length in tokens (up to the last 1 of its attention mask), ``(N,)``, when ``x``
+    is a view of token inputs packed ``(N, 2, L)`` (ids, mask); None for any other inputs."""
+    if not isinstance(x, Inputs) or not x.source.tokens or not len(x):
+        return None
+    first = x.raw(slice(0, 1))
+    if first.dim() != 3 or first.shape[1] != 2:  # not (ids, mask): a language model's blocks, say
+        return None
+    lengths = []
+    for i in range(0, len(x), 4096):
+        used = x.raw(slice(i, min(i + 4096, len(x))))[:, 1].ne(0)  # (B, L)
+        lengths.append(torch.where(used.any(1), used.shape[1] - used.flip(1).int().argmax(1), 0))
+    return torch.cat(lengths)
+
+
+def _cut_padding(xb: torch.Tensor) -> torch.Tensor:
+    """``(B, 2, L) -> (B, 2, l)``: the columns after the batch's longest text dropped."""
+    used = xb[:, 1].ne(0).any(0).nonzero()
+    return xb[..., : int(used.max()) + 1 if len(used) else 1]
+
+
+def _same(a, b) -> bool:
+    """Whether two results of one batch agree: the same shapes, values equal to float tolerance."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if torch.is_tensor(a):
+        return (torch.is_tensor(b) and a.shape == b.shape
+                and torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-5, equal_nan=True))
+    return True  # not a tensor (a model's head): the same in every batch
+
+
 @torch.no_grad()
 def forward_batches(model: nn.Module, x, device, names: list[str] | None = None, *,
                     owner: str = "model", derived: dict | None = None, batch_size: int = 512,
-                    transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None,
-                    each: Callable | None = None):
+                    transform: Callable[[torch.Tensor, slice | torch.Tensor], torch.Tensor] | None = None,
+                    each: Callable | None = None, progress: bool | tqdm = False, desc: str | None = None):
     """``model`` over ``x (N, ...)`` in batches of ``batch_size`` (``x`` a tensor or ``Inputs``,
     fetched and moved to ``device`` batch by batch, or any sliceable sequence that ``transform``
     turns into inputs).
+
+    Texts (``Inputs`` of token ids and masks, ``(N, 2, L)``) are batched by length, longest
+    first, and each batch is cut to its longest text, unless the model's outputs change when
+    it is (checked once, on the batch of the shortest texts: outputs of one row per token, or
+    a model that reads the padding); the results come back in the order of ``x``.
 
     Args:
         names: feature taps to collect (``models.taps``; ``"logits"`` is the output); None:
             the model's output alone.
         derived: features computed from tapped ones, as for ``FeatureTaps``.
-        transform: applied to each batch on ``device`` with its slice of ``x`` (e.g. augmentation).
+        transform: applied to each batch on ``device`` with the positions of its samples in ``x``
+            (a slice, or an index tensor for texts batched by length), e.g. augmentation.
         each: applied to each batch's result (a tensor, or ``{name: tensor}``) before the
             batches are joined, e.g. ``lambda t: t.float().cpu()``.
+        progress: show a bar of the samples done (a pass of more than ``PROGRESS_DELAY``
+            seconds, on a terminal), named ``desc``; or a bar to advance (a pass run in parts).
     Returns:
         the joined results: ``(N, ...)``, or ``{name: (N, ...)}`` when ``names`` is given.
     """
-    parts = []
+    if not len(x):
+        raise ValueError("forward_batches: no inputs (x is empty)")
+    lengths = text_lengths(x)
+    order = lengths.argsort(descending=True, stable=True) if lengths is not None else None
+    batches = (list(order.split(batch_size)) if order is not None else
+               [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)])
     with eval_mode(model), contextlib.ExitStack() as stack:
         taps = stack.enter_context(FeatureTaps(model, names, owner, derived)) if names is not None else None
-        for i in range(0, len(x), batch_size):
-            where = slice(i, min(i + batch_size, len(x)))
-            xb = take(x, where, device) if isinstance(x, (torch.Tensor, Inputs)) else x[where]
-            if transform is not None:
-                xb = transform(xb, where)
-            out = model(xb)
-            out = taps.collect(out) if taps is not None else out
+        bar = progress if isinstance(progress, tqdm) else stack.enter_context(
+            progress_bar(len(x), desc or f"{owner} outputs", progress))
+
+        def run(xb, where):
+            out = model(transform(xb, where) if transform is not None else xb)
+            return taps.collect(out) if taps is not None else out
+
+        def fetch(where):
+            return take(x, where, device) if isinstance(x, (torch.Tensor, Inputs)) else x[where]
+
+        last, cut = None, False
+        if order is not None:  # whether cutting the padding changes nothing, on the shortest texts
+            xb = fetch(batches[-1])
+            short = _cut_padding(xb)
+            if short.shape[-1] < xb.shape[-1]:
+                full, last = run(xb, batches[-1]), run(short, batches[-1])
+                cut = _same(full, last)
+                last = last if cut else full
+        parts = []
+        for i, where in enumerate(batches):
+            if i == len(batches) - 1 and last is not None:
+                out = last
+            else:
+                xb = fetch(where)
+                out = run(_cut_padding(xb) if cut else xb, where)
             parts.append(each(out) if each is not None else out)
-    if not parts:
-        raise ValueError("forward_batches: no inputs (x is empty)")
-    return _cat(parts)
+            bar.update(len(where) if isinstance(where, torch.Tensor) else where.stop - where.start)
+    out = _cat(parts)
+    parts.clear()  # at most two copies of the results at once: joined, and put back in order
+    return _reordered(out, order) if order is not None else out
 
 
 def dry_features(model: nn.Module, names: list[str], owner: str, sample: torch.Tensor,

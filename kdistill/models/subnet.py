@@ -7,12 +7,15 @@ a standard config (``intermediate_size``); fewer heads of the same size is not, 
 head-pruned student trains and evaluates here but does not export as a transformers folder. Heads and feed-forward units are
 kept by importance: the L2 norm of the weights that write their output back to the
 residual stream (the attention output projection's columns of a head; the second
-feed-forward matrix's columns of a unit).
+feed-forward matrix's columns of a unit). Heads and feed-forward units are pruned only in the
+families whose layers ``LAYER_PARTS`` maps (by the config's ``model_type``); layers are cut in
+any model.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -67,19 +70,67 @@ def _prune_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     return out.to(linear.weight.device, linear.weight.dtype)
 
 
-def narrow_ffn(layer: nn.Module, width: int) -> None:
-    """Keep the ``width`` feed-forward units of a BERT-style layer with the largest output weights."""
-    up, down = layer.intermediate.dense, layer.output.dense
+@dataclass(frozen=True)
+class LayerParts:
+    """Where one layer of a transformer family keeps what head and FFN pruning rewrite: module
+    paths inside the layer. ``self_attention`` is None where heads cannot be pruned one layer at a
+    time (``why_not_heads`` says why).
+
+    Args:
+        self_attention: the module holding the query, key and value projections and the head
+            counts (``num_attention_heads``, ``attention_head_size``, ``all_head_size``).
+        qkv: the query, key and value projections' names in it.
+        attention_out: the attention output projection (input columns: the heads, in order).
+        ffn_in, ffn_out: the feed-forward layer's first and second linear maps.
+    """
+
+    self_attention: str | None
+    qkv: tuple[str, str, str] | None
+    attention_out: str | None
+    ffn_in: str
+    ffn_out: str
+    why_not_heads: str = ""
+
+
+BERT_LAYER = LayerParts("attention.self", ("query", "key", "value"), "attention.output.dense",
+                        "intermediate.dense", "output.dense")
+# families (config.model_type) whose layers are known; tests/models/test_subnet.py builds each
+LAYER_PARTS = {
+    "bert": BERT_LAYER,  # all-MiniLM-L6-v2 too
+    "electra": BERT_LAYER,
+    "roberta": BERT_LAYER,
+    "xlm-roberta": BERT_LAYER,
+    "mpnet": LayerParts(None, None, None, "intermediate.dense", "output.dense",
+                        why_not_heads="its relative position bias is computed once for every head of every layer"),
+}
+
+
+def layer_parts(model_type: str | None, what: str) -> LayerParts:
+    """The ``LayerParts`` of a family, or a one-line refusal naming it (``what``: heads or ffn)."""
+    parts = LAYER_PARTS.get(model_type or "")
+    known = ", ".join(sorted(name for name, each in LAYER_PARTS.items() if what == "ffn" or each.self_attention))
+    if parts is None:
+        raise KDistillError(f"student.from_teacher.{what}: pruning {what} is known for the {known} families, not "
+                            f"{model_type or 'this model'!r}; drop {what} and cut layers only (layers or keep).")
+    if what == "heads" and parts.self_attention is None:
+        raise KDistillError(f"student.from_teacher.heads: attention heads of {model_type!r} cannot be pruned "
+                            f"({parts.why_not_heads}); drop heads and cut layers (layers or keep), or narrow ffn.")
+    return parts
+
+
+def narrow_ffn(layer: nn.Module, width: int, parts: LayerParts = BERT_LAYER) -> None:
+    """Keep the ``width`` feed-forward units of a layer with the largest output weights."""
+    up, down = resolve_module(layer, parts.ffn_in), resolve_module(layer, parts.ffn_out)
     if not 1 <= width <= up.out_features:
         raise KDistillError(f"student.from_teacher: ffn {width} must be between 1 and {up.out_features}.")
     keep = down.weight.norm(dim=0).topk(width).indices.sort().values
-    layer.intermediate.dense = _prune_linear(up, keep, 0)
-    layer.output.dense = _prune_linear(down, keep, 1)
+    _set_module(layer, parts.ffn_in, _prune_linear(up, keep, 0))
+    _set_module(layer, parts.ffn_out, _prune_linear(down, keep, 1))
 
 
-def head_importance(layer: nn.Module, num_heads: int) -> torch.Tensor:
+def head_importance(layer: nn.Module, num_heads: int, parts: LayerParts = BERT_LAYER) -> torch.Tensor:
     """Norm of each head's columns of the attention output projection: ``(num_heads,)``."""
-    weight = layer.attention.output.dense.weight  # (H, heads * head_dim)
+    weight = resolve_module(layer, parts.attention_out).weight  # (H, heads * head_dim)
     return weight.view(weight.shape[0], num_heads, -1).norm(dim=(0, 2))
 
 
@@ -93,6 +144,7 @@ def sub_network(teacher: nn.Module, keep: dict[str, list[int]] | list[int] | Non
         heads: attention heads to keep in every layer (transformer encoders).
         ffn: feed-forward width to keep in every layer (transformer encoders).
     """
+    parts = _check_shrinkable(teacher, heads, ffn)
     student = copy.deepcopy(teacher)
     if isinstance(keep, list):
         stack = getattr(teacher, "layer_stack", None)
@@ -102,8 +154,8 @@ def sub_network(teacher: nn.Module, keep: dict[str, list[int]] | list[int] | Non
         keep = {stack: keep}
     for path, indices in (keep or {}).items():
         keep_blocks(student, path, list(indices))
-    if heads is not None or ffn is not None:
-        _shrink_transformer(student, heads, ffn)
+    if parts is not None:
+        _shrink_transformer(student, parts, heads, ffn)
     config = getattr(getattr(student, "model", None), "config", None)
     if config is not None and hasattr(student, "layer_stack"):
         config.num_hidden_layers = len(resolve_module(student, student.layer_stack))
@@ -113,31 +165,41 @@ def sub_network(teacher: nn.Module, keep: dict[str, list[int]] | list[int] | Non
     return student
 
 
-def prune_heads(layer: nn.Module, keep: torch.Tensor) -> None:
-    """Keep only the heads ``keep`` of a BERT-style layer's self-attention."""
-    attn = layer.attention.self
+def prune_heads(layer: nn.Module, keep: torch.Tensor, parts: LayerParts = BERT_LAYER) -> None:
+    """Keep only the heads ``keep`` of a layer's self-attention."""
+    attn = resolve_module(layer, parts.self_attention)
     size = attn.attention_head_size
     units = (keep.unsqueeze(1) * size + torch.arange(size, device=keep.device)).flatten()  # the kept heads' rows
-    for name in ("query", "key", "value"):
+    for name in parts.qkv:
         setattr(attn, name, _prune_linear(getattr(attn, name), units, 0))
-    layer.attention.output.dense = _prune_linear(layer.attention.output.dense, units, 1)
+    _set_module(layer, parts.attention_out, _prune_linear(resolve_module(layer, parts.attention_out), units, 1))
     attn.num_attention_heads, attn.all_head_size = len(keep), len(keep) * size
 
 
-def _shrink_transformer(student: nn.Module, heads: int | None, ffn: int | None) -> None:
-    config = getattr(getattr(student, "model", None), "config", None)
-    stack = getattr(student, "layer_stack", None)
-    if config is None or stack is None:
+def _check_shrinkable(teacher: nn.Module, heads: int | None, ffn: int | None) -> LayerParts | None:
+    """The teacher's ``LayerParts`` when heads or ffn are asked for (None otherwise), or a one-line
+    refusal: before anything is copied."""
+    if heads is None and ffn is None:
+        return None
+    config = getattr(getattr(teacher, "model", None), "config", None)
+    if config is None or getattr(teacher, "layer_stack", None) is None:
         raise KDistillError("student.from_teacher: heads and ffn apply to transformer encoders (model: hf) only.")
-    layers = resolve_module(student, stack)
+    model_type = getattr(config, "model_type", None)
+    parts = layer_parts(model_type, "ffn") if ffn is not None else None
+    return layer_parts(model_type, "heads") if heads is not None else parts
+
+
+def _shrink_transformer(student: nn.Module, parts: LayerParts, heads: int | None, ffn: int | None) -> None:
+    config = student.model.config
+    layers = resolve_module(student, student.layer_stack)
     if heads is not None:
         total = config.num_attention_heads
         if not 1 <= heads <= total:
             raise KDistillError(f"student.from_teacher: heads {heads} must be between 1 and {total}.")
         for layer in layers:
-            prune_heads(layer, head_importance(layer, total).topk(heads).indices.sort().values)
+            prune_heads(layer, head_importance(layer, total, parts).topk(heads).indices.sort().values, parts)
         student.pruned_heads = heads  # a standard config cannot describe it: export checks this
     if ffn is not None:
         for layer in layers:
-            narrow_ffn(layer, ffn)
+            narrow_ffn(layer, ffn, parts)
         config.intermediate_size = ffn

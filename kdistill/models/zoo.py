@@ -45,7 +45,15 @@ def build_model(name: str, **kwargs) -> nn.Module:
     try:
         return MODELS[name](**kwargs)
     except (TypeError, ValueError) as err:  # a builder refusing its arguments (missing, unknown, out of range)
-        raise KDistillError(f"model {name!r}: bad arguments {kwargs}: {err}") from None
+        shown = {k: f"<{type(v).__name__}>" if isinstance(v, nn.Module) else v for k, v in kwargs.items()}
+        raise KDistillError(f"model {name!r}: bad arguments {shown}: {err}") from None
+
+
+def builds_from_teacher(name: str | None) -> bool:
+    """Whether the registered builder ``name`` takes the run's ``teacher`` (a student made from
+    it, such as a static-embedding student): the run builds the teacher first and passes it."""
+    builder = MODELS.get(name) if name else None
+    return builder is not None and "teacher" in inspect.signature(builder).parameters
 
 
 def with_data_defaults(name: str, args: dict, **known) -> dict:

@@ -13,11 +13,12 @@ from kdistill.models.infer import dry_features
 from kdistill.models.taps import HEAD, OUTPUT
 from kdistill.objective.core import Objective, build_objective
 from kdistill.objective.features import FeatureProvider
+from kdistill.objective.projected import ProjectedTeacher
 from kdistill.objective.shallow import ShallowSpace
 
 # every feature provider: ``from_recipe(recipe, models, splits, device, sample, num_classes)``
 # gives the provider, or None when the recipe does not ask for its features
-PROVIDERS = (ShallowSpace.from_recipe,)
+PROVIDERS = (ShallowSpace.from_recipe, ProjectedTeacher.from_recipe)
 
 
 def build_providers(recipe, models: dict, splits, device, sample: torch.Tensor,
@@ -77,4 +78,6 @@ def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> 
             if ks != kt:
                 who = "teacher" if t == OUTPUT else f"teacher {t.split(':')[0]!r}"
                 raise KDistillError(f"loss {term.name!r}: the {who} outputs {kt} classes but the student {ks}; "
-                                    f"give the student num_classes={kt} (model args).")
+                                    f"give the student num_classes={kt} (model args); a sentence encoder narrower "
+                                    "than its teacher reads a teacher feature of its width (teacher: projected, "
+                                    "for a static student).")

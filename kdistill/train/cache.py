@@ -35,7 +35,7 @@ from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.data.fingerprint import fingerprint
 from kdistill.data.samples import fingerprint_of, pick
 from kdistill.errors import KDistillError
-from kdistill.models.infer import forward_batches
+from kdistill.models.infer import forward_batches, progress_bar
 from kdistill.models.taps import OUTPUT
 
 SHARD = 8192  # samples a shard
@@ -118,10 +118,12 @@ class TeacherCache:
 
 
 def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: torch.Tensor | None, shift: int,
-                 folder: Path, s: int, device, topk: int | None, dtype: str, batch_size: int, info: dict) -> None:
+                 folder: Path, s: int, device, topk: int | None, dtype: str, batch_size: int, info: dict,
+                 bar=False) -> None:
     """Shard ``s``: the taps ``names`` of every view of the inputs ``x (S, ...)`` (views drawn as
     ``params (S, V, 3)``; None: one view, unaugmented) as ``(S, V, ...)`` arrays in ``folder``;
-    ``info`` gets each array's trailing shape and the number of classes."""
+    ``info`` gets each array's trailing shape and the number of classes; ``bar``: a progress bar
+    to advance by the samples done."""
     np_dtype = np.float16 if dtype == "float16" else np.float32
     chunks: dict[str, list[np.ndarray]] = {}
     augmented = params is not None
@@ -129,7 +131,7 @@ def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: 
     for v in range(params.shape[1]):
         view = params[:, v]
         feats = forward_batches(
-            teacher, x, device, names, owner="teacher", batch_size=batch_size,
+            teacher, x, device, names, owner="teacher", batch_size=batch_size, progress=bar,
             transform=(lambda xb, where, view=view: shift_flip(xb, view[where], shift)) if augmented else None,
             each=lambda f: {n: f[n].float().cpu() for n in names})
         for n, t in feats.items():
@@ -183,12 +185,15 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
                           for _ in range(views)], dim=1)  # (N, V, 3)
     starts = list(range(0, len(x), SHARD))
     info: dict = {}  # shapes, classes (the same on every rank)
-    for s in range(distributed.rank(), len(starts), distributed.world_size()):
-        start, stop = starts[s], min(starts[s] + SHARD, len(x))
-        _write_shard(teacher, names, pick(x, slice(start, stop)), params[start:stop] if augment else None, shift, partial, s,
-                     device, topk, dtype, batch_size, info)
-        if progress:
-            print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
+    mine = range(distributed.rank(), len(starts), distributed.world_size())
+    with progress_bar(sum(min(SHARD, len(x) - starts[s]) for s in mine) * views, "teacher outputs (cache)",
+                      progress) as bar:
+        for s in mine:
+            start, stop = starts[s], min(starts[s] + SHARD, len(x))
+            _write_shard(teacher, names, pick(x, slice(start, stop)), params[start:stop] if augment else None, shift,
+                         partial, s, device, topk, dtype, batch_size, info, bar)
+            if progress and bar.disable:  # no terminal for a bar (a log file): a line a shard
+                print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
     distributed.barrier()  # every rank's shards are written
     if distributed.is_main():
         np.save(partial / "params.npy", params.numpy())

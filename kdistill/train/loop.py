@@ -107,8 +107,9 @@ class Trainer:
 
 def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, device: torch.device,
           teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None,
-          loader: LoaderSpec | None = None) -> Trainer:
-    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
+          loader: LoaderSpec | None = None, progress: bool = False) -> Trainer:
+    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source
+    (``progress``: a bar while teacher outputs are computed ahead)."""
     generator = torch.Generator().manual_seed(seed)
     x = as_inputs(x)
     objective.bind(model)
@@ -133,7 +134,7 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     on_device = device.type == "cuda" and stored is not None and stored < 2**31
     if on_device:  # small data sets held in memory live on the GPU, as stored: no copy per step
         x, y = x.to(device), y.to(device)
-    source = teacher_source(teacher, objective, x, stage, seed, device, memo)
+    source = teacher_source(teacher, objective, x, stage, seed, device, memo, progress=progress)
     loader = loader or LoaderSpec()
     workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda", nice=loader.nice)
@@ -252,7 +253,7 @@ def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stag
         the last epoch's mean terms, plus ``seconds``.
     """
     hooks = hooks or Hooks(desc=stage.name)
-    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader)
+    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader, progress=hooks.progress)
     try:
         if resume is not None:
             t.load(resume)

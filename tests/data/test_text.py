@@ -94,10 +94,14 @@ def test_csv_labels_are_sorted_classes(tmp_path):
 def test_csv_missing_column_names_the_columns(tmp_path):
     file = tmp_path / "data.csv"
     file.write_text("sentence,category\nhi,a\n")
-    with pytest.raises(KDistillError, match=r"no column 'text'.*'sentence', 'category'"):
+    with pytest.raises(KDistillError, match=r"^data\.text\.text_column: .*no column 'text'.*'sentence', 'category': "
+                                            r"set data\.text\.text_column to one of them\.$"):
         load_csv(file)
-    with pytest.raises(KDistillError, match=r"no column 'label'.*label_column=None"):
+    # the recipe's field and YAML's null, not Python's None
+    with pytest.raises(KDistillError, match=r"^data\.text\.label_column: .*no column 'label'.*"
+                                            r"set data\.text\.label_column: null for unlabelled texts\.$") as err:
         load_csv(file, text_column="sentence")
+    assert "None" not in str(err.value)
 
 
 def _labelled(n_per_class=(60, 30, 10)):

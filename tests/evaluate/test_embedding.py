@@ -94,6 +94,7 @@ def test_evaluate_embedders_keys_and_no_cosine_between_different_widths():
     models = {"teacher": nn.Identity(), "student": FirstThree()}
     result = evaluate_embedders(models, x, y, x, y, "cpu", shots=(1, 5), speed_samples=4)
     scores = {"prototype@1", "logreg@1", "prototype@5", "logreg@5"}
+    scores |= {k.replace("@", "_balanced@") for k in scores} | {"majority_rate"}
     common = {"classes", "sentences_per_s", "params", "weight_bytes", "speedup"}
     assert set(result["teacher"]) == scores | common
     assert set(result["student"]) == scores | common | {"neighbour_overlap@10"}  # 5 against 3 wide: no cosine
@@ -113,5 +114,6 @@ def test_evaluate_embedders_leaves_out_classes_too_small_for_the_largest_draw():
     result = evaluate_embedders(models, pool, pool_labels, test, test_labels, "cpu", shots=(1, 5), speed_samples=4)
     student = result["student"]
     assert student["classes"] == 2  # class 2 has 2 pool samples, fewer than 5
-    assert student["prototype@1"] == 1.0 and student["logreg@5"] == 1.0
+    assert student["prototype@1"] == 1.0 and student["logreg@5"] == 1.0 and student["logreg_balanced@5"] == 1.0
+    assert student["majority_rate"] == 0.5  # over the test samples of the two classes judged: 12 and 12
     assert student["mean_cosine"] == pytest.approx(1.0) and student["neighbour_overlap@10"] == 1.0

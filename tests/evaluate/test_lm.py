@@ -56,3 +56,23 @@ def test_speed_and_continuations(pair):
     assert len(out) == 2 and all(isinstance(o["continuation"], str) and o["prompt"] for o in out)
     again = continuations(teacher, prompts, 6, torch.device("cpu"))
     assert out == again  # greedy: the same every time
+
+
+def test_a_long_pass_over_the_test_set_shows_a_bar(pair, monkeypatch):
+    import io
+    import sys
+
+    from kdistill.models import infer
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    teacher, student, x = pair
+    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    quiet = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2)
+    assert sys.stderr.getvalue() == ""  # off unless asked
+    shown = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2, progress=True, desc="student: test set")
+    assert "student: test set:" in sys.stderr.getvalue() and "/5 " in sys.stderr.getvalue()
+    assert shown == quiet

@@ -145,3 +145,29 @@ def test_an_output_path_taken_by_a_folder_is_refused_before_writing(finished, tm
     (copy / name).mkdir(parents=True)
     with pytest.raises(KDistillError, match="should be a file"):
         check_report_inputs([copy], None)
+
+
+def test_few_label_tables_show_balanced_accuracy_and_the_majority_class_rate():
+    """56% on a 69/31 test set is worse than always saying the common class: the tables say so."""
+    from kdistill.evaluate.report import comparison_table, embedding_table
+
+    few = {"prototype@10": 0.56, "prototype_balanced@10": 0.5, "logreg@10": 0.7, "logreg_balanced@10": 0.52,
+           "majority_rate": 0.69}
+    summary = {"test": {"teacher": {**few, "sentences_per_s": 100.0, "params": 1000},
+                        "student": {**few, "sentences_per_s": 300.0, "params": 100, "mean_cosine": 0.9}}}
+    head, _, _, student = comparison_table(summary).splitlines()
+    columns = [c.strip() for c in head.strip("|").split("|")]
+    cells = dict(zip(columns, (c.strip() for c in student.strip("|").split("|"))))
+    assert cells["centre @10 labels"] == "56.00%" and cells["centre @10 balanced"] == "50.00%"
+    assert cells["logreg @10 labels"] == "70.00%" and cells["logreg @10 balanced"] == "52.00%"
+    assert cells["majority class"] == "69.00%"
+
+    emb = {"teacher": {"prototype@1": 0.56, "prototype_balanced@1": 0.5, "majority_rate": 0.69},
+           "student": {"prototype@1": 0.6, "prototype_balanced@1": 0.55, "majority_rate": 0.69}}
+    table = embedding_table({"embedding": emb})
+    assert "| embedding space | prototype@1 |" in table  # one column a method and number of labels
+    assert "| teacher (PCA) | 56.00% / 50.00% |" in table and "| student (adapted tap) | 60.00% / 55.00% |" in table
+    assert "most common class: 69.00%" in table and "balanced accuracy" in table
+    # a summary written before balanced accuracy was reported reads as it did
+    old = embedding_table({"embedding": {role: {"prototype@1": 0.5} for role in ("teacher", "student")}})
+    assert "| teacher (PCA) | 50.00% |" in old and "most common" not in old

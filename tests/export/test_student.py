@@ -71,10 +71,23 @@ def test_torchscript_gives_the_students_outputs(cnn, sample, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.json", "student.pt"]
 
 
+def test_onnx_of_a_text_student_names_its_two_inputs(tokenizer_dir, tmp_path):
+    """student.json says what the graph takes: the tokenizer's input_ids and attention_mask, not
+    the packed (N, 2, L) the student takes in PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from fixtures import ENCODER_TEXTS, tiny_encoder
+
+    encoder = tiny_encoder(tokenizer_dir).eval()
+    meta = write_student(encoder, encoder.tokenize(ENCODER_TEXTS), {"format": "onnx", "recipe": "tiny"}, "onnx",
+                         tmp_path, tmp_path / "student.onnx", None)
+    assert json.loads((tmp_path / "student.json").read_text())["onnx_inputs"] == ["input_ids", "attention_mask"]
+    assert meta["max_abs_diff"] <= 1e-4
+
+
 def test_onnx_gives_the_students_outputs(cnn, sample, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     meta = _write(cnn, sample, "onnx", tmp_path)
-    assert meta["max_abs_diff"] <= 1e-4
+    assert meta["max_abs_diff"] <= 1e-4 and meta["onnx_inputs"] == ["input"]
     session = ort.InferenceSession(meta["path"], providers=["CPUExecutionProvider"])
     x = torch.rand(3, 1, 8, 8)
     got = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])

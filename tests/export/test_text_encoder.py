@@ -17,10 +17,11 @@ pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def transformers_embeddings(folder, texts, normalize=True):
-    """Mean-pooled embeddings computed with plain transformers from an exported folder."""
+    """Mean-pooled embeddings computed with plain transformers from an exported folder, as the
+    README says: truncation=True, with no length named (the folder's own)."""
     model = transformers.AutoModel.from_pretrained(folder).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
-    enc = tok(texts, padding=True, truncation=True, max_length=24, return_tensors="pt")
+    enc = tok(texts, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**enc).last_hidden_state
     mask = enc["attention_mask"].unsqueeze(-1).float()
@@ -48,6 +49,58 @@ def test_export_loads_in_transformers_and_sentence_transformers(tokenizer_dir, t
     got, model = st_embeddings(out, TEXTS)
     assert model.max_seq_length == 24
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+LONG_TEXTS = [" ".join(["the big red car on the road ran fast"] * 4), "a dog", " ".join(["happy fish"] * 12)]
+
+
+def test_texts_longer_than_the_encoder_takes_are_cut_where_it_cuts_them(tokenizer_dir, tmp_path):
+    encoder = tiny_encoder(tokenizer_dir)  # max_length 24; the model itself has 64 positions
+    encoder.tokenizer("a b c " * 20, truncation=True, max_length=40, padding="max_length")  # a call leaves state
+    expected = encoder.encode(LONG_TEXTS)
+    assert encoder.tokenize(LONG_TEXTS).shape[2] == 24
+    out = export_sentence_transformer(encoder, tmp_path / "st")
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 24
+    assert json.loads((out / "tokenizer.json").read_text())["truncation"]["max_length"] == 24
+    assert encoder.tokenizer.model_max_length != 24  # the encoder's own tokenizer is left as it was
+    got, _ = transformers_embeddings(out, LONG_TEXTS)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    got, model = st_embeddings(out, LONG_TEXTS)
+    assert model.max_seq_length == 24
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    tokenizers = pytest.importorskip("tokenizers")  # the tokenizers library alone reads tokenizer.json
+    assert len(tokenizers.Tokenizer.from_file(str(out / "tokenizer.json")).encode(LONG_TEXTS[0]).ids) == 24
+
+
+def test_a_runs_student_hf_gives_the_runs_embeddings_of_long_texts(tiny_bert, tmp_path, monkeypatch):
+    """The run cuts texts at data.text.max_length (6 tokens here) while the teacher's args say
+    nothing (model 'hf' defaults to 128): the exported folder must cut where the run did."""
+    from kdistill import run
+    from kdistill.data.text import tokenize_texts
+
+    monkeypatch.setattr("kdistill.runner.write_report", lambda *a, **k: None)  # its figures take seconds
+    sentences = tmp_path / "long.csv"
+    words = "the a dog cat bird runs sleeps flies over under big small red blue tree house car road".split()
+    rows = [" ".join(words[(i + j) % len(words)] for j in range(4 + i % 9)) + f",c{i % 2}" for i in range(140)]
+    sentences.write_text("text,label\n" + "\n".join(rows) + "\n")
+    recipe = {"name": "long", "latency": False, "embedding": None,
+              "data": {"source": "csv", "path": str(sentences), "labelled": 4, "text": {"test": 20, "max_length": 6}},
+              "teacher": {"model": "hf", "args": {"path": str(tiny_bert)}},
+              "student": {"from_teacher": {"layers": 1, "pick": "first"}},
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "batch_size": 16,
+                          "loss": [{"loss": "embed_cosine"}]}]}
+    result = run(recipe, runs_dir=tmp_path / "runs", progress=False)
+    student = result.models["student"].cpu().eval()
+    texts = [" ".join(words[i:] + words[:i]) for i in range(5)]  # 18 words each: far past 6 tokens
+    with torch.no_grad():  # the run's own inputs: its data's tokens, cut at data.text.max_length
+        expected = student(tokenize_texts(texts, student.tokenizer, 6))
+    folder = result.run_dir / "student_hf"
+    got, _ = transformers_embeddings(folder, texts)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    got, model = st_embeddings(folder, texts)
+    assert model.max_seq_length == 6
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(student.encode(texts), expected, atol=1e-6, rtol=0)  # the model's own encode too
 
 
 def test_exported_folder_is_byte_reproducible_and_readable(tokenizer_dir, tmp_path):

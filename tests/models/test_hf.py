@@ -1,5 +1,7 @@
 """Hugging Face encoders as sentence-embedding models, and sub-networks cut from them."""
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -156,3 +158,21 @@ def test_a_bad_model_folder_is_one_line(tiny_bert, tmp_path, case, match):
     with pytest.raises(KDistillError, match=match) as err:
         build_model("hf", path=str(folder))
     assert "\n" not in str(err.value) and str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["no-such-folder", "models/no-such-folder", "./no-such-folder"])
+def test_a_mistyped_folder_says_it_does_not_exist(name, offline_hub, tmp_path, monkeypatch):
+    """A name that could be a model id too (no './' in front) fails as a missing folder first,
+    not as a hub error; so does its tokenizer (a text run loads it first)."""
+    pytest.importorskip("transformers")
+    from kdistill.models.hf import load_tokenizer
+
+    # the environment variable is read when huggingface_hub is first imported (maybe by an earlier test)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    for load, what in ((lambda: build_model("hf", path=name), "model 'hf'"), (lambda: load_tokenizer(name), "tokenizer")):
+        with pytest.raises(KDistillError) as err:
+            load()
+        message = str(err.value)
+        assert message.startswith(f"{what}: folder {name} does not exist (looked for {tmp_path / Path(name)}")
+        assert "correct the" in message and "\n" not in message

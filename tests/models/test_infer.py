@@ -1,12 +1,16 @@
 """kdistill.models.infer: eval mode with every module's own mode restored, batched forward
 passes that equal one big pass, and the one-line error of a dry pass on inputs the model refuses."""
 
+import io
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
 from kdistill.models.infer import dry_features, eval_mode, forward_batches
+from kdistill.models.taps import FeatureTaps
 from kdistill.models.zoo import build_model
 
 CPU = torch.device("cpu")
@@ -188,3 +192,137 @@ def test_dry_features_names_the_input_shape_on_a_mismatch():
     assert message.startswith("teacher: ") and "(1, 16, 16)" in message and "image_size" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__
     assert model.training and not model.stages[0]._forward_hooks
+
+
+# ---- texts: batched by length, each batch cut to its longest text, results in input order ------
+
+LENGTHS = [1, 9, 3, 12, 2, 7, 5, 4, 11, 6]  # words a text, in no order
+
+
+@pytest.fixture
+def texts(tiny_bert):
+    """A view of texts of many lengths, tokenised as a run's text source does: ``(N, 2, L)``,
+    every text padded to the longest."""
+    from fixtures import TINY_WORDS
+
+    from kdistill.data.samples import Inputs
+    from kdistill.data.text import TokenSource
+    from kdistill.models.hf import load_tokenizer
+
+    lines = [" ".join(TINY_WORDS[(i + j) % len(TINY_WORDS)] for j in range(n)) for i, n in enumerate(LENGTHS)]
+    source = TokenSource(lines, torch.zeros(len(lines)), load_tokenizer(str(tiny_bert)), max_length=32)
+    return Inputs(source)
+
+
+def _encoder(tiny_bert):
+    # trim=False: the model runs whatever length it is given, so only forward_batches can cut
+    return build_model("hf", path=str(tiny_bert), trim=False)
+
+
+def _seen_lengths(model):
+    """The attention masks of every input the model is called on, in call order."""
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 1].clone()))
+    return seen
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 100])
+def test_texts_by_length_give_the_unsorted_results(tiny_bert, texts, batch_size):
+    model = _encoder(tiny_bert)
+    x = texts[:]  # (N, 2, L): every text padded to the longest
+    expected = _reference(model, x)
+    out = forward_batches(model, texts, CPU, batch_size=batch_size)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    # with the taps a run reads, and each batch's results moved as a run moves them
+    feats = forward_batches(model, texts, CPU, ["logits"], batch_size=batch_size,
+                            each=lambda f: {k: v.double() for k, v in f.items()})
+    torch.testing.assert_close(feats["logits"], expected.double(), rtol=1e-4, atol=1e-5)
+
+
+def test_texts_are_batched_by_length_and_cut_to_each_batchs_longest(tiny_bert, texts):
+    model = _encoder(tiny_bert)
+    seen = _seen_lengths(model)
+    forward_batches(model, texts, CPU, batch_size=3)
+    full = texts.shape[-1]
+    # the batch of the shortest texts runs twice first (at full length, then cut: the check that
+    # cutting changes nothing), then the batches longest first, each cut to its longest text
+    assert [m.shape for m in seen[:2]] == [(1, full), (1, seen[1].sum().item())]
+    batches = seen[2:]
+    assert [len(m) for m in batches] == [3, 3, 3]
+    assert all(m[:, -1].any() for m in batches)  # no column of padding alone
+    longest = [int(m.sum(1).max()) for m in batches]
+    assert longest == sorted(longest, reverse=True) and longest[0] == full > longest[-1]
+    assert sum(m.numel() for m in batches) < 9 * full  # less padding than every text at full length
+
+
+def test_token_features_keep_the_sets_length(tiny_bert, texts):
+    """A feature of one row a token changes shape when the padding is cut: the pass then keeps
+    every batch at the set's length, and the features equal the unsorted ones."""
+    model = _encoder(tiny_bert)
+    x = texts[:]
+    model.eval()
+    with torch.no_grad(), FeatureTaps(model, ["model.encoder.layer.0"], "teacher") as taps:
+        expected = taps.collect(model(x))["model.encoder.layer.0"]
+    model.train()
+    out = forward_batches(model, texts, CPU, ["model.encoder.layer.0", "logits"], owner="teacher", batch_size=3)
+    assert out["model.encoder.layer.0"].shape == (len(LENGTHS), x.shape[-1], 32)
+    torch.testing.assert_close(out["model.encoder.layer.0"], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(out["logits"], _reference(model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_that_reads_the_padding_is_not_cut(texts):
+    class PaddingCounter(nn.Module):  # its output depends on how many columns it is given
+        def forward(self, x):
+            return (x[:, 0].float().sum(1, keepdim=True) + x.shape[-1]).expand(-1, 2)
+
+    model = PaddingCounter()
+    out = forward_batches(model, texts, CPU, batch_size=3)
+    torch.testing.assert_close(out, model(texts[:]))
+
+
+def test_other_inputs_keep_their_order_and_length(tiny_bert):
+    model = _encoder(tiny_bert)
+    x = model.tokenize(["sun", "the dog runs over the road", "a bird"])  # a tensor: not a view of texts
+    expected = _reference(model, x)
+    seen = _seen_lengths(model)
+    torch.testing.assert_close(forward_batches(model, x, CPU, batch_size=2), expected)
+    assert [m.shape for m in seen] == [(2, x.shape[-1]), (1, x.shape[-1])]
+
+
+# ---- progress -----------------------------------------------------------------------------------
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def as_terminal(monkeypatch) -> io.StringIO:
+    """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
+    itself: pytest sets sys.stderr again between a fixture and the test."""
+    from kdistill.models import infer
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    return stream
+
+
+def test_a_pass_shows_a_bar_of_samples_rate_and_time_left(monkeypatch):
+    model, x = _cnn(), torch.randn(10, 1, 8, 8)
+    terminal = as_terminal(monkeypatch)
+    forward_batches(model, x, CPU, batch_size=4, progress=True, desc="teacher outputs")
+    bar = terminal.getvalue()
+    assert "teacher outputs" in bar and "/10 " in bar  # samples done of 10
+    assert " samples/s" in bar and "<" in bar  # the rate, and elapsed<left
+
+
+def test_no_bar_when_progress_is_off_or_stderr_is_no_terminal(monkeypatch):
+    model, x = _cnn(), torch.randn(10, 1, 8, 8)
+    terminal = as_terminal(monkeypatch)
+    forward_batches(model, x, CPU, batch_size=4)  # off by default
+    forward_batches(model, x, CPU, batch_size=4, progress=False)
+    assert terminal.getvalue() == ""
+    log = io.StringIO()  # a log file: no bar either
+    monkeypatch.setattr(sys, "stderr", log)
+    forward_batches(model, x, CPU, batch_size=4, progress=True)
+    assert log.getvalue() == ""

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.models.subnet import head_importance, pick_layers, sub_network
+from kdistill.models.subnet import LAYER_PARTS, head_importance, pick_layers, sub_network
+from kdistill.models.taps import resolve_module
 from kdistill.models.zoo import build_model
 
 
@@ -210,7 +211,8 @@ class Encoder(nn.Module):
     def __init__(self, layers=3, hidden=8, heads=4, ffn=12):
         super().__init__()
         self.model = nn.Module()
-        self.model.config = SimpleNamespace(num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=ffn)
+        self.model.config = SimpleNamespace(model_type="bert", num_hidden_layers=layers, num_attention_heads=heads,
+                                            intermediate_size=ffn)
         self.model.encoder = nn.Module()
         self.model.encoder.layer = nn.ModuleList(Layer(hidden, heads, ffn) for _ in range(layers))
 
@@ -314,3 +316,73 @@ def test_bad_transformer_choices(bert, extra, match):
     with pytest.raises(KDistillError, match=match):
         sub_network(bert, **extra)
     assert len(bert.model.encoder.layer) == 3 and bert.model.config.intermediate_size == 12
+
+
+# --- real transformers families ------------------------------------------------------------
+# Heads and FFN pruning know where each family in LAYER_PARTS keeps its projections; every
+# other family is refused in one line naming it. Layers are cut in any family.
+
+FAMILY_SIZES = {"hidden_size": 16, "num_hidden_layers": 3, "num_attention_heads": 4, "intermediate_size": 24,
+                "max_position_embeddings": 40}
+
+
+def family_encoder(tokenizer_dir, model_type, **sizes):
+    """A tiny random transformers encoder of ``model_type`` (model: hf), with the test tokenizer."""
+    pytest.importorskip("transformers")
+    from fixtures import ENCODER_VOCAB
+
+    torch.manual_seed(0)
+    config = {"model_type": model_type, "vocab_size": len(ENCODER_VOCAB), **FAMILY_SIZES, **sizes}
+    return build_model("hf", config=config, tokenizer=str(tokenizer_dir)).eval()
+
+
+def reloads(student) -> bool:
+    """A fresh model of the student's config takes its weights, name for name and shape for shape."""
+    fresh = type(student.model)(student.model.config)
+    fresh.load_state_dict(student.model.state_dict(), strict=True)
+    return True
+
+
+@pytest.mark.parametrize("model_type", sorted(LAYER_PARTS))
+def test_heads_and_ffn_are_pruned_in_every_known_family(tokenizer_dir, model_type):
+    from fixtures import ENCODER_TEXTS
+
+    teacher = family_encoder(tokenizer_dir, model_type)
+    heads = 2 if LAYER_PARTS[model_type].self_attention else None
+    x = teacher.tokenize(ENCODER_TEXTS)
+    with torch.no_grad():
+        # all heads and the full width: the teacher's function
+        same = sub_network(teacher, keep=[0, 1, 2], heads=heads and 4, ffn=24).eval()
+        torch.testing.assert_close(same(x), teacher(x), atol=1e-5, rtol=0)
+        small = sub_network(teacher, keep=[0, 2], heads=heads, ffn=8).eval()
+        assert small(x).shape == (len(ENCODER_TEXTS), 16)
+    for layer in resolve_module(small, small.layer_stack):
+        assert resolve_module(layer, LAYER_PARTS[model_type].ffn_in).out_features == 8
+        if heads:
+            assert resolve_module(layer, LAYER_PARTS[model_type].self_attention).num_attention_heads == 2
+    assert small.model.config.intermediate_size == 8 and small.model.config.num_hidden_layers == 2
+    assert teacher.model.config.intermediate_size == 24  # the teacher as it was
+    if not heads:
+        assert reloads(small)  # no pruned heads: a standard config, which exports
+
+
+def test_mpnet_heads_are_refused_in_one_line_and_its_layers_cut(tokenizer_dir):
+    teacher = family_encoder(tokenizer_dir, "mpnet")
+    with pytest.raises(KDistillError, match=r"^student.from_teacher.heads: attention heads of 'mpnet' cannot be "
+                                            r"pruned \(its relative position bias .*\); drop heads") as err:
+        sub_network(teacher, keep=[0, 2], heads=2)
+    assert "\n" not in str(err.value)
+    student = sub_network(teacher, keep=[0, 2])
+    assert len(student.model.encoder.layer) == 2 and reloads(student)
+
+
+@pytest.mark.parametrize("what", ["heads", "ffn"])
+def test_other_families_are_refused_in_one_line_naming_them(tokenizer_dir, what):
+    teacher = family_encoder(tokenizer_dir, "distilbert", dim=16, n_layers=2, n_heads=4, hidden_dim=24)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    known = "bert, electra, roberta, xlm-roberta" if what == "heads" else "bert, electra, mpnet, roberta, xlm-roberta"
+    with pytest.raises(KDistillError) as err:
+        sub_network(teacher, **{what: 2})
+    assert str(err.value) == (f"student.from_teacher.{what}: pruning {what} is known for the {known} families, not "
+                              f"'distilbert'; drop {what} and cut layers only (layers or keep).")
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())

@@ -154,6 +154,7 @@ def test_summary_keys_and_prototype_head_accuracy(shallow):
     assert list(summary) == ["embedding"]
     emb = summary["embedding"]
     shots = {"prototype@1", "knn@1", "prototype@5", "knn@5"}
+    shots |= {k.replace("@", "_balanced@") for k in shots} | {"majority_rate"}  # balanced accuracy beside each
     assert set(emb) == {"teacher", "student"}
     assert set(emb["teacher"]) == shots and set(emb["student"]) == shots | {"prototype_head"}
     assert all(0.0 <= v <= 1.0 for role in emb.values() for v in role.values())

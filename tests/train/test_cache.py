@@ -136,3 +136,28 @@ def test_loss_and_gradients_from_the_half_precision_cache(teacher, x, tmp_path):
     (loss_live, grad_live), (loss_cached, grad_cached) = results
     assert loss_cached == pytest.approx(loss_live, rel=1e-3)
     assert torch.allclose(grad_cached, grad_live, rtol=1e-2, atol=1e-4)
+
+
+def test_building_shows_one_bar_over_every_shard_and_view(teacher, x, tmp_path, monkeypatch, capsys):
+    import io
+    import sys
+
+    from kdistill.models import infer
+    from kdistill.train import cache as cache_module
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(cache_module, "SHARD", 16)  # 40 samples: 3 shards
+    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    build_cache(teacher, TAPS, x, tmp_path / "a", "cpu", {"shift": 1}, views=2, batch_size=8, progress=True)
+    bar = sys.stderr.getvalue()
+    assert "teacher outputs (cache):" in bar and "/80 " in bar  # 40 samples x 2 views, one bar
+    assert "[cache]" not in capsys.readouterr().out  # on a terminal the bar says it
+    # a log file instead of a terminal: no bar, a line a shard
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    build_cache(teacher, TAPS, x, tmp_path / "b", "cpu", {"shift": 1}, views=2, batch_size=8, progress=True)
+    assert sys.stderr.getvalue() == ""
+    assert capsys.readouterr().out.count("[cache]") == 3
