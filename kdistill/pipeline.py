@@ -81,8 +81,10 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     match_text_length(recipe, models)
     family = family_of(recipe)
     family.check_models(models)
-    if family.keeps_cut and recipe.student is not None and recipe.student.from_teacher and student is None:
-        models["cut"] = freeze(copy.deepcopy(models["student"]))  # judged at the end as it was cut
+    made_from_teacher = recipe.student is not None and (recipe.student.from_teacher is not None
+                                                        or builds_from_teacher(recipe.student.model))
+    if family.keeps_cut and made_from_teacher and student is None:  # a cut, or a static student as built
+        models["cut"] = freeze(copy.deepcopy(models["student"]))  # judged at the end, untrained
     pipeline = Pipeline(recipe, device, splits, info, models, family)
     if not train:
         return pipeline

@@ -15,6 +15,21 @@ TINY_WORDS = ("the a dog cat bird runs sleeps flies over under big small red blu
               "sun moon eats food water stone hand foot tool knife song music").split()
 
 
+def bert_tokenizer(vocab_file: Path):
+    """A WordPiece tokenizer over the words of ``vocab_file`` (one a line). transformers 5 reads
+    the file through ``vocab=`` and silently ignores ``vocab_file=`` (every word then becomes
+    [UNK]); 4.x reads ``vocab_file=``. Checked: the last word of the file is a token of its own."""
+    import inspect
+
+    import transformers
+
+    key = "vocab" if "vocab" in inspect.signature(transformers.BertTokenizerFast.__init__).parameters else "vocab_file"
+    tok = transformers.BertTokenizerFast(**{key: str(vocab_file)})
+    last = Path(vocab_file).read_text().split()[-1]
+    assert tok.convert_tokens_to_ids(last) != tok.unk_token_id, f"tokenizer lost its vocabulary ({len(tok)} tokens)"
+    return tok
+
+
 def save_tiny_bert(folder: str | Path, layers: int = 2, seed: int = 0) -> Path:
     """Write a tiny random BERT (width 32, 4 heads) and a WordPiece tokenizer over ``TINY_WORDS``
     into ``folder``: a Hugging Face model for smoke runs and tests, with nothing downloaded.
@@ -25,7 +40,7 @@ def save_tiny_bert(folder: str | Path, layers: int = 2, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    bert_tokenizer(vocab).save_pretrained(folder)
     torch.manual_seed(seed)
     config = transformers.BertConfig(vocab_size=5 + len(TINY_WORDS), hidden_size=32, num_hidden_layers=layers,
                                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=64,
@@ -94,10 +109,9 @@ ENCODER_CONFIG = {"model_type": "bert", "vocab_size": len(ENCODER_VOCAB), "hidde
 
 def write_bert_tokenizer(folder):
     """A WordPiece tokenizer over ``ENCODER_VOCAB`` saved in ``folder``."""
-    import transformers
 
     (folder / "vocab.txt").write_text("\n".join(ENCODER_VOCAB) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    bert_tokenizer(folder / "vocab.txt").save_pretrained(folder)
     return folder
 
 
@@ -149,8 +163,8 @@ STATIC_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", *TINY
 def save_static_teacher(folder: str | Path, seed: int = 0) -> Path:
     """Write a tiny random BERT (width 32) and a WordPiece tokenizer that knows every word of
     ``TINY_WORDS`` (``STATIC_VOCAB``) into ``folder``: the teacher a static-embedding student is
-    built from. The tokenizer is made with the ``tokenizers`` library (transformers 5's
-    ``BertTokenizerFast`` ignores a ``vocab_file``: ``save_tiny_bert``'s knows the special tokens alone)."""
+    built from. The tokenizer is made with the ``tokenizers`` library, with a placeholder token
+    (``[unused0]``) and a continuation piece (``##s``) the static student must handle."""
     import transformers
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 

@@ -158,7 +158,7 @@ def test_the_student_as_cut_is_in_every_results_table(tmp_path, monkeypatch):
     assert list(test) == ["teacher", "cut", "student"]
     assert test["cut"]["params"] == test["student"]["params"] < test["teacher"]["params"]
     assert 0 <= test["cut"]["agreement"] <= 1 and test["cut"] != test["student"]  # distillation moved it
-    row = "| student as cut from the teacher (untrained) |"
+    row = "| student as made from the teacher (untrained) |"
     assert row in comparison_table(result.summary) and row in (result.run_dir / "report.md").read_text()
     assert not (result.run_dir / "cut.safetensors").exists()  # rebuilt from the teacher when needed
 

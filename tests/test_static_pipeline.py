@@ -55,6 +55,8 @@ def test_static_student_distils_evaluates_exports_and_reloads(teacher_dir, sente
     assert "mean_cosine" not in tested  # the widths differ: the cosine is the projected one
     assert summary["projected"]["student"]["mean_cosine"] > 0.5
     assert tested["params"] == 8 * len(teacher.tokenizer) < summary["test"]["teacher"]["params"]
+    assert list(summary["test"]) == ["teacher", "cut", "student"]  # the student as built is judged too
+    assert summary["projected"]["student"]["mean_cosine"] > summary["projected"]["cut"]["mean_cosine"]
 
     model2vec = pytest.importorskip("model2vec")
     probe = ["the dog runs over the road", "sun " * 40 + "moon"]  # the second: past the run's 8 tokens

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 ROLES = {"teacher": "teacher", "baseline": "student without distillation", "student": "student (distilled)"}
-LABELS = {**ROLES, "cut": "student as cut (untrained)"}  # every model a run's figures may show
+LABELS = {**ROLES, "cut": "student as made (untrained)"}  # every model a run's figures may show
 COLOURS = {"teacher": "tab:blue", "cut": "tab:olive", "baseline": "tab:gray", "student": "tab:orange"}
 LEGEND_FONT = 8
 

@@ -11,7 +11,7 @@ from kdistill.errors import KDistillError
 
 ROWS = {
     "teacher": "teacher",
-    "cut": "student as cut from the teacher (untrained)",
+    "cut": "student as made from the teacher (untrained)",
     "baseline": "student without distillation",
     "student": "student (distilled)",
 }

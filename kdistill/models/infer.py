@@ -145,14 +145,7 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
         def fetch(where):
             return take(x, where, device) if isinstance(x, (torch.Tensor, Inputs)) else x[where]
 
-        last, cut = None, False
-        if order is not None:  # whether cutting the padding changes nothing, on the shortest texts
-            xb = fetch(batches[-1])
-            short = _cut_padding(xb)
-            if short.shape[-1] < xb.shape[-1]:
-                full, last = run(xb, batches[-1]), run(short, batches[-1])
-                cut = _same(full, last)
-                last = last if cut else full
+        cut, last = _probe_cut(run, fetch(batches[-1]), batches[-1]) if order is not None else (False, None)
         parts = []
         for i, where in enumerate(batches):
             if i == len(batches) - 1 and last is not None:
@@ -165,6 +158,17 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
     out = _cat(parts)
     parts.clear()  # at most two copies of the results at once: joined, and put back in order
     return _reordered(out, order) if order is not None else out
+
+
+def _probe_cut(run: Callable, xb: Inputs, where: torch.Tensor) -> tuple[bool, object]:
+    """Whether cutting the padding off the batch of the shortest texts ``xb`` changes nothing
+    (the same shapes and values), and that batch's outputs (None when there is nothing to cut)."""
+    short = _cut_padding(xb)
+    if short.shape[-1] == xb.shape[-1]:
+        return False, None
+    full, cut = run(xb, where), run(short, where)
+    same = _same(full, cut)
+    return same, cut if same else full
 
 
 def dry_features(model: nn.Module, names: list[str], owner: str, sample: torch.Tensor,

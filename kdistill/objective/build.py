@@ -46,7 +46,7 @@ def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
         s_feats = dry_features(models[stage.train], s_names, "student", sample, objective.student_derived)
         if objective.uses_teacher and stage.train != "teacher":
             t_feats = dry_features(models["teacher"], t_names, "teacher", sample, objective.teacher_derived)
-            _check_outputs_match(objective, s_feats, t_feats)
+            _check_outputs_match(objective, s_feats, t_feats, recipe.task)
             pairs = objective.feature_pairs()
             for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
                 if key not in shared:
@@ -56,7 +56,7 @@ def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
     return objectives
 
 
-def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> None:
+def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, task: str | None = None) -> None:
     """A term comparing the student's output with a teacher's needs the same classes (or, through
     output projections, the same vocabulary) on both sides."""
     for term in objective.terms:
@@ -77,7 +77,9 @@ def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict) -> 
             ks, kt = s_feats[OUTPUT].shape[-1], t_feats[t].shape[-1]
             if ks != kt:
                 who = "teacher" if t == OUTPUT else f"teacher {t.split(':')[0]!r}"
+                if task == "embed":
+                    raise KDistillError(f"loss {term.name!r}: the {who}'s embeddings are {kt} wide but the student's "
+                                        f"{ks}; a narrower student reads a teacher feature of its width (teacher: "
+                                        "projected, for a static student), or give the student the teacher's width.")
                 raise KDistillError(f"loss {term.name!r}: the {who} outputs {kt} classes but the student {ks}; "
-                                    f"give the student num_classes={kt} (model args); a sentence encoder narrower "
-                                    "than its teacher reads a teacher feature of its width (teacher: projected, "
-                                    "for a static student).")
+                                    f"give the student num_classes={kt} (model args).")

@@ -42,12 +42,12 @@ class ProjectedTeacher(FeatureProvider):
 
     @torch.no_grad()
     def summary(self, context: StageContext) -> dict:
-        """Cosine between each static model (student, baseline) and the projected teacher on the
+        """Cosine between each static model (as built, student, baseline) and the projected teacher on the
         test set: ``{"projected": {role: {"mean_cosine": float}}}``."""
         models, test, device = context.models, context.splits.test_set, context.device
         if "teacher" not in models:
             return {}
         teacher = self.projection(predict(main_teacher(models["teacher"]), test.x, device, 256).to(device)).cpu()
         result = {role: {"mean_cosine": mean_cosine(predict(models[role], test.x, device, 256), teacher)}
-                  for role in ("student", "baseline") if isinstance(models.get(role), StaticEncoder)}
+                  for role in ("cut", "student", "baseline") if isinstance(models.get(role), StaticEncoder)}
         return {PROJECTED: result}

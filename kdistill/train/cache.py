@@ -197,21 +197,28 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     distributed.barrier()  # every rank's shards are written
     if distributed.is_main():
         np.save(partial / "params.npy", params.numpy())
-        stored = [f"{OUTPUT}.{p}" for p in ("values", "indices", "rest")] if topk else []
-        stored += [n for n in names if not (topk and n == OUTPUT)]
-        files = {n: [f"{_file(n)}.{s:04d}.npy" for s in range(len(starts))] for n in stored}
-        classes = info.get("classes") or np.load(partial / files[stored[0]][0], mmap_mode="r").shape[-1]
         meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views, "shard": SHARD,
-                "augment": augment, "seed": seed, "topk": topk, "dtype": dtype, "classes": classes,
-                "taps": {n: info.get(n) or list(np.load(partial / files[n][0], mmap_mode="r").shape[2:])
-                         for n in names if n in files},
-                "files": files, "bytes": sum((partial / f).stat().st_size for fs in files.values() for f in fs)}
-        if topk:
-            meta["taps"][OUTPUT] = [classes]
-        (partial / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: the cache is complete
+                "augment": augment, "seed": seed, "topk": topk, "dtype": dtype}
+        _write_meta(partial, meta, names, len(starts), info)  # written last: the cache is complete
         partial.rename(folder)
     distributed.barrier()
     return TeacherCache(folder)
+
+
+def _write_meta(partial: Path, meta: dict, names: list[str], shards: int, info: dict) -> None:
+    """``meta.json`` of a cache whose ``shards`` shards are written in ``partial``: ``meta`` plus
+    the stored files, the classes, each tap's shape and the bytes on disk."""
+    topk = meta["topk"]
+    stored = [f"{OUTPUT}.{p}" for p in ("values", "indices", "rest")] if topk else []
+    stored += [n for n in names if not (topk and n == OUTPUT)]
+    files = {n: [f"{_file(n)}.{s:04d}.npy" for s in range(shards)] for n in stored}
+    classes = info.get("classes") or np.load(partial / files[stored[0]][0], mmap_mode="r").shape[-1]
+    taps = {n: info.get(n) or list(np.load(partial / files[n][0], mmap_mode="r").shape[2:]) for n in names if n in files}
+    if topk:
+        taps[OUTPUT] = [classes]
+    meta.update(classes=classes, taps=taps, files=files,
+                bytes=sum((partial / f).stat().st_size for fs in files.values() for f in fs))
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 @torch.no_grad()
