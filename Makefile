@@ -69,7 +69,7 @@ bench-data: install data
 	$(PY) bench/data.py
 
 # the language-model bench's teacher: a BPE tokenizer and a Llama-style model trained on WordNet's
-# glosses, written to bench/lm_teacher/ (about 1 h on 2 CPU cores; resumable)
+# glosses, written to bench/lm_teacher/ (4 epochs, about 2.5 h on 2 CPU cores; resumable)
 lm-teacher: install wordnet
 	$(PY) bench/lm_teacher.py
 
