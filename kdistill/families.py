@@ -35,10 +35,6 @@ ROLES = ("teacher", "cut", "baseline", "student")  # the order the models are ju
 class Family:
     """The interface every family fills."""
 
-    # a student cut from the teacher is also judged as it was cut, before any training (role "cut"):
-    # what distillation added shows beside what the teacher's weights alone gave
-    keeps_cut = True
-
     def check_models(self, models: dict) -> None:
         """Refuse, before any data reaches them, models that cannot be judged together."""
 

@@ -83,8 +83,8 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     family.check_models(models)
     made_from_teacher = recipe.student is not None and (recipe.student.from_teacher is not None
                                                         or builds_from_teacher(recipe.student.model))
-    if family.keeps_cut and made_from_teacher and student is None:  # a cut, or a static student as built
-        models["cut"] = freeze(copy.deepcopy(models["student"]))  # judged at the end, untrained
+    if made_from_teacher and student is None:  # a cut, or a static student as built: judged at the end,
+        models["cut"] = freeze(copy.deepcopy(models["student"]))  # untrained, in every family
     pipeline = Pipeline(recipe, device, splits, info, models, family)
     if not train:
         return pipeline

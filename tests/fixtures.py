@@ -7,6 +7,8 @@ A plain module (not part of the kdistill package): ``tests/conftest.py`` and som
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import torch
@@ -166,7 +168,14 @@ def save_static_teacher(folder: str | Path, seed: int = 0) -> Path:
     built from. The tokenizer is made with the ``tokenizers`` library, with a placeholder token
     (``[unused0]``) and a continuation piece (``##s``) the static student must handle."""
     import transformers
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -185,3 +194,19 @@ def save_static_teacher(folder: str | Path, seed: int = 0) -> Path:
                                      initializer_range=0.3)
     transformers.BertModel(config).save_pretrained(folder)
     return folder
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def as_terminal(monkeypatch) -> io.StringIO:
+    """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
+    itself: pytest sets sys.stderr again between a fixture and the test."""
+    from kdistill.models import infer
+
+    stream = _Terminal()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    return stream

@@ -1,11 +1,10 @@
 """The Python API with the user's own modules and tensors."""
 
-import io
 import json
-import sys
 
 import pytest
 import torch
+from fixtures import as_terminal
 from torch import nn
 
 from kdistill import run
@@ -127,22 +126,6 @@ CUT_RECIPE = {"name": "cut", "latency": False, "device": "cpu", "data": {"source
               "student": {"from_teacher": {"keep": {"stages": [0, 2]}}},
               "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "batch_size": 64,
                           "loss": [{"loss": "kd"}]}]}
-
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def as_terminal(monkeypatch) -> io.StringIO:
-    """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
-    itself: pytest sets sys.stderr again between a fixture and the test."""
-    from kdistill.models import infer
-
-    stream = _Terminal()
-    monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
-    return stream
 
 
 def test_the_student_as_cut_is_in_every_results_table(tmp_path, monkeypatch):

@@ -17,7 +17,6 @@ from kdistill.models.hf import HFEncoder
 from kdistill.models.infer import eval_mode
 
 
-
 @contextmanager
 def _eval_mode(model: nn.Module, untrim: bool = False):
     """Eval mode (and, with ``untrim``, every ``HFEncoder`` untrimmed: a static graph); the

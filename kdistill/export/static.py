@@ -19,18 +19,17 @@ only a student that does not normalise differs there.
 
 from __future__ import annotations
 
-import json
-import shutil
-from importlib import metadata
 from pathlib import Path
 
-import torch
 from safetensors.torch import save_file
 
 from kdistill.errors import KDistillError
-from kdistill.export.text_encoder import _move_into_place, _prepare_target
+from kdistill.export.folder import (
+    staged_folder,
+    write_json,
+    write_sentence_transformer_modules,
+)
 from kdistill.models.static import StaticEncoder
-from kdistill.models.weights import make_readable
 
 
 def _backend_tokenizer(encoder: StaticEncoder):
@@ -46,10 +45,6 @@ def _backend_tokenizer(encoder: StaticEncoder):
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
-
-
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
 
 
 def export_static(encoder: StaticEncoder, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -71,32 +66,13 @@ def export_static(encoder: StaticEncoder, out_dir: str | Path, overwrite: bool =
         raise KDistillError(f"export: the static student has {len(vectors)} token vectors but its tokenizer "
                             f"{tokenizer.get_vocab_size(with_added_tokens=True)} tokens; rebuild it from its teacher.")
     out_dir = Path(out_dir)
-    staging = _prepare_target(out_dir, overwrite)
-    try:
+    with staged_folder(out_dir, overwrite) as staging:
         save_file({"embeddings": vectors}, str(staging / "model.safetensors"))
         tokenizer.save(str(staging / "tokenizer.json"))
-        _write_json(staging / "config.json", {
+        write_json(staging / "config.json", {
             "model_type": "model2vec", "architectures": ["StaticModel"],
             "tokenizer_name": str(getattr(encoder.tokenizer, "name_or_path", "")),
             "hidden_dim": int(vectors.shape[1]), "normalize": bool(encoder.normalize), "max_length": None,
             "embedding_dtype": "float32"})
-        modules = [{"idx": 0, "name": "0", "path": ".", "type": "sentence_transformers.models.StaticEmbedding"}]
-        if encoder.normalize:
-            modules.append({"idx": 1, "name": "1", "path": "1_Normalize",
-                            "type": "sentence_transformers.models.Normalize"})
-            (staging / "1_Normalize").mkdir()
-        _write_json(staging / "modules.json", modules)
-        versions = {"pytorch": torch.__version__}
-        try:
-            versions["sentence_transformers"] = metadata.version("sentence-transformers")
-        except metadata.PackageNotFoundError:
-            pass
-        _write_json(staging / "config_sentence_transformers.json", {
-            "model_type": "SentenceTransformer", "__version__": versions, "prompts": {},
-            "default_prompt_name": None, "similarity_fn_name": "cosine"})
-        make_readable(staging)
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        write_sentence_transformer_modules(staging, [(".", "StaticEmbedding")], encoder.normalize)
     return out_dir

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import torch
 
-from kdistill.errors import KDistillError
 from kdistill.data.preprocess import Preprocess
-from kdistill.models.weights import save_weights
-
+from kdistill.errors import KDistillError
 from kdistill.export.onnx import _eval_mode, export_onnx
+from kdistill.models.weights import save_weights
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 EXTENSIONS = {"safetensors": "safetensors", "onnx": "onnx", "torchscript": "pt"}

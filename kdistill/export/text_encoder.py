@@ -8,18 +8,18 @@ normalises, a Normalize module).
 from __future__ import annotations
 
 import copy
-import json
-import shutil
-from importlib import metadata
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
+from kdistill.export.folder import (
+    staged_folder,
+    write_json,
+    write_sentence_transformer_modules,
+)
 from kdistill.models.hf import HFEncoder
-from kdistill.models.weights import make_readable
-
 
 
 def _check_exportable(encoder) -> None:
@@ -58,46 +58,17 @@ def _check_matches_config(model: nn.Module) -> None:
         )
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
-
-
 def _write_sentence_transformer_files(folder: Path, hidden_size: int, max_length: int, normalize: bool) -> None:
     """The modules.json, pooling and config files that sentence-transformers reads."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]
-    if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-        (folder / "2_Normalize").mkdir()
-    _write_json(folder / "modules.json", modules)
-    _write_json(folder / "1_Pooling" / "config.json", {
+    write_sentence_transformer_modules(folder, [("", "Transformer"), ("1_Pooling", "Pooling")], normalize)
+    write_json(folder / "1_Pooling" / "config.json", {
         "word_embedding_dimension": hidden_size,
         "pooling_mode_cls_token": False,
         "pooling_mode_mean_tokens": True,
         "pooling_mode_max_tokens": False,
         "pooling_mode_mean_sqrt_len_tokens": False,
     })
-    _write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
-    versions = {name: _version(name) for name in ("sentence-transformers", "transformers")}
-    versions = {k.replace("-", "_"): v for k, v in versions.items() if v}
-    versions["pytorch"] = torch.__version__
-    _write_json(folder / "config_sentence_transformers.json", {
-        "model_type": "SentenceTransformer",
-        "__version__": versions,
-        "prompts": {},
-        "default_prompt_name": None,
-        "similarity_fn_name": "cosine",
-    })
+    write_json(folder / "sentence_bert_config.json", {"max_seq_length": max_length, "do_lower_case": False})
 
 
 def _tokenizer_cut_at(tokenizer, max_length: int):
@@ -114,32 +85,6 @@ def _tokenizer_cut_at(tokenizer, max_length: int):
         backend.enable_truncation(max_length)
         backend.no_padding()  # a fixed length left by the last padded call is no part of the model
     return tokenizer
-
-
-def _prepare_target(out_dir: Path, overwrite: bool) -> Path:
-    """Check ``out_dir`` may be written; return the ``.incomplete`` folder to write into first."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise KDistillError(f"export: {out_dir} is a file; give a folder path.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise KDistillError(f"export: {out_dir} exists and is not empty; choose a new folder or pass overwrite=True.")
-    staging = out_dir.with_name(out_dir.name + ".incomplete")
-    if staging.exists():
-        shutil.rmtree(staging)  # left over from an export that failed half-way
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` (if any) by the finished ``staging`` folder."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        out_dir.rename(old)
-    staging.rename(out_dir)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwrite: bool = False) -> Path:
@@ -164,16 +109,10 @@ def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwri
         raise KDistillError(f"export: the model config ({type(config).__name__}) has no hidden_size; "
                             "only encoders with a hidden_size export as a sentence-transformers folder.")
     out_dir = Path(out_dir)
-    staging = _prepare_target(out_dir, overwrite)
-    try:
+    with staged_folder(out_dir, overwrite) as staging:
         encoder.model.save_pretrained(staging)
         _tokenizer_cut_at(encoder.tokenizer, encoder.max_length).save_pretrained(staging)
         _write_sentence_transformer_files(staging, hidden_size, encoder.max_length, encoder.normalize)
-        make_readable(staging)
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 

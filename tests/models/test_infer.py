@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+from fixtures import as_terminal
 from torch import nn
 
 from kdistill.errors import KDistillError
@@ -290,22 +291,6 @@ def test_other_inputs_keep_their_order_and_length(tiny_bert):
 
 
 # ---- progress -----------------------------------------------------------------------------------
-
-class _Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def as_terminal(monkeypatch) -> io.StringIO:
-    """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
-    itself: pytest sets sys.stderr again between a fixture and the test."""
-    from kdistill.models import infer
-
-    stream = _Terminal()
-    monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
-    return stream
-
 
 def test_a_pass_shows_a_bar_of_samples_rate_and_time_left(monkeypatch):
     model, x = _cnn(), torch.randn(10, 1, 8, 8)
