@@ -132,6 +132,12 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
     g = torch.Generator().manual_seed(seed)
     # the classes with enough pool samples for the largest draw, at most max_pool samples in all
     classes = [c for c in pool_labels.unique().tolist() if c >= 0 and int((pool_labels == c).sum()) >= max(shots)]
+    if len(classes) < 2:
+        counts = sorted((int((pool_labels == c).sum()) for c in pool_labels.unique().tolist() if c >= 0), reverse=True)
+        raise KDistillError(f"embedding.shots: few-label accuracy draws up to {max(shots)} labelled samples a class "
+                            f"from at least 2 classes, but the pool's classes hold {counts[:5]} samples; set "
+                            f"embedding.shots to at most {counts[1] if len(counts) > 1 else 0}, or give the run "
+                            "more labelled texts.")
     per_class = max(max(shots), max_pool // max(1, len(classes)))
     chosen = torch.cat([members[torch.randperm(len(members), generator=g)[:per_class]]
                         for c in classes for members in [torch.nonzero(pool_labels == c).flatten()]])

@@ -117,3 +117,15 @@ def test_evaluate_embedders_leaves_out_classes_too_small_for_the_largest_draw():
     assert student["prototype@1"] == 1.0 and student["logreg@5"] == 1.0 and student["logreg_balanced@5"] == 1.0
     assert student["majority_rate"] == 0.5  # over the test samples of the two classes judged: 12 and 12
     assert student["mean_cosine"] == pytest.approx(1.0) and student["neighbour_overlap@10"] == 1.0
+
+
+def test_evaluate_embedders_refuses_a_pool_too_small_for_the_largest_draw_in_one_line():
+    from torch import nn
+
+    pool_labels = torch.tensor([0] * 20 + [1] * 3 + [2] * 2)
+    pool, test = torch.randn(len(pool_labels), 2), torch.randn(6, 2)
+    with pytest.raises(KDistillError, match=r"embedding.shots: .* hold \[20, 3, 2\] samples; set embedding.shots "
+                                            r"to at most 3") as err:
+        evaluate_embedders({"teacher": nn.Identity()}, pool, pool_labels, test, torch.tensor([0, 1, 2] * 2), "cpu",
+                           shots=(1, 5))
+    assert "\n" not in str(err.value)
