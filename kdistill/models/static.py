@@ -32,8 +32,10 @@ the embedding losses compare the student with.
 
 from __future__ import annotations
 
+import itertools
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +88,7 @@ class StaticEncoder(nn.Module):
         width = vectors.shape[1]
         self.teacher_projection = projection or ToStudentSpace(torch.zeros(width), torch.eye(width), normalize)
         self.tokenizer, self.normalize = tokenizer, normalize
+        self._plain_backend = self._counted_ids = None  # made on the first encode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x[:, 0].long()  # (B, L)
@@ -104,13 +107,54 @@ class StaticEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Sentence embeddings of ``texts``: ``(N, D)`` on the CPU, in eval mode."""
+        """Sentence embeddings of ``texts``: ``(N, D)`` on the CPU, in eval mode; equal to the
+        model's output on ``tokenize(texts)``. With a fast tokenizer the texts are not padded: its
+        Rust backend tokenises a batch and one ``embedding_bag`` sums each text's token vectors."""
         device = self.embedding.weight.device
+        backend = self._backend()
         parts = [torch.empty(0, self.embedding.embedding_dim)]
         with eval_mode(self):
             for i in range(0, len(texts), batch_size):
-                parts.append(self(self.tokenize(texts[i : i + batch_size]).to(device)).float().cpu())
+                batch = list(texts[i : i + batch_size])
+                out = self._bag(backend, batch, device) if backend else self(self.tokenize(batch).to(device))
+                parts.append(out.float().cpu())
         return torch.cat(parts)
+
+    def _backend(self):
+        """The fast tokenizer's backend without truncation or padding (a copy made once), or None."""
+        if self._plain_backend is None:
+            backend = getattr(self.tokenizer, "backend_tokenizer", None)
+            if backend is None:
+                return None
+            from tokenizers import Tokenizer
+
+            plain = Tokenizer.from_str(backend.to_str())
+            plain.no_truncation()
+            plain.no_padding()
+            self._plain_backend = plain
+        return self._plain_backend
+
+    def _bag(self, backend, texts: list[str], device) -> torch.Tensor:
+        """The model's output on ``texts`` from their unpadded token ids: ``(B, D)``. On the CPU
+        the sums are differences of one float64 running sum over the texts' rows (numpy: no
+        thread pool woken for a few hundred rows); elsewhere one ``embedding_bag``."""
+        if self._counted_ids is None:  # the ids the mean counts, as a Python set (rebuilt once)
+            self._counted_ids = set(torch.nonzero(self.counted).flatten().tolist())
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no character offsets
+        kept = [[i for i in e.ids if i in self._counted_ids] for e in encode(texts)]
+        lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
+        flat = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64, count=int(lengths.sum()))
+        table = self.embedding.weight.detach()
+        if table.device.type == "cpu":
+            running = np.zeros((len(flat) + 1, table.shape[1]))
+            np.cumsum(table.numpy()[flat], axis=0, out=running[1:])
+            ends = np.cumsum(lengths)
+            emb = torch.from_numpy(((running[ends] - running[ends - lengths]) / np.maximum(lengths, 1)[:, None]))
+            emb = emb.to(table.dtype)
+        else:
+            offsets = torch.from_numpy(np.cumsum(lengths) - lengths).to(device)
+            emb = F.embedding_bag(torch.from_numpy(flat).to(device), table, offsets, mode="mean")  # empty: zeros
+        return F.normalize(emb, dim=-1) if self.normalize else emb
 
 
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:

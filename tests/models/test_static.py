@@ -76,6 +76,18 @@ def test_forward_is_the_normalised_mean_of_counted_tokens(teacher):
     assert torch.allclose(student(packed), student(longer))
 
 
+def test_encode_matches_the_padded_forward(teacher):
+    student = static_encoder(teacher, width=6)
+    texts = ["The dogs zebra", "", "cat", "the dog the cat the dogs " * 30, "zebra zebra"]
+    student.tokenizer.backend_tokenizer.enable_truncation(4)  # the tokenizer's own settings do not apply
+    try:
+        out = student.encode(texts, batch_size=3)
+    finally:
+        student.tokenizer.backend_tokenizer.no_truncation()
+    assert student._backend() is not None  # the unpadded path ran
+    assert torch.allclose(out, student(student.tokenize(texts)), atol=1e-6)
+
+
 def test_texts_are_never_cut(teacher):
     student = static_encoder(teacher)
     long_text = " ".join(["dog"] * 200 + ["cat"] * 200)  # 400 tokens: past the teacher's 128
