@@ -39,11 +39,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import write_lines  # noqa: E402
 
 from kdistill import run
-from kdistill.data.load import prepare_data
 from kdistill.evaluate.embedding import encoding_speed, evaluate_embedders, size_on_disk
 from kdistill.export.onnx import export_onnx
 from kdistill.recipe import load_recipe
+from kdistill.models.hf import resolve_path
 from kdistill.pipeline import build_pipeline
+from kdistill.rebuild import rebuild_run
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -171,6 +172,16 @@ def static_recipe(width: int, quick: bool, tiny: Path | None, transfer: int | No
     return tree
 
 
+def finished_or_run(tree: dict, runs: Path) -> dict:
+    """The summary of the run of ``tree``: read back when a finished run of the same recipe is there
+    (a rerun of the bench does not train it again), else run now."""
+    folder = runs / tree["name"]
+    if (folder / "summary.json").exists() and (folder / "recipe.yaml").exists():
+        if load_recipe(folder / "recipe.yaml").model_dump() == load_recipe(tree).model_dump():
+            return json.loads((folder / "summary.json").read_text())
+    return run(tree, runs_dir=runs, overwrite=True, progress=False).summary
+
+
 def model2vec_python(given: Path | None) -> Path:
     """The Python of the environment model2vec's students are built in: ``given``, or
     bench/.model2vec-venv, made on first use."""
@@ -256,21 +267,22 @@ def static_part(args, tiny: Path | None) -> dict:
     widths = QUICK_WIDTHS if args.quick else WIDTHS
     cache = args.results / "runs" / "teacher-cache-text"
     trees = {w: static_recipe(w, args.quick, tiny, args.transfer, args.threads, cache) for w in widths}
-    results = {}
+    pipelines, summaries = {}, {}
     for w, tree in trees.items():
-        results[w] = run(tree, runs_dir=args.results / "runs", overwrite=True, progress=False)
-        print(f"static {w}: {json.dumps(results[w].summary['test']['student'])}", flush=True)
-    first = results[widths[0]]
-    rows = {"teacher": first.summary["test"]["teacher"]}
+        summaries[w] = finished_or_run(tree, args.results / "runs")
+        pipelines[w] = rebuild_run(args.results / "runs" / tree["name"])  # its models, and the splits
+        print(f"static {w}: {json.dumps(summaries[w]['test']['student'])}", flush=True)
+    rows = {"teacher": summaries[widths[0]]["test"]["teacher"]}
     for w in widths:
-        rows[f"static {w}, as built"] = results[w].summary["test"]["cut"]
-        rows[f"static {w}, distilled"] = results[w].summary["test"]["student"]
-    recipe = load_recipe(trees[widths[0]])
-    splits, _ = prepare_data(recipe)
+        rows[f"static {w}, as built"] = summaries[w]["test"]["cut"]
+        rows[f"static {w}, distilled"] = summaries[w]["test"]["student"]
+    first = pipelines[widths[0]]
+    recipe, splits = first.recipe, first.splits
     teacher = first.models["teacher"].cpu().eval()
     transfer = texts_of(splits.transfer_set.x)
-    folders = model2vec_students(model2vec_python(args.model2vec_python), recipe.teacher.args["path"], transfer,
-                                 widths, args.results / "runs" / "model2vec")
+    teacher_folder = resolve_path(recipe.teacher.args["path"])  # the side environment knows no model ids
+    folders = model2vec_students(model2vec_python(args.model2vec_python), teacher_folder, transfer, widths,
+                                 args.results / "runs" / "model2vec")
     m2v = {f"model2vec {w} (distill + tokenlearn)": TextEncoder(StaticModel.from_pretrained(str(folders[w])),
                                                                 teacher.tokenizer) for w in widths}
     judged = evaluate_embedders({"teacher": teacher, **m2v}, splits.pool_set.x, splits.pool_labels,
@@ -283,17 +295,17 @@ def static_part(args, tiny: Path | None) -> dict:
     encoders = {"teacher": lambda b: teacher.encode(b, batch_size=32)}
     for w in widths:
         for role, label in (("cut", "as built"), ("student", "distilled")):
-            model = results[w].models[role].cpu().eval()
+            model = pipelines[w].models[role].cpu().eval()
             encoders[f"static {w}, {label}"] = lambda b, m=model: m.encode(b, batch_size=32)
     encoders.update({name: m.encode for name, m in m2v.items()})
     speed = interleaved_speeds(encoders, texts_of(splits.test_set.x)[:1024])
     for name, value in speed.items():
         rows[name]["sentences_per_s"], rows[name]["speedup"] = value, value / speed["teacher"]
     # kdistill's exported static folder, read by model2vec itself
-    widest = results[widths[1]]
-    exported = StaticModel.from_pretrained(str(widest.run_dir / "student_static"))
+    exported = StaticModel.from_pretrained(str(args.results / "runs" / trees[widths[1]]["name"] / "student_static"))
     sample = texts_of(splits.test_set.x)[:256]
-    diff = (torch.as_tensor(exported.encode(sample)) - widest.models["student"].encode(sample)).abs().max().item()
+    ours = pipelines[widths[1]].models["student"].encode(sample)
+    diff = (torch.as_tensor(exported.encode(sample)) - ours).abs().max().item()
     return {"rows": rows, "same_draws": same, "load_average": load, "export_width": widths[1],
             "model2vec_max_abs_diff": diff,
             "epochs": recipe.stages[0].epochs, "transfer": len(transfer),
