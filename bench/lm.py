@@ -41,8 +41,8 @@ def hidden_terms(teacher_layers: int) -> list[dict]:
     """The cut's two layers fitted to the teacher's, evenly spread (layers 2 and 5 of 6), by hint
     regression through the taps (equal widths: no adapter)."""
     pairs = zip((0, 1), (round((i + 1) * teacher_layers / 2) - 1 for i in range(2)))
-    return [{"loss": "hint", "weight": 0.1, "name": f"hidden_{s}", "student": f"{LAYERS}.{s}", "teacher": f"{LAYERS}.{t}"}
-            for s, t in pairs]
+    return [{"loss": "hint", "weight": 0.1, "name": f"hidden_{s}", "student": f"{LAYERS}.{s}",
+             "teacher": f"{LAYERS}.{t}"} for s, t in pairs]
 
 
 def rows(teacher_layers: int, heads: int, ffn: int) -> dict:
@@ -76,7 +76,8 @@ def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, ca
             "stages": [{"name": "distil", "data": "transfer", "epochs": budget["epochs"], "batch_size": budget["batch"],
                         "optimizer": {"name": "adamw", "lr": budget["lr"], "weight_decay": 0.01},
                         "schedule": {"name": "cosine", "warmup_epochs": 0.05}, "grad_clip": 1.0,
-                        "cache": {"dir": str(cache), "dtype": "float32"}, "eval_every": budget["epochs"], "loss": losses}]}
+                        "cache": {"dir": str(cache), "dtype": "float32"}, "eval_every": budget["epochs"],
+                        "loss": losses}]}
 
 
 def teacher_id(teacher: Path) -> str:
@@ -155,7 +156,15 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=None, help="default bench/results/runs (smoke: runs-smoke)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--smoke", action="store_true", help="a tiny teacher and budget, to check the script")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                        help="the student rows to run, of: " + ", ".join(rows(6, 4, 8)) + " (default: all; 'ce' "
+                             "and one distilled row are needed for the gap; finished rows are read back)")
     args = parser.parse_args()
+    names = list(rows(6, 4, 8))  # the row names (the teacher's sizes only set their arguments)
+    chosen = args.rows or names
+    unknown = [r for r in chosen if r not in names]
+    if unknown or "ce" not in chosen or len(chosen) < 2:  # checked before anything is built
+        parser.error(f"--rows: {unknown or chosen}: give 'ce' and at least one of {names[1:]}")
     budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": 1e-3}
     if args.smoke:  # a smoke run keeps its teacher and rows apart from the real ones
         budget["blocks"] = 200
@@ -169,8 +178,9 @@ def main() -> None:
     specs = rows(config["num_hidden_layers"], max(groups, config["num_attention_heads"] // 2 // groups * groups),
                  config["intermediate_size"] // 2)
     order = ["ce", "forward_kl+hidden", *[r for r in specs if r not in ("ce", "forward_kl+hidden")]]  # most taps first
-    ran = {row: [run_row(row, specs[row], args.teacher, budget, seed, args.runs) for seed in args.seeds] for row in order}
-    results = {row: ran[row] for row in specs}
+    ran = {row: [run_row(row, specs[row], args.teacher, budget, seed, args.runs) for seed in args.seeds]
+           for row in order if row in chosen}
+    results = {row: ran[row] for row in specs if row in ran}
     first = next(iter(results.values()))
     teacher_ppl = sum(s["test"]["teacher"]["perplexity"] for s in first) / len(first)
     lines = ["# Causal language model: a 6-layer teacher into 2-layer sub-networks of itself", "",

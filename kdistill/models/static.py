@@ -107,18 +107,18 @@ class StaticEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """Sentence embeddings of ``texts``: ``(N, D)`` on the CPU, in eval mode; equal to the
-        model's output on ``tokenize(texts)``. With a fast tokenizer the texts are not padded: its
-        Rust backend tokenises a batch and one ``embedding_bag`` sums each text's token vectors."""
+        """Sentence embeddings of ``texts``: ``(N, D)`` on the CPU; equal to the model's output (in
+        eval mode) on ``tokenize(texts)``. With a fast tokenizer the texts are not padded: its Rust
+        backend tokenises a batch and each text's rows are summed where they lie (``_bag``)."""
         device = self.embedding.weight.device
         backend = self._backend()
-        parts = [torch.empty(0, self.embedding.embedding_dim)]
-        with eval_mode(self):
-            for i in range(0, len(texts), batch_size):
-                batch = list(texts[i : i + batch_size])
-                out = self._bag(backend, batch, device) if backend else self(self.tokenize(batch).to(device))
-                parts.append(out.float().cpu())
-        return torch.cat(parts)
+        batches = [list(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        if backend is not None:
+            parts = [self._bag(backend, batch, device).float().cpu() for batch in batches]
+        else:
+            with eval_mode(self):
+                parts = [self(self.tokenize(batch).to(device)).float().cpu() for batch in batches]
+        return torch.cat([torch.empty(0, self.embedding.embedding_dim), *parts])
 
     def _backend(self):
         """The fast tokenizer's backend without truncation or padding (a copy made once), or None."""
@@ -135,26 +135,28 @@ class StaticEncoder(nn.Module):
         return self._plain_backend
 
     def _bag(self, backend, texts: list[str], device) -> torch.Tensor:
-        """The model's output on ``texts`` from their unpadded token ids: ``(B, D)``. On the CPU
-        the sums are differences of one float64 running sum over the texts' rows (numpy: no
-        thread pool woken for a few hundred rows); elsewhere one ``embedding_bag``."""
+        """The model's output on ``texts`` from their unpadded token ids: ``(B, D)``. On the CPU in
+        numpy (for a few hundred rows, no thread pool is worth waking); elsewhere one ``embedding_bag``."""
         if self._counted_ids is None:  # the ids the mean counts, as a Python set (rebuilt once)
             self._counted_ids = set(torch.nonzero(self.counted).flatten().tolist())
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no character offsets
-        kept = [[i for i in e.ids if i in self._counted_ids] for e in encode(texts)]
+        # the special tokens are never counted: leave them out of the tokenizer's work too
+        kept = [[i for i in e.ids if i in self._counted_ids] for e in encode(texts, add_special_tokens=False)]
         lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
         flat = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64, count=int(lengths.sum()))
         table = self.embedding.weight.detach()
-        if table.device.type == "cpu":
-            running = np.zeros((len(flat) + 1, table.shape[1]))
-            np.cumsum(table.numpy()[flat], axis=0, out=running[1:])
-            ends = np.cumsum(lengths)
-            emb = torch.from_numpy(((running[ends] - running[ends - lengths]) / np.maximum(lengths, 1)[:, None]))
-            emb = emb.to(table.dtype)
-        else:
+        if table.device.type != "cpu":
             offsets = torch.from_numpy(np.cumsum(lengths) - lengths).to(device)
             emb = F.embedding_bag(torch.from_numpy(flat).to(device), table, offsets, mode="mean")  # empty: zeros
-        return F.normalize(emb, dim=-1) if self.normalize else emb
+            return F.normalize(emb, dim=-1) if self.normalize else emb
+        sums = np.zeros((len(kept), table.shape[1]), dtype=np.float32)
+        filled = lengths > 0  # each filled text's rows run from its start to the next filled text's
+        if filled.any():
+            sums[filled] = np.add.reduceat(table.numpy()[flat], (np.cumsum(lengths) - lengths)[filled], axis=0)
+        emb = sums / np.maximum(lengths, 1)[:, None]
+        if self.normalize:  # as F.normalize: divided by max(norm, 1e-12)
+            emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return torch.from_numpy(emb)
 
 
 def special_frame(tokenizer) -> tuple[list[int], list[int]]:
