@@ -89,6 +89,7 @@ class StaticEncoder(nn.Module):
         self.teacher_projection = projection or ToStudentSpace(torch.zeros(width), torch.eye(width), normalize)
         self.tokenizer, self.normalize = tokenizer, normalize
         self._plain_backend = self._counted_ids = None  # made on the first encode
+        self._specials_counted = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids = x[:, 0].long()  # (B, L)
@@ -139,13 +140,16 @@ class StaticEncoder(nn.Module):
         numpy (for a few hundred rows, no thread pool is worth waking); elsewhere one ``embedding_bag``."""
         if self._counted_ids is None:  # the ids the mean counts, as a Python set (rebuilt once)
             self._counted_ids = set(torch.nonzero(self.counted).flatten().tolist())
+            specials = getattr(self.tokenizer, "all_special_ids", None) or []
+            self._specials_counted = any(i in self._counted_ids for i in specials)
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # fast: no character offsets
-        # the special tokens are never counted: leave them out of the tokenizer's work too
-        kept = [[i for i in e.ids if i in self._counted_ids] for e in encode(texts, add_special_tokens=False)]
+        # special tokens the mean skips (as built from a teacher) are left out of the tokenizer's work
+        encodings = encode(texts, add_special_tokens=self._specials_counted)
+        kept = [[i for i in e.ids if i in self._counted_ids] for e in encodings]
         lengths = np.fromiter(map(len, kept), dtype=np.int64, count=len(kept))
         flat = np.fromiter(itertools.chain.from_iterable(kept), dtype=np.int64, count=int(lengths.sum()))
         table = self.embedding.weight.detach()
-        if table.device.type != "cpu":
+        if table.device.type != "cpu" or table.dtype != torch.float32:  # numpy: float32 on the CPU only
             offsets = torch.from_numpy(np.cumsum(lengths) - lengths).to(device)
             emb = F.embedding_bag(torch.from_numpy(flat).to(device), table, offsets, mode="mean")  # empty: zeros
             return F.normalize(emb, dim=-1) if self.normalize else emb

@@ -86,6 +86,10 @@ def test_encode_matches_the_padded_forward(teacher):
         student.tokenizer.backend_tokenizer.no_truncation()
     assert student._backend() is not None  # the unpadded path ran
     assert torch.allclose(out, student(student.tokenize(texts)), atol=1e-6)
+    every = StaticEncoder(student.embedding.weight.detach(), student.tokenizer)  # counts [CLS] and [SEP] too
+    assert torch.allclose(every.encode(texts), every(every.tokenize(texts)), atol=1e-6)
+    half = StaticEncoder(student.embedding.weight.detach().bfloat16(), student.tokenizer, student.counted)
+    assert torch.allclose(half.encode(texts), half(half.tokenize(texts)).float(), atol=1e-2)
 
 
 def test_texts_are_never_cut(teacher):
