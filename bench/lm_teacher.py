@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
             "train": result.summary["data"], "config": recipe["teacher"]["args"]["config"],
             "epochs": args.epochs, "batch": args.batch, "block": BLOCK, "seed": SEED, "held_out_texts": HELD_OUT,
             "params": sum(p.numel() for p in model.parameters()), "seconds": time.time() - started,
+            "train_seconds": result.summary["stage_seconds"]["teach"],  # summed over every resumed segment
             "torch_threads": torch.get_num_threads()}
     (args.out / "teacher.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))

@@ -14,7 +14,20 @@ class HintLoss(nn.Module):
 
     The adapter (the paper's regressor) is built by the objective from the feature shapes;
     this loss sees two tensors of equal shape, e.g. ``(B, C, H, W)``.
+
+    Args:
+        normalize: divide by the teacher feature's mean square (not differentiated), giving the
+            relative error ``mean((s - t)^2) / mean(t^2)``: 1 for a student that outputs zeros,
+            whatever the features' scale. For features whose scale is large or unknown, such as
+            a transformer's residual stream, where the plain MSE can be hundreds of times the
+            output loss.
     """
 
+    def __init__(self, normalize: bool = False):
+        super().__init__()
+        self.normalize = normalize
+
     def forward(self, student, teacher, target=None):
-        return F.mse_loss(student.float(), teacher.float())
+        teacher = teacher.float()
+        loss = F.mse_loss(student.float(), teacher)
+        return loss / teacher.pow(2).mean().clamp_min(1e-12).detach() if self.normalize else loss

@@ -1,0 +1,79 @@
+"""The language-model benchmark: every student row shares one budget, finished rows are named by
+it, and the done-when figure is the share of the perplexity gap closed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from kdistill.recipe import load_recipe
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+spec = importlib.util.spec_from_file_location("lm_bench", Path(__file__).parents[2] / "bench" / "lm.py")
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+BUDGET = {"blocks": 6000, "epochs": 3, "batch": 16, "lr": 1e-3}
+
+
+def _recipes(tmp_path):
+    specs = bench.rows(6, 4, 512)
+    return {row: load_recipe(bench.row_recipe(row, spec, tmp_path / "teacher", BUDGET, 0, tmp_path / "cache"))
+            for row, spec in specs.items()}
+
+
+def test_every_student_row_has_the_same_budget_and_cut(tmp_path):
+    recipes = _recipes(tmp_path)
+    assert "ce" in recipes and len(recipes) >= 5
+    for row, recipe in recipes.items():
+        stage = recipe.stages[0]
+        assert (recipe.data.transfer, stage.epochs, stage.batch_size, stage.optimizer.lr) == (6000, 3, 16, 1e-3), row
+        assert (recipe.student.from_teacher.layers, recipe.student.from_teacher.pick) == (2, "block"), row
+        assert recipe.seed == 0 and stage.cache.dir == str(tmp_path / "cache"), row
+    assert [t.loss for t in recipes["ce"].stages[0].loss] == ["token_ce"]
+    assert recipes["forward_kl, width-pruned"].student.from_teacher.heads == 4
+    assert recipes["forward_kl, width-pruned"].student.from_teacher.ffn == 512
+    assert recipes["forward_kl"].student.from_teacher.heads is None
+
+
+def test_hidden_terms_pair_the_cuts_layers_with_evenly_spread_teacher_layers():
+    terms = bench.hidden_terms(6)
+    assert [(t["student"], t["teacher"]) for t in terms] == [
+        ("model.model.layers.0", "model.model.layers.2"), ("model.model.layers.1", "model.model.layers.5")]
+
+
+def test_a_finished_row_of_another_budget_is_not_read_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "teacher_id", lambda teacher: "abcd1234")
+    ran = []
+
+    def fake_run(recipe, **kw):  # records the run instead of training
+        ran.append(recipe["name"])
+        (kw["runs_dir"] / recipe["name"]).mkdir(parents=True)
+        return type("Result", (), {"summary": {"test": {}}})()
+
+    monkeypatch.setattr("kdistill.run", fake_run)
+    spec = bench.rows(6, 4, 512)["ce"]
+    bench.run_row("ce", spec, tmp_path, BUDGET, 0, tmp_path)
+    bench.run_row("ce", spec, tmp_path, BUDGET, 0, tmp_path)  # read back
+    bench.run_row("ce", spec, tmp_path, {**BUDGET, "epochs": 1}, 0, tmp_path)
+    assert ran == ["lm-ce-s0-n6000e3-abcd1234", "lm-ce-s0-n6000e1-abcd1234"]
+
+
+def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
+    def summary(ppl):
+        return {"test": {"student": {"perplexity": ppl, "speedup_b16": 2.0}}}
+
+    results = {"ce": [summary(120.0)], "forward_kl": [summary(105.0)], "jsd": [summary(110.0)]}
+    line = bench.gap_closed(results, teacher_ppl=100.0)[-1]
+    assert "cut + forward KL (perplexity 105.00)" in line
+    assert "Gap to the teacher: 20.00 = 20%" in line and "Gap closed by distillation: 75%" in line
+    assert "2.00x" in line
+
+
+def test_rows_are_checked_before_anything_is_built(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", "forward_kl", "no_such_row"])
+    monkeypatch.setattr(bench.lm_teacher, "main", lambda *a: pytest.fail("the teacher was built"))
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "no_such_row" in capsys.readouterr().err
