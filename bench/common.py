@@ -42,3 +42,14 @@ def write_lines(lines: list[str], out: Path) -> str:
     text = "\n".join(lines) + "\n"
     out.write_text(text)
     return text
+
+
+def finished_summary(folder: Path, tree: dict) -> dict | None:
+    """The ``summary.json`` of the finished run in ``folder`` when its recipe is ``tree``'s (the
+    name aside), else None: a rerun of a bench reads a finished row back, never one of another recipe."""
+    from kdistill.recipe import load_recipe
+
+    if not ((folder / "summary.json").exists() and (folder / "recipe.yaml").exists()):
+        return None
+    stored, wanted = (load_recipe(t).model_dump(exclude={"name"}) for t in (folder / "recipe.yaml", tree))
+    return json.loads((folder / "summary.json").read_text()) if stored == wanted else None

@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import lm_teacher  # noqa: E402
-from common import mean_sd, write_lines  # noqa: E402
+from common import finished_summary, mean_sd, write_lines  # noqa: E402
 
 LAYERS = "model.model.layers"
 
@@ -97,9 +97,10 @@ def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs:
     recipe = row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache")
     # a row of another teacher or budget is not read back
     recipe["name"] += f"-n{budget['blocks']}e{budget['epochs']}-{teacher_id(teacher)}"
+    finished = finished_summary(runs / recipe["name"], recipe)  # resumable bench: a finished row is read back
+    if finished:
+        return finished
     done = runs / recipe["name"] / "summary.json"
-    if done.exists():  # resumable bench: a finished row is read back
-        return json.loads(done.read_text())
     partial = runs / f"{recipe['name']}.incomplete"
     started = time.time()
     result = run(recipe, runs_dir=runs, resume=partial if (partial / "recipe.yaml").exists() else None,
@@ -174,7 +175,7 @@ def main() -> None:
     if args.smoke:  # a smoke run keeps its teacher and rows apart from the real ones
         budget["blocks"] = 200
     args.teacher = args.teacher or HERE / ("lm_teacher-smoke" if args.smoke else "lm_teacher")
-    args.runs = args.runs or HERE / "results" / ("runs-smoke" if args.smoke else "runs")
+    args.runs = (args.runs or HERE / "results" / ("runs-smoke" if args.smoke else "runs")).resolve()
     if not (args.teacher / "teacher.json").exists():
         lm_teacher.main(["--out", str(args.teacher), "--runs", str(args.runs), *(["--smoke"] if args.smoke else [])])
     info = json.loads((args.teacher / "teacher.json").read_text())

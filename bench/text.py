@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_lines  # noqa: E402
+from common import finished_summary, write_lines  # noqa: E402
 
 from kdistill import run
 from kdistill.evaluate.embedding import encoding_speed, evaluate_embedders, size_on_disk
@@ -175,11 +175,8 @@ def static_recipe(width: int, quick: bool, tiny: Path | None, transfer: int | No
 def finished_or_run(tree: dict, runs: Path) -> dict:
     """The summary of the run of ``tree``: read back when a finished run of the same recipe is there
     (a rerun of the bench does not train it again), else run now."""
-    folder = runs / tree["name"]
-    if (folder / "summary.json").exists() and (folder / "recipe.yaml").exists():
-        if load_recipe(folder / "recipe.yaml").model_dump() == load_recipe(tree).model_dump():
-            return json.loads((folder / "summary.json").read_text())
-    return run(tree, runs_dir=runs, overwrite=True, progress=False).summary
+    return finished_summary(runs / tree["name"], tree) or run(tree, runs_dir=runs, overwrite=True,
+                                                              progress=False).summary
 
 
 def model2vec_python(given: Path | None) -> Path:

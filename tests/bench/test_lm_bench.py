@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kdistill.recipe import load_recipe
 
@@ -49,7 +50,8 @@ def test_a_finished_row_of_another_budget_is_not_read_back(tmp_path, monkeypatch
 
     def fake_run(recipe, **kw):  # records the run instead of training
         ran.append(recipe["name"])
-        (kw["runs_dir"] / recipe["name"]).mkdir(parents=True)
+        (kw["runs_dir"] / recipe["name"]).mkdir(parents=True, exist_ok=True)
+        (kw["runs_dir"] / recipe["name"] / "recipe.yaml").write_text(yaml.safe_dump(recipe))
         return type("Result", (), {"summary": {"test": {}}})()
 
     monkeypatch.setattr("kdistill.run", fake_run)
@@ -57,7 +59,8 @@ def test_a_finished_row_of_another_budget_is_not_read_back(tmp_path, monkeypatch
     bench.run_row("ce", spec, tmp_path, BUDGET, 0, tmp_path)
     bench.run_row("ce", spec, tmp_path, BUDGET, 0, tmp_path)  # read back
     bench.run_row("ce", spec, tmp_path, {**BUDGET, "epochs": 1}, 0, tmp_path)
-    assert ran == ["lm-ce-s0-n6000e3-abcd1234", "lm-ce-s0-n6000e1-abcd1234"]
+    bench.run_row("ce", bench.rows(6, 4, 512)["forward_kl"], tmp_path, BUDGET, 0, tmp_path)  # same name, other loss
+    assert ran == ["lm-ce-s0-n6000e3-abcd1234", "lm-ce-s0-n6000e1-abcd1234", "lm-ce-s0-n6000e3-abcd1234"]
 
 
 def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
