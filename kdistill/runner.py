@@ -161,6 +161,9 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
         **pipeline.data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},
         "stage_seconds": stage_times, "total_seconds": time.perf_counter() - started})
+    kept = getattr(models.get("student"), "kept_layers", None)  # a sub-network: which teacher layers it kept
+    if kept is not None:
+        summary["student_kept_layers"] = list(kept)
     preprocess = Preprocess.from_info(pipeline.data_info)  # what every model's inputs are, from raw inputs
     metadata = {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess is not None else {})}
     for role in ("student", "teacher", "baseline"):

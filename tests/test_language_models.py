@@ -57,6 +57,8 @@ def test_distilled_cut_is_judged_exported_and_generates(family):
     assert all(0 <= test[r]["agreement"] <= 1 for r in ("cut", "student"))
     report = (result.run_dir / "report.md").read_text()
     assert "perplexity" in report and "Sample continuations" in report
+    kept = result.summary["student_kept_layers"]  # the contiguous block dropped, ranked on data
+    assert len(kept) == 2 and kept == sorted(kept) and f"keeps the teacher's layers {kept}" in report
     exported = result.run_dir / "student_hf"
     model = AutoModelForCausalLM.from_pretrained(exported)
     tok = AutoTokenizer.from_pretrained(exported)

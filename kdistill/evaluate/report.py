@@ -280,7 +280,9 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     table = comparison_table(summary)
     details = [
         f"Data: {data.get('labelled', '?')} labelled, {data.get('transfer', '?')} unlabelled transfer, "
-        f"{data.get('val', 0)} validation, {data.get('test', '?')} test samples. Device: {summary.get('device')}.",
+        f"{data.get('val', 0)} validation, {data.get('test', '?')} test samples. Device: {summary.get('device')}."
+        + (f" The student keeps the teacher's layers {summary['student_kept_layers']}."
+           if "student_kept_layers" in summary else ""),
         "",
         "| stage | seconds |",
         "|---|---:|",
