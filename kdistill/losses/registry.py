@@ -124,10 +124,12 @@ def check_loss_args(name: str, kwargs: dict) -> dict:
     """The arguments fit the loss's constructor: their names, and their values the types its
     signature declares (``4`` for a float is 4.0; ``"four"`` fails). Returns them converted."""
     cls = LOSSES[check_loss_name(name)].cls
+    # a loss without its own constructor takes nothing (nn.Module's would take and then refuse anything)
+    signature = inspect.Signature() if cls.__init__ is nn.Module.__init__ else inspect.signature(cls)
     try:
-        inspect.signature(cls).bind(**kwargs)
+        signature.bind(**kwargs)
     except TypeError as err:
-        known = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+        known = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
         raise KDistillError(f"loss {name!r}: bad arguments {kwargs}: {err}; it takes "
                             f"{', '.join(known) or 'no arguments'}.") from None
     hints = typing.get_type_hints(cls.__init__)

@@ -190,3 +190,8 @@ def test_a_class_registered_twice_is_wrapped_once(registered):
     forward = Scaled.forward
     registered("_reg_twice_b")(Scaled)
     assert Scaled.forward is forward
+
+
+def test_an_argument_to_a_loss_without_a_constructor_is_one_line():
+    with pytest.raises(KDistillError, match="loss 'sp': bad arguments .*it takes no arguments"):
+        build_loss("sp", normalize=True)
