@@ -133,7 +133,8 @@ def table(results: dict, budget: dict, seeds: list[int]) -> list[str]:
 def _line(label, runs, cells, summaries) -> str:
     ratio = lambda key: mean_sd([r[key] / s["test"]["teacher"][key] for r, s in zip(runs, summaries)  # noqa: E731
                                  if key in r], 1.0)
-    wall = mean_sd([s.get("wall_s", 0) for s in summaries], 1.0) if label != LABELS["teacher"] else "-"
+    trained = label not in (LABELS["teacher"], LABELS["cut"])  # neither is trained by a row
+    wall = mean_sd([s.get("wall_s", 0) for s in summaries], 1.0) if trained else "-"
     return (f"| {label} | {cells(runs, 'perplexity')} | {cells(runs, 'agreement', 100)} | "
             f"{cells(runs, 'kl_to_teacher')} | {cells(runs, 'tokens_per_s_b1')} ({ratio('tokens_per_s_b1')}) | "
             f"{cells(runs, 'tokens_per_s_b16')} ({ratio('tokens_per_s_b16')}) | {int(runs[0]['params']):,} | {wall} |")
