@@ -164,6 +164,7 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     Returns: the opened cache.
     """
     augment = {k: v for k, v in (augment or {}).items() if v}
+    seed = seed if augment else 0  # the seed draws the augmented views alone: runs of other seeds share the cache
     if not augment and views != 1:
         raise KDistillError(f"cache.views: {views} views without augmentation are the same image; use views: 1.")
     teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint_of(x)

@@ -60,6 +60,7 @@ def test_cache_is_reused_and_keyed_by_teacher_and_data(teacher, x, tmp_path):
     handle = teacher.register_forward_hook(lambda *a: calls.append(1))
     again = build_cache(teacher, TAPS, x, tmp_path, "cpu")
     assert again.folder == first.folder and not calls  # no teacher pass the second time
+    assert build_cache(teacher, TAPS, x, tmp_path, "cpu", seed=7).folder == first.folder and not calls  # no views
     handle.remove()
     assert build_cache(teacher, TAPS, x + 1, tmp_path, "cpu").folder != first.folder
     with torch.no_grad():
