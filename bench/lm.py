@@ -155,6 +155,15 @@ def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
             f"Speed at batch 16: {', '.join(f'{v:.2f}x' for v in speed if v)} the teacher's (target >= 1.8x)."]
 
 
+def results_name(blocks: int, epochs: int, seeds: list[int], partial: bool) -> str:
+    """``lm.md`` for the whole table on the fixed budget and seed 0; another budget, more seeds or a
+    subset of rows get a file of their own (``lm-n6000e3.md``, ``lm-seeds.md``, ``lm-partial.md``)."""
+    parts = [f"n{blocks}e{epochs}"] if (blocks, epochs) != (BLOCKS, EPOCHS) else []
+    parts += ["seeds"] if seeds != [0] else []
+    parts += ["partial"] if partial and not parts else []
+    return "-".join(["lm", *parts]) + ".md"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teacher", type=Path, default=None, help="default bench/lm_teacher (smoke: its own folder)")
@@ -197,8 +206,8 @@ def main() -> None:
              f"{info.get('train_seconds', info['seconds']) / 3600:.1f} h of training wall time; held-out "
              f"perplexity {info['held_out_perplexity']:.2f}).", "",
              *table(results, budget, args.seeds), *gap_closed(results, teacher_ppl)]
-    other = (args.blocks, args.epochs) != (BLOCKS, EPOCHS)  # another budget's table does not replace lm.md
-    out = args.results / ("lm-smoke.md" if args.smoke else f"lm-n{args.blocks}e{args.epochs}.md" if other else "lm.md")
+    out = args.results / ("lm-smoke.md" if args.smoke else results_name(args.blocks, args.epochs, args.seeds,
+                                                                          set(chosen) != set(names)))
     print(write_lines(lines, out))
     out.with_suffix(".json").write_text(json.dumps({"budget": budget, "teacher": info, "results": results}, indent=2))
 

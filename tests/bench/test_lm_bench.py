@@ -80,3 +80,10 @@ def test_rows_are_checked_before_anything_is_built(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         bench.main()
     assert "no_such_row" in capsys.readouterr().err
+
+
+def test_only_the_whole_table_on_the_fixed_budget_writes_lm_md():
+    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0], partial=False) == "lm.md"
+    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0], partial=True) == "lm-partial.md"
+    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0, 1, 2], partial=True) == "lm-seeds.md"
+    assert bench.results_name(bench.BLOCKS, 3, [0], partial=True) == "lm-n6000e3.md"
