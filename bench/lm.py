@@ -1,6 +1,7 @@
 """A causal language model distilled into a 2-layer sub-network of itself (make bench-lm).
 
     python bench/lm.py            # the table (the teacher is built first if missing, about 2.5 h)
+    python bench/lm.py --blocks 1500 --epochs 3   # the second budget: a small transfer corpus
     python bench/lm.py --smoke    # a smoke run: tiny teacher, a few hundred blocks
 
 The teacher is ``bench/lm_teacher.py``'s: a Llama-style model trained here on WordNet's glosses
@@ -14,10 +15,11 @@ same budget); forward KL; reverse KL; JSD(0.5); forward KL plus hidden-state ter
 two layers fitted to the teacher's layers 2 and 5 through the taps); forward KL and the data's
 cross-entropy mixed half and half (Hinton's alpha = 0.5); and a width-pruned cut
 (fewer heads, respecting grouped-query attention, and MLP units, ranked on activations) with
-forward KL. Columns: held-out perplexity (the fixed held-out glosses), agreement with the
+forward KL, and that narrower cut with cross-entropy alone, its own baseline. Columns: held-out perplexity (the fixed held-out glosses), agreement with the
 teacher's next-token choice, mean token KL to the teacher, greedy tokens a second at batch 1
 and 16 (with the teacher's, measured in the same process, as a ratio), parameters, wall time.
-Writes bench/results/lm.md and lm.json.
+Writes bench/results/lm.md and lm.json (another budget, more seeds or fewer rows: a file of
+their own, e.g. lm-n1500e3.md).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import lm_teacher  # noqa: E402
 from common import finished_summary, mean_sd, write_lines  # noqa: E402
 
 LAYERS = "model.model.layers"
-BLOCKS, EPOCHS = 6000, 1  # the budget every student row trains on, fixed before the first row ran
+BLOCKS, EPOCHS, LR = 6000, 1, 1e-3  # the budget every student row trains on, fixed before the first row ran
 
 def hidden_terms(teacher_layers: int) -> list[dict]:
     """The cut's two layers fitted to the teacher's, evenly spread (layers 2 and 5 of 6), by hint
@@ -57,14 +59,17 @@ def rows(teacher_layers: int, heads: int, ffn: int) -> dict:
             "jsd": ([{"loss": "token_kd", "args": {"divergence": "jsd", "beta": 0.5}}], {}),
             "forward_kl+hidden": ([forward, *hidden_terms(teacher_layers)], {}),
             "forward_kl+ce": ([{**forward, "weight": 0.5}, {"loss": "token_ce", "weight": 0.5}], {}),
-            "forward_kl, width-pruned": ([forward], {"heads": heads, "ffn": ffn})}
+            "forward_kl, width-pruned": ([forward], {"heads": heads, "ffn": ffn}),
+            "ce, width-pruned": ([{"loss": "token_ce"}], {"heads": heads, "ffn": ffn})}
 
 
 LABELS = {"teacher": "teacher (6 layers)", "cut": "2-layer cut, undistilled", "ce": "cut + cross-entropy only",
           "forward_kl": "cut + forward KL", "reverse_kl": "cut + reverse KL", "jsd": "cut + JSD(0.5)",
           "forward_kl+hidden": "cut + forward KL + hidden states (taps)",
           "forward_kl+ce": "cut + 0.5 forward KL + 0.5 cross-entropy",
-          "forward_kl, width-pruned": "cut, half its heads (whole key/value groups) and MLP units, + forward KL"}
+          "forward_kl, width-pruned": "cut, half its heads (whole key/value groups) and MLP units, + forward KL",
+          "ce, width-pruned": "the same narrower cut + cross-entropy only"}
+BASELINES = {"ce": "ce", "forward_kl, width-pruned": "ce, width-pruned"}  # row -> its cross-entropy-only row
 
 
 def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, cache: Path) -> dict:
@@ -92,12 +97,18 @@ def teacher_id(teacher: Path) -> str:
     return hashlib.sha256((teacher / "model.safetensors").read_bytes()).hexdigest()[:8]
 
 
+def budget_tag(budget: dict) -> str:
+    """What names a budget in row and file names: ``n6000e1`` (blocks, epochs), ``-lr0.003`` added
+    when the learning rate is not the fixed one."""
+    return f"n{budget['blocks']}e{budget['epochs']}" + (f"-lr{budget['lr']:g}" if budget["lr"] != LR else "")
+
+
 def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
     from kdistill import run
 
     recipe = row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache")
     # a row of another teacher or budget is not read back
-    recipe["name"] += f"-n{budget['blocks']}e{budget['epochs']}-{teacher_id(teacher)}"
+    recipe["name"] += f"-{budget_tag(budget)}-{teacher_id(teacher)}"
     finished = finished_summary(runs / recipe["name"], recipe)  # resumable bench: a finished row is read back
     if finished:
         return finished
@@ -141,24 +152,34 @@ def _line(label, runs, cells, summaries) -> str:
 
 
 def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
-    """The done-when figure: (ppl_ce - ppl_kd) / (ppl_ce - ppl_teacher) for the best distilled row."""
+    """The done-when figure: (ppl_ce - ppl_kd) / (ppl_ce - ppl_teacher) for the best distilled row
+    of the 2-layer cut; and the width-pruned cut's, against its own cross-entropy row, when both ran."""
     mean = lambda row: sum(s["test"]["student"]["perplexity"] for s in results[row]) / len(results[row])  # noqa: E731
     ce = mean("ce")
-    kd_rows = [r for r in results if r != "ce"]
+    kd_rows = [r for r in results if r not in BASELINES and r not in BASELINES.values()]
     best = min(kd_rows, key=mean)
     gap = ce - teacher_ppl
     closed = (ce - mean(best)) / gap if gap else float("nan")
     speed = [s["test"]["student"].get("speedup_b16") for s in results[best]]
-    return ["", f"Best distilled row: {LABELS[best]} (perplexity {mean(best):.2f}); cross-entropy only {ce:.2f}; "
-            f"teacher {teacher_ppl:.2f}. Gap to the teacher: {gap:.2f} = {100 * gap / teacher_ppl:.0f}% of the "
-            f"teacher's perplexity (target >= 15%). Gap closed by distillation: {100 * closed:.0f}% (target >= 60%). "
-            f"Speed at batch 16: {', '.join(f'{v:.2f}x' for v in speed if v)} the teacher's (target >= 1.8x)."]
+    lines = ["", f"Best distilled row: {LABELS[best]} (perplexity {mean(best):.2f}); cross-entropy only {ce:.2f}; "
+             f"teacher {teacher_ppl:.2f}. Gap to the teacher: {gap:.2f} = {100 * gap / teacher_ppl:.0f}% of the "
+             f"teacher's perplexity (target >= 15%). Gap closed by distillation: {100 * closed:.0f}% (target >= 60%). "
+             f"Speed at batch 16: {', '.join(f'{v:.2f}x' for v in speed if v)} the teacher's (target >= 1.8x)."]
+    for row, base in BASELINES.items():
+        if row != base and row in results and base in results:
+            narrow_gap = mean(base) - teacher_ppl
+            share = (mean(base) - mean(row)) / narrow_gap if narrow_gap else float("nan")
+            lines += ["", f"{LABELS[row]}: perplexity {mean(row):.2f} against {mean(base):.2f} with cross-entropy "
+                      f"alone; gap closed {100 * share:.0f}%."]
+    return lines
 
 
-def results_name(blocks: int, epochs: int, seeds: list[int], partial: bool) -> str:
+def results_name(budget: dict, seeds: list[int], partial: bool) -> str:
     """``lm.md`` for the whole table on the fixed budget and seed 0; another budget, more seeds or a
-    subset of rows get a file of their own (``lm-n6000e3.md``, ``lm-seeds.md``, ``lm-partial.md``)."""
-    parts = [f"n{blocks}e{epochs}"] if (blocks, epochs) != (BLOCKS, EPOCHS) else []
+    subset of rows get a file of their own (``lm-n6000e3.md``, ``lm-n6000e1-lr0.003.md``,
+    ``lm-seeds.md``, ``lm-partial.md``)."""
+    tag = budget_tag(budget)
+    parts = [tag] if tag != budget_tag({"blocks": BLOCKS, "epochs": EPOCHS, "lr": LR}) else []
     parts += ["seeds"] if seeds != [0] else []
     parts += ["partial"] if partial and not parts else []
     return "-".join(["lm", *parts]) + ".md"
@@ -169,20 +190,22 @@ def main() -> None:
     parser.add_argument("--teacher", type=Path, default=None, help="default bench/lm_teacher (smoke: its own folder)")
     parser.add_argument("--blocks", type=int, default=BLOCKS, help="transfer blocks every student row trains on")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs over them")
+    parser.add_argument("--lr", type=float, default=LR, help="AdamW's learning rate, every student row's")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", type=Path, default=None, help="default bench/results/runs (smoke: runs-smoke)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--smoke", action="store_true", help="a tiny teacher and budget, to check the script")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                         help="the student rows to run, of: " + ", ".join(rows(6, 4, 8)) + " (default: all; 'ce' "
-                             "and one distilled row are needed for the gap; finished rows are read back)")
+                             "and one distilled row of the 2-layer cut are needed for the gap; finished rows are read back)")
     args = parser.parse_args()
     names = list(rows(6, 4, 8))  # the row names (the teacher's sizes only set their arguments)
     chosen = args.rows or names
     unknown = [r for r in chosen if r not in names]
-    if unknown or "ce" not in chosen or len(chosen) < 2:  # checked before anything is built
-        parser.error(f"--rows: {unknown or chosen}: give 'ce' and at least one of {names[1:]}")
-    budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": 1e-3}
+    distilled = [r for r in names if r not in BASELINES and r not in BASELINES.values()]
+    if unknown or "ce" not in chosen or not set(chosen) & set(distilled):  # checked before anything is built
+        parser.error(f"--rows: {unknown or chosen}: give 'ce' and at least one of {distilled}")
+    budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": args.lr}
     if args.smoke:  # a smoke run keeps its teacher and rows apart from the real ones
         budget["blocks"] = 200
     args.teacher = args.teacher or HERE / ("lm_teacher-smoke" if args.smoke else "lm_teacher")
@@ -206,7 +229,7 @@ def main() -> None:
              f"{info.get('train_seconds', info['seconds']) / 3600:.1f} h of training wall time; held-out "
              f"perplexity {info['held_out_perplexity']:.2f}).", "",
              *table(results, budget, args.seeds), *gap_closed(results, teacher_ppl)]
-    out = args.results / ("lm-smoke.md" if args.smoke else results_name(args.blocks, args.epochs, args.seeds,
+    out = args.results / ("lm-smoke.md" if args.smoke else results_name(budget, args.seeds,
                                                                           set(chosen) != set(names)))
     print(write_lines(lines, out))
     out.with_suffix(".json").write_text(json.dumps({"budget": budget, "teacher": info, "results": results}, indent=2))

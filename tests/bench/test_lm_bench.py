@@ -74,6 +74,25 @@ def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
     assert "2.00x" in line
 
 
+def test_the_width_pruned_row_is_judged_against_its_own_cross_entropy_row():
+    def summary(ppl):
+        return {"test": {"student": {"perplexity": ppl, "speedup_b16": 2.0}}}
+
+    results = {"ce": [summary(120.0)], "forward_kl": [summary(105.0)],
+               "forward_kl, width-pruned": [summary(104.0)], "ce, width-pruned": [summary(130.0)]}
+    lines = bench.gap_closed(results, teacher_ppl=100.0)
+    assert "cut + forward KL (perplexity 105.00)" in lines[1]  # the narrower cut is not the best 2-layer row
+    assert "perplexity 104.00 against 130.00" in lines[-1] and "gap closed 87%" in lines[-1]
+
+
+def test_a_baseline_alone_is_not_a_distilled_row(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", "ce", "ce, width-pruned"])
+    monkeypatch.setattr(bench.lm_teacher, "main", lambda *a: pytest.fail("the teacher was built"))
+    with pytest.raises(SystemExit):
+        bench.main()
+    assert "at least one of" in capsys.readouterr().err
+
+
 def test_rows_are_checked_before_anything_is_built(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", "forward_kl", "no_such_row"])
     monkeypatch.setattr(bench.lm_teacher, "main", lambda *a: pytest.fail("the teacher was built"))
@@ -83,7 +102,14 @@ def test_rows_are_checked_before_anything_is_built(monkeypatch, capsys):
 
 
 def test_only_the_whole_table_on_the_fixed_budget_writes_lm_md():
-    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0], partial=False) == "lm.md"
-    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0], partial=True) == "lm-partial.md"
-    assert bench.results_name(bench.BLOCKS, bench.EPOCHS, [0, 1, 2], partial=True) == "lm-seeds.md"
-    assert bench.results_name(bench.BLOCKS, 3, [0], partial=True) == "lm-n6000e3.md"
+    fixed = {"blocks": bench.BLOCKS, "epochs": bench.EPOCHS, "batch": 16, "lr": bench.LR}
+    assert bench.results_name(fixed, [0], partial=False) == "lm.md"
+    assert bench.results_name(fixed, [0], partial=True) == "lm-partial.md"
+    assert bench.results_name(fixed, [0, 1, 2], partial=True) == "lm-seeds.md"
+    assert bench.results_name({**fixed, "epochs": 3}, [0], partial=True) == "lm-n6000e3.md"
+    assert bench.results_name({**fixed, "lr": 3e-3}, [0], partial=False) == "lm-n6000e1-lr0.003.md"
+
+
+def test_a_row_of_another_learning_rate_is_named_apart():
+    assert bench.budget_tag(BUDGET) == "n6000e3"
+    assert bench.budget_tag({**BUDGET, "lr": 3e-3}) == "n6000e3-lr0.003"
