@@ -63,11 +63,12 @@ def test_a_finished_row_of_another_budget_is_not_read_back(tmp_path, monkeypatch
     assert ran == ["lm-ce-s0-n6000e3-abcd1234", "lm-ce-s0-n6000e1-abcd1234", "lm-ce-s0-n6000e3-abcd1234"]
 
 
-def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
-    def summary(ppl):
-        return {"test": {"student": {"perplexity": ppl, "speedup_b16": 2.0}}}
+def _summary(ppl):
+    return {"test": {"student": {"perplexity": ppl, "speedup_b16": 2.0}}}
 
-    results = {"ce": [summary(120.0)], "forward_kl": [summary(105.0)], "jsd": [summary(110.0)]}
+
+def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
+    results = {"ce": [_summary(120.0)], "forward_kl": [_summary(105.0)], "jsd": [_summary(110.0)]}
     line = bench.gap_closed(results, teacher_ppl=100.0)[-1]
     assert "cut + forward KL (perplexity 105.00)" in line
     assert "Gap to the teacher: 20.00 = 20%" in line and "Gap closed by distillation: 75%" in line
@@ -75,11 +76,8 @@ def test_gap_closed_is_the_share_of_the_ce_students_gap_to_the_teacher():
 
 
 def test_the_width_pruned_row_is_judged_against_its_own_cross_entropy_row():
-    def summary(ppl):
-        return {"test": {"student": {"perplexity": ppl, "speedup_b16": 2.0}}}
-
-    results = {"ce": [summary(120.0)], "forward_kl": [summary(105.0)],
-               "forward_kl, width-pruned": [summary(104.0)], "ce, width-pruned": [summary(130.0)]}
+    results = {"ce": [_summary(120.0)], "forward_kl": [_summary(105.0)],
+               "forward_kl, width-pruned": [_summary(104.0)], "ce, width-pruned": [_summary(130.0)]}
     lines = bench.gap_closed(results, teacher_ppl=100.0)
     assert "cut + forward KL (perplexity 105.00)" in lines[1]  # the narrower cut is not the best 2-layer row
     assert "perplexity 104.00 against 130.00" in lines[-1] and "gap closed 87%" in lines[-1]
