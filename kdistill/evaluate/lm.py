@@ -70,10 +70,10 @@ def prompts_from(x, count: int, length: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generation_speed(model: nn.Module, prompts: torch.Tensor, batch: int, new_tokens: int, device,
-                     repeats: int = 2) -> float:
+                     repeats: int = 5) -> float:
     """Greedy generated tokens a second at ``batch`` prompts at a time (``prompts`` repeated to
     fill it), each prompt continued by exactly ``new_tokens``: the best of ``repeats`` timings
-    after one warm-up."""
+    after one warm-up (the best, as other work on a shared machine only ever slows a timing down)."""
     ids = prompts[torch.arange(batch) % len(prompts)].to(device)
     pad = _pad_id(model)
     best = 0.0
