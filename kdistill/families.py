@@ -22,7 +22,7 @@ from kdistill.evaluate.metrics import evaluate_model, predict
 from kdistill.export.static import export_static
 from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
-from kdistill.evaluate.lm import continuations, generation_speed, prompts_from, token_metrics
+from kdistill.evaluate.lm import continuations, generation_speeds, prompts_from, token_metrics
 from kdistill.models.hf import HFEncoder
 from kdistill.models.hf_causal import CausalLM, export_causal_lm
 from kdistill.models.static import StaticEncoder
@@ -140,18 +140,18 @@ class LanguageModel(Family):
         test = splits.test_set.x
         teacher = main_teacher(models["teacher"]) if "teacher" in models else None
         prompts = prompts_from(test, self.PROMPTS, self.PROMPT_TOKENS)
+        judged = {role: teacher if role == "teacher" else models[role] for role in self.judged(recipe, models)}
         results, samples = {}, {}
-        for role in self.judged(recipe, models):
-            model = teacher if role == "teacher" else models[role]
+        for role, model in judged.items():
             metrics = token_metrics(model, test, device, None if role == "teacher" else teacher, progress=progress,
                                     desc=f"{role}: test set")
             metrics["params"] = count_params(model)
-            if recipe.latency:
-                for batch in (1, 16):
-                    metrics[f"tokens_per_s_b{batch}"] = generation_speed(model, prompts, batch, self.SPEED_TOKENS,
-                                                                        device)
             samples[role] = continuations(model, prompts, self.NEW_TOKENS, device)
             results[role] = metrics
+        if recipe.latency:  # every model timed in turn (interleaved), so their ratios share the machine's mood
+            for batch in (1, 16):
+                for role, speed in generation_speeds(judged, prompts, batch, self.SPEED_TOKENS, device).items():
+                    results[role][f"tokens_per_s_b{batch}"] = speed
         base = results.get("teacher", {}).get("tokens_per_s_b16")
         for metrics in results.values():
             if base and "tokens_per_s_b16" in metrics:

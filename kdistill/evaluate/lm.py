@@ -69,23 +69,27 @@ def prompts_from(x, count: int, length: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generation_speed(model: nn.Module, prompts: torch.Tensor, batch: int, new_tokens: int, device,
-                     repeats: int = 5) -> float:
-    """Greedy generated tokens a second at ``batch`` prompts at a time (``prompts`` repeated to
-    fill it), each prompt continued by exactly ``new_tokens``: the best of ``repeats`` timings
-    after one warm-up (the best, as other work on a shared machine only ever slows a timing down)."""
+def generation_speeds(models: dict[str, nn.Module], prompts: torch.Tensor, batch: int, new_tokens: int, device,
+                      repeats: int = 5) -> dict[str, float]:
+    """Greedy generated tokens a second of each of ``models`` at ``batch`` prompts at a time
+    (``prompts`` repeated to fill it), each prompt continued by exactly ``new_tokens``.
+
+    After one warm-up call each, the models are timed in turn, ``repeats`` rounds, and each keeps
+    its best timing: interleaved, so that a slow spell of a shared machine falls on every model
+    alike rather than on whichever ran last, and the best, as other work only ever slows a timing
+    down. The ratio of two models' figures is the speed-up the run reports."""
     ids = prompts[torch.arange(batch) % len(prompts)].to(device)
-    pad = _pad_id(model)
-    best = 0.0
-    with eval_mode(model):
-        for k in range(repeats + 1):
-            start = time.perf_counter()
-            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if k:  # the first call warms up
-                best = max(best, batch * new_tokens / (time.perf_counter() - start))
+    best = dict.fromkeys(models, 0.0)
+    for k in range(repeats + 1):
+        for name, model in models.items():
+            with eval_mode(model):
+                start = time.perf_counter()
+                model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                               min_new_tokens=new_tokens, do_sample=False, pad_token_id=_pad_id(model))
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if k:  # the first round warms up
+                    best[name] = max(best[name], batch * new_tokens / (time.perf_counter() - start))
     return best
 
 

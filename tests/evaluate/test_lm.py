@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from kdistill.evaluate.lm import continuations, generation_speed, prompts_from, token_metrics
+from kdistill.evaluate.lm import continuations, generation_speeds, prompts_from, token_metrics
 from kdistill.models.hf_causal import hf_causal
 from lm_fixtures import save_tiny_causal
 
@@ -51,7 +52,8 @@ def test_speed_and_continuations(pair):
     teacher, _, x = pair
     prompts = prompts_from(x, 2, 4)
     assert prompts.shape == (2, 4) and torch.equal(prompts[0], x[0, 0, :4])
-    assert generation_speed(teacher, prompts, 3, 5, torch.device("cpu"), repeats=1) > 0
+    speeds = generation_speeds({"a": teacher, "b": teacher}, prompts, 3, 5, torch.device("cpu"), repeats=1)
+    assert set(speeds) == {"a", "b"} and all(v > 0 for v in speeds.values())
     out = continuations(teacher, prompts, 6, torch.device("cpu"))
     assert len(out) == 2 and all(isinstance(o["continuation"], str) and o["prompt"] for o in out)
     again = continuations(teacher, prompts, 6, torch.device("cpu"))
@@ -76,3 +78,22 @@ def test_a_long_pass_over_the_test_set_shows_a_bar(pair, monkeypatch):
     shown = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2, progress=True, desc="student: test set")
     assert "student: test set:" in sys.stderr.getvalue() and "/5 " in sys.stderr.getvalue()
     assert shown == quiet
+
+
+def test_speeds_time_the_models_in_turn():
+    calls = []
+
+    class Recorder(nn.Module):  # generate records who ran; nothing is generated
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def generate(self, ids, **kw):
+            calls.append(self.name)
+            assert kw["max_new_tokens"] == kw["min_new_tokens"] == 4
+            return ids
+
+    speeds = generation_speeds({"teacher": Recorder("t"), "student": Recorder("s")}, torch.zeros(2, 3).long(), 4, 4,
+                               torch.device("cpu"), repeats=2)
+    assert calls == ["t", "s"] * 3  # a warm-up round, then 2 timed rounds, alternating
+    assert set(speeds) == {"teacher", "student"} and all(v > 0 for v in speeds.values())
