@@ -15,9 +15,10 @@ same budget); forward KL; reverse KL; JSD(0.5); forward KL plus hidden-state ter
 two layers fitted to the teacher's layers 2 and 5 through the taps); forward KL and the data's
 cross-entropy mixed half and half (Hinton's alpha = 0.5); and a width-pruned cut
 (fewer heads, respecting grouped-query attention, and MLP units, ranked on activations) with
-forward KL, and that narrower cut with cross-entropy alone, its own baseline. Columns: held-out perplexity (the fixed held-out glosses), agreement with the
-teacher's next-token choice, mean token KL to the teacher, greedy tokens a second at batch 1
-and 16 (with the teacher's, measured in the same process, as a ratio), parameters, wall time.
+forward KL, and that narrower cut with cross-entropy alone, its own baseline. Columns: held-out
+perplexity (the fixed held-out glosses), agreement with the teacher's next-token choice, mean
+token KL to the teacher, greedy tokens a second at batch 1 and 16 (with the teacher's, measured
+in the same process, as a ratio), parameters, wall time.
 Writes bench/results/lm.md and lm.json (another budget, more seeds or fewer rows: a file of
 their own, e.g. lm-n1500e3.md).
 """
@@ -69,7 +70,12 @@ LABELS = {"teacher": "teacher (6 layers)", "cut": "2-layer cut, undistilled", "c
           "forward_kl+ce": "cut + 0.5 forward KL + 0.5 cross-entropy",
           "forward_kl, width-pruned": "cut, half its heads (whole key/value groups) and MLP units, + forward KL",
           "ce, width-pruned": "the same narrower cut + cross-entropy only"}
-BASELINES = {"ce": "ce", "forward_kl, width-pruned": "ce, width-pruned"}  # row -> its cross-entropy-only row
+NARROW = {"forward_kl, width-pruned": "ce, width-pruned"}  # the narrower cut's distilled row -> its own baseline
+
+
+def distilled_cut(names) -> list[str]:
+    """The distilled rows of the 2-layer cut: the ones the done-when judges against ``ce``."""
+    return [r for r in names if r != "ce" and r not in NARROW and r not in NARROW.values()]
 
 
 def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, cache: Path) -> dict:
@@ -156,8 +162,7 @@ def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
     of the 2-layer cut; and the width-pruned cut's, against its own cross-entropy row, when both ran."""
     mean = lambda row: sum(s["test"]["student"]["perplexity"] for s in results[row]) / len(results[row])  # noqa: E731
     ce = mean("ce")
-    kd_rows = [r for r in results if r not in BASELINES and r not in BASELINES.values()]
-    best = min(kd_rows, key=mean)
+    best = min(distilled_cut(results), key=mean)
     gap = ce - teacher_ppl
     closed = (ce - mean(best)) / gap if gap else float("nan")
     speed = [s["test"]["student"].get("speedup_b16") for s in results[best]]
@@ -165,8 +170,8 @@ def gap_closed(results: dict, teacher_ppl: float) -> list[str]:
              f"teacher {teacher_ppl:.2f}. Gap to the teacher: {gap:.2f} = {100 * gap / teacher_ppl:.0f}% of the "
              f"teacher's perplexity (target >= 15%). Gap closed by distillation: {100 * closed:.0f}% (target >= 60%). "
              f"Speed at batch 16: {', '.join(f'{v:.2f}x' for v in speed if v)} the teacher's (target >= 1.8x)."]
-    for row, base in BASELINES.items():
-        if row != base and row in results and base in results:
+    for row, base in NARROW.items():
+        if row in results and base in results:
             narrow_gap = mean(base) - teacher_ppl
             share = (mean(base) - mean(row)) / narrow_gap if narrow_gap else float("nan")
             lines += ["", f"{LABELS[row]}: perplexity {mean(row):.2f} against {mean(base):.2f} with cross-entropy "
@@ -202,7 +207,7 @@ def main() -> None:
     names = list(rows(6, 4, 8))  # the row names (the teacher's sizes only set their arguments)
     chosen = args.rows or names
     unknown = [r for r in chosen if r not in names]
-    distilled = [r for r in names if r not in BASELINES and r not in BASELINES.values()]
+    distilled = distilled_cut(names)
     if unknown or "ce" not in chosen or not set(chosen) & set(distilled):  # checked before anything is built
         parser.error(f"--rows: {unknown or chosen}: give 'ce' and at least one of {distilled}")
     budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": args.lr}

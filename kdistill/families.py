@@ -148,7 +148,7 @@ class LanguageModel(Family):
             metrics["params"] = count_params(model)
             samples[role] = continuations(model, prompts, self.NEW_TOKENS, device)
             results[role] = metrics
-        if recipe.latency:  # every model timed in turn (interleaved), so their ratios share the machine's mood
+        if recipe.latency:  # the models timed in turn: a slow spell of the machine falls on all alike
             for batch in (1, 16):
                 for role, speed in generation_speeds(judged, prompts, batch, self.SPEED_TOKENS, device).items():
                     results[role][f"tokens_per_s_b{batch}"] = speed

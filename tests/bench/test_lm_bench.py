@@ -83,20 +83,14 @@ def test_the_width_pruned_row_is_judged_against_its_own_cross_entropy_row():
     assert "perplexity 104.00 against 130.00" in lines[-1] and "gap closed 87%" in lines[-1]
 
 
-def test_a_baseline_alone_is_not_a_distilled_row(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", "ce", "ce, width-pruned"])
+@pytest.mark.parametrize("rows, said", [(["forward_kl", "no_such_row"], "no_such_row"),
+                                        (["ce", "ce, width-pruned"], "at least one of")])  # a baseline alone
+def test_rows_are_checked_before_anything_is_built(rows, said, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", *rows])
     monkeypatch.setattr(bench.lm_teacher, "main", lambda *a: pytest.fail("the teacher was built"))
     with pytest.raises(SystemExit):
         bench.main()
-    assert "at least one of" in capsys.readouterr().err
-
-
-def test_rows_are_checked_before_anything_is_built(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["lm.py", "--rows", "forward_kl", "no_such_row"])
-    monkeypatch.setattr(bench.lm_teacher, "main", lambda *a: pytest.fail("the teacher was built"))
-    with pytest.raises(SystemExit):
-        bench.main()
-    assert "no_such_row" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
 
 
 def test_only_the_whole_table_on_the_fixed_budget_writes_lm_md():
