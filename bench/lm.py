@@ -86,13 +86,14 @@ def row_recipe(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, ca
     losses, narrow = spec
     return {"name": f"lm-{row.replace(',', '').replace(' ', '-').replace('+', '-')}-s{seed}", "seed": seed,
             "device": "auto", "checkpoint": {"every": 200},
-            "data": {**lm_teacher.data_section(teacher), "transfer": budget["blocks"]},
+            "data": {**lm_teacher.data_section(teacher), "transfer": budget["blocks"], "val": budget.get("val", 0)},
             "teacher": {"model": "hf_causal", "args": {"path": str(teacher)}},
             "student": {"from_teacher": {"layers": 2, "pick": "block", **narrow}},
             "stages": [{"name": "distil", "data": "transfer", "epochs": budget["epochs"], "batch_size": budget["batch"],
                         "optimizer": {"name": "adamw", "lr": budget["lr"], "weight_decay": 0.01},
                         "schedule": {"name": "cosine", "warmup_epochs": 0.05}, "grad_clip": 1.0,
                         "cache": {"dir": str(cache), "dtype": "float32"}, "eval_every": 1,
+                        "keep_best": bool(budget.get("val")),
                         "loss": losses}]}
 
 
@@ -105,8 +106,10 @@ def teacher_id(teacher: Path) -> str:
 
 def budget_tag(budget: dict) -> str:
     """What names a budget in row and file names: ``n6000e1`` (blocks, epochs), ``-lr0.003`` added
-    when the learning rate is not the fixed one."""
-    return f"n{budget['blocks']}e{budget['epochs']}" + (f"-lr{budget['lr']:g}" if budget["lr"] != LR else "")
+    when the learning rate is not the fixed one, ``-best64`` when every row keeps its best epoch on
+    64 validation blocks."""
+    return (f"n{budget['blocks']}e{budget['epochs']}" + (f"-lr{budget['lr']:g}" if budget["lr"] != LR else "")
+            + (f"-best{budget['val']}" if budget.get("val") else ""))
 
 
 def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
@@ -143,7 +146,10 @@ def table(results: dict, budget: dict, seeds: list[int]) -> list[str]:
         lines.append(_line(LABELS[row], [s["test"]["student"] for s in summaries], cells, summaries))
     lines += ["", f"Budget, the same for every student row: {budget['blocks']:,} transfer blocks of "
               f"{lm_teacher.BLOCK} tokens, {budget['epochs']} epoch(s), batch {budget['batch']}, AdamW lr "
-              f"{budget['lr']}; seeds {seeds} (mean ± sd over them; n=1 shows sd 0)."]
+              f"{budget['lr']}; seeds {seeds} (mean ± sd over them; n=1 shows sd 0)."
+              + (f" Every row ends on its best epoch by perplexity on {budget['val']} validation blocks drawn from "
+                 "the training blocks, apart from the transfer set (keep_best), not on the held-out texts."
+                 if budget.get("val") else "")]
     return lines
 
 
@@ -196,6 +202,8 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=BLOCKS, help="transfer blocks every student row trains on")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="epochs over them")
     parser.add_argument("--lr", type=float, default=LR, help="AdamW's learning rate, every student row's")
+    parser.add_argument("--val", type=int, default=0, help="training blocks held out, on which every row keeps "
+                        "its best epoch (keep_best; 0: every row ends on its last epoch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--runs", type=Path, default=None, help="default bench/results/runs (smoke: runs-smoke)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -210,7 +218,7 @@ def main() -> None:
     distilled = distilled_cut(names)
     if unknown or "ce" not in chosen or not set(chosen) & set(distilled):  # checked before anything is built
         parser.error(f"--rows: {unknown or chosen}: give 'ce' and at least one of {distilled}")
-    budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": args.lr}
+    budget = {"blocks": args.blocks, "epochs": args.epochs, "batch": 16, "lr": args.lr, "val": args.val}
     if args.smoke:  # a smoke run keeps its teacher and rows apart from the real ones
         budget["blocks"] = 200
     args.teacher = args.teacher or HERE / ("lm_teacher-smoke" if args.smoke else "lm_teacher")

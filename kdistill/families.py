@@ -44,6 +44,11 @@ class Family:
         metrics = evaluate_model(model, eval_set.x, eval_set.y, device, latency=False)
         return {k: v for k, v in metrics.items() if k != "params"}, f"acc {metrics['accuracy']:.4f}"
 
+    def selection_score(self, metrics: dict) -> float:
+        """How good ``epoch_metrics``' metrics are, higher better: a stage with ``keep_best`` ends on
+        the weights of its best epoch by this score."""
+        return metrics["accuracy"]
+
     def final_metrics(self, recipe, models: dict, splits, device, outputs: dict | None = None,
                       progress: bool = False) -> dict:
         """``{"test": {role: metrics}}`` of every model on the test set; ``outputs`` is filled
@@ -96,6 +101,11 @@ class Encoder(Family):
         cosine = mean_cosine(emb, target)
         return {"mean_cosine": cosine}, f"cosine to teacher {cosine:.4f}"
 
+    def selection_score(self, metrics):
+        if "accuracy" in metrics:  # the teacher trained as a classifier
+            return metrics["accuracy"]
+        return next(v for k, v in metrics.items() if k == "mean_cosine" or k.startswith("neighbour_overlap"))
+
     def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
         judged = {role: main_teacher(models["teacher"]) if role == "teacher" else models[role]
                   for role in self.judged(recipe, models)}
@@ -135,6 +145,9 @@ class LanguageModel(Family):
         metrics = token_metrics(model, eval_set.x, device, judge, limit=self.EPOCH_SEQUENCES)
         agreement = f", agreement {metrics['agreement']:.4f}" if "agreement" in metrics else ""
         return {k: v for k, v in metrics.items() if k != "tokens"}, f"ppl {metrics['perplexity']:.3f}{agreement}"
+
+    def selection_score(self, metrics):
+        return -metrics["perplexity"]
 
     def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
         test = splits.test_set.x

@@ -144,7 +144,7 @@ class DataSpec(Strict):
     files: FilesSpec = Field(default_factory=FilesSpec)
     lm: LMSpec = Field(default_factory=LMSpec)
     labelled: Amount = 600
-    val: Amount = 0
+    val: Amount = 0  # held out of training to judge epochs (keep_best); token blocks: drawn from all
     transfer: Amount | None = None
     # auto: the teacher's recorded preprocessing if its weights record one, else statistics of
     # the training data when this run trains the teacher (or there is none and the source is
@@ -364,6 +364,9 @@ class StageSpec(Strict):
     channels_last: bool = False  # NHWC layout for image batches (GPU convolutions)
     compile: bool | str = False  # torch.compile the student: true (inductor) or a backend name
     eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
+    # end the stage on the weights of its best evaluated epoch, judged on the validation set
+    # (data.val; the family's score: accuracy, cosine to the teacher, perplexity), not the last
+    keep_best: bool = False
 
     @field_validator("compile")
     @classmethod
@@ -474,9 +477,7 @@ class Recipe(Strict):
                     f"stages.{i}.data: 'full' uses the transfer set's labels and is only for "
                     "train: teacher; use labelled, transfer or labelled+transfer"
                 )
-            if stage.cache is not None and stage.cache.views > 1 and not (stage.augment.shift or stage.augment.flip):
-                raise ValueError(f"stages.{i}.cache.views: {stage.cache.views} views need augment (shift or flip); "
-                                 "without augmentation use views: 1")
+            self._check_options(i, stage)
             if stage.train == "teacher" and self.teacher is None:
                 raise ValueError(f"stages.{i} ({stage.name}) trains the teacher but no teacher is set")
             for t in stage.loss:
@@ -497,6 +498,16 @@ class Recipe(Strict):
             if len(set(term_names)) != len(term_names):
                 raise ValueError(f"stages.{i}.loss: two terms share a name; give them distinct 'name's")
         return self
+
+
+    def _check_options(self, i: int, stage: StageSpec) -> None:
+        """A stage option that needs something else of the recipe."""
+        if stage.cache is not None and stage.cache.views > 1 and not (stage.augment.shift or stage.augment.flip):
+            raise ValueError(f"stages.{i}.cache.views: {stage.cache.views} views need augment (shift or flip); "
+                             "without augmentation use views: 1")
+        if stage.keep_best and not self.data.val:
+            raise ValueError(f"stages.{i}.keep_best: the best epoch is chosen on the validation set, and "
+                             "data.val is 0; set data.val (a count or a fraction), so the test set stays unseen")
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -100,3 +100,10 @@ def test_extra_teachers_need_plain_names_and_a_main_teacher():
     tree["stages"] = [{"name": "s", "loss": [{"loss": "ce"}]}]
     with pytest.raises(KDistillError, match="need a main 'teacher'"):
         load_recipe(tree)
+
+
+def test_keep_best_needs_a_validation_set():
+    stage = {"name": "s", "keep_best": True}
+    with pytest.raises(KDistillError, match=r"stages\.0\.keep_best: .*set data\.val"):
+        load_recipe({"student": {"model": "mlp"}, "stages": [stage]})
+    assert load_recipe({"student": {"model": "mlp"}, "data": {"val": 50}, "stages": [stage]}).stages[0].keep_best

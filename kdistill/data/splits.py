@@ -45,6 +45,16 @@ def _count(value: float | int, total: int, field: str, bounded: bool = True) -> 
     return n
 
 
+def _draw_val(y: torch.Tensor, n: int, classless: bool, g: torch.Generator, rows: torch.Tensor) -> torch.Tensor:
+    """``n`` of ``rows`` (labels ``y``) for validation: stratified, or at random when there are no
+    classes to stratify by (nothing drawn, the generator untouched, when ``n`` is 0)."""
+    if not n:
+        return rows[:0]
+    if classless:
+        return rows[torch.randperm(len(rows), generator=g)[:n]].sort().values
+    return rows[stratified_pick(y, n, g)]
+
+
 def split(
     train: Source,
     test: Source,
@@ -60,12 +70,14 @@ def split(
 
     Args:
         labelled: labelled samples, a count (600) or a fraction (0.01) of the labelled rows, stratified.
-        val: held-out labelled samples for choosing hyper-parameters, stratified.
+        val: held-out labelled samples for choosing hyper-parameters, stratified (token blocks
+            without classes: drawn at random from all).
         transfer: how many of the remaining samples form the transfer set (default: all).
         seed: the split depends on this seed alone.
     """
     g = torch.Generator().manual_seed(seed)
-    has_label = train.y != UNLABELLED
+    classless = train.tokens and train.num_classes == 0  # token blocks: unlabelled by nature, all eligible
+    has_label = torch.ones(len(train), dtype=torch.bool) if classless else train.y != UNLABELLED
     n_known = int(has_label.sum())
     n_lab = _count(labelled, n_known, "labelled", bounded=False)
     n_val = _count(val, n_known, "val", bounded=False)
@@ -77,15 +89,10 @@ def split(
         )
     everything = torch.arange(len(train))
     known = everything[has_label]
-    val_idx = known[stratified_pick(train.y[known], n_val, g)] if n_val else everything[:0]
-    rest = has_label.clone()
-    rest[val_idx] = False
-    pool = everything[rest]
+    val_idx = _draw_val(train.y[known], n_val, classless, g, known)
+    pool = everything[has_label & ~torch.isin(everything, val_idx)]
     lab_idx = pool[stratified_pick(train.y[pool], n_lab, g)] if n_lab else everything[:0]
-    rest = torch.ones(len(train), dtype=torch.bool)
-    rest[val_idx] = False
-    rest[lab_idx] = False
-    transfer_idx = everything[rest]
+    transfer_idx = everything[~torch.isin(everything, torch.cat([val_idx, lab_idx]))]
     if transfer is not None:
         n_tr = _count(transfer, len(transfer_idx), "transfer")
         transfer_idx = transfer_idx[torch.randperm(len(transfer_idx), generator=g)[:n_tr]].sort().values

@@ -90,6 +90,7 @@ def _log_axis(ax, values: list[float], label: str) -> None:
 def learning_curves(records: list[dict], path: Path) -> Path | None:
     """One panel a stage: every logged loss term by epoch and, on the right axis, the held-out
     accuracy; one legend for all panels, below them, each loss term in the same colour everywhere."""
+    records = [r for r in records if "train" in r]  # epochs only (not a keep_best stage's kept epoch)
     stages = list(dict.fromkeys(r["stage"] for r in records))
     if not stages:
         return None

@@ -77,3 +77,13 @@ def sum_across(values: dict[str, float], device) -> dict[str, float]:
                      device=device if dist.get_backend() == "nccl" else "cpu")
     dist.all_reduce(t)
     return dict(zip(keys, t.tolist()))
+
+
+def from_main(value: float | None, device) -> float:
+    """Rank 0's ``value`` on every rank (the others pass anything, e.g. None)."""
+    if world_size() <= 1:
+        return float(value)
+    t = torch.tensor([float(value) if is_main() else 0.0], dtype=torch.float64,
+                     device=device if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return float(t.item())

@@ -31,6 +31,8 @@ class Fit:
         self.ends: dict[str, dict[str, torch.Tensor]] = {}
         self.starts: dict[str, dict[str, torch.Tensor]] = {}
         self.stage_times: dict[str, float] = {}
+        # a keep_best stage's best epoch so far: stage name -> (epoch, score, weights)
+        self.best: dict[str, tuple[int, float, dict[str, torch.Tensor]]] = {}
         self.teacher_changed = False
         self.first = 0
         if resume is not None:
@@ -39,6 +41,7 @@ class Fit:
     def _restore(self, state: dict) -> None:
         self.first, self.ends, self.starts = state["stage"], state["ends"], state["starts"]
         self.stage_times, self.teacher_changed = state["stage_times"], state["teacher_changed"]
+        self.best = state.get("best", {})  # absent from a checkpoint written before keep_best
         try:
             for role, weights in state["models"].items():
                 self.p.models[role].load_state_dict(weights)
@@ -60,12 +63,27 @@ class Fit:
         teacher_trained = recipe.trains("teacher")
         state = {"version": CHECKPOINT_VERSION, "stage": i, "loop": loop, "ends": self.ends, "starts": self.starts,
                  "stage_times": self.stage_times, "teacher_changed": self.teacher_changed,
-                 "metrics_lines": self.out.lines,
+                 "metrics_lines": self.out.lines, "best": self.best,
                  "models": {r: m.state_dict() for r, m in self.p.models.items() if r != "teacher" or teacher_trained},
                  "objectives": {n: module_state(o) for n, o in self.p.objectives.items()},
                  "features": [module_state(f) for f in self.p.providers]}
         name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
         save_checkpoint(self.out.path / "checkpoints", name, state, recipe.checkpoint.keep)
+
+    def judge_epoch(self, stage, epoch: int, model: nn.Module, score: float | None) -> None:
+        """After an evaluated epoch of a ``keep_best`` stage: its weights kept if ``score`` (the
+        family's, on the validation set; given on rank 0, which alone evaluates) is the best yet."""
+        score = distributed.from_main(score, self.p.device)
+        if stage.name not in self.best or score > self.best[stage.name][1]:
+            self.best[stage.name] = (epoch, score, snapshot(model))
+
+    def keep_best(self, stage, model: nn.Module) -> str:
+        """At the end of a ``keep_best`` stage: the model set to its best epoch's weights; what was
+        kept, in words."""
+        epoch, score, weights = self.best.pop(stage.name)
+        model.load_state_dict(weights)
+        self.out.log({"stage": stage.name, "model": stage.train, "kept_epoch": epoch, "score": score})
+        return f"[{stage.name}] kept epoch {epoch} of {stage.epochs} (the best on the validation set)"
 
     def prepare(self, stage, resumed: dict | None) -> nn.Module | None:
         """Before ``stage``: its starting weights, the teacher frozen or trainable, the objective
@@ -120,6 +138,9 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
                 line += f" {eval_name} {words}"
                 if progress:
                     print(line, flush=True)
+            if evaluate_now and stage.keep_best:  # the recipe guarantees a validation set
+                score = pipeline.family.selection_score(record[eval_name]) if eval_name in record else None
+                state.judge_epoch(stage, epoch + 1, model, score)
             out.log(record)
 
         hooks = Hooks(on_epoch_end=on_epoch_end, progress=progress, desc=stage.name,
@@ -130,6 +151,10 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
                              seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks, loader=recipe.data.loader,
                              resume=resume["loop"] if resuming else None)
         state.stage_times[stage.name] = result["seconds"]
+        if stage.keep_best:
+            kept = state.keep_best(stage, model)
+            if progress and distributed.is_main():
+                print(kept, flush=True)
         state.ends[stage.name] = snapshot(model)
     if state.first < len(recipe.stages):
         # every stage trained: a run killed from here on resumes into the final evaluation

@@ -18,9 +18,9 @@ spec.loader.exec_module(bench)
 BUDGET = {"blocks": 6000, "epochs": 3, "batch": 16, "lr": 1e-3}
 
 
-def _recipes(tmp_path):
+def _recipes(tmp_path, budget=BUDGET):
     specs = bench.rows(6, 4, 512)
-    return {row: load_recipe(bench.row_recipe(row, spec, tmp_path / "teacher", BUDGET, 0, tmp_path / "cache"))
+    return {row: load_recipe(bench.row_recipe(row, spec, tmp_path / "teacher", budget, 0, tmp_path / "cache"))
             for row, spec in specs.items()}
 
 
@@ -105,3 +105,11 @@ def test_only_the_whole_table_on_the_fixed_budget_writes_lm_md():
 def test_a_row_of_another_learning_rate_is_named_apart():
     assert bench.budget_tag(BUDGET) == "n6000e3"
     assert bench.budget_tag({**BUDGET, "lr": 3e-3}) == "n6000e3-lr0.003"
+
+
+def test_a_budget_with_validation_blocks_keeps_every_rows_best_epoch(tmp_path):
+    assert all(not r.stages[0].keep_best and r.data.val == 0 for r in _recipes(tmp_path).values())
+    recipes = _recipes(tmp_path, {**BUDGET, "val": 64})
+    assert all(r.stages[0].keep_best and r.data.val == 64 for r in recipes.values())
+    assert bench.budget_tag({**BUDGET, "val": 64}) == "n6000e3-best64"
+    assert bench.results_name({**BUDGET, "val": 64}, [0, 1], partial=True) == "lm-n6000e3-best64-seeds.md"

@@ -260,3 +260,17 @@ def test_load_pairs_from_jsonl_and_a_saved_dataset(tmp_path, chat_dir):
     rows_train, _ = held_out_rows(40, 0.2, 3)
     assert _masked_text(train.fetch(torch.arange(32)), tok) == [pairs[i]["response"] + tok.eos_token
                                                                 for i in rows_train]
+
+
+def test_val_blocks_are_drawn_from_the_training_blocks_apart_from_the_transfer_set(tok):
+    from kdistill.data import split
+
+    blocks = LMBlocks(lm_texts(200), tok, block_size=8)
+    plain = split(blocks, blocks, labelled=0, transfer=20, seed=1)
+    s = split(blocks, blocks, labelled=0, val=10, transfer=20, seed=1)
+    val, transfer = set(s.val_set.x.index.tolist()), set(s.transfer_set.x.index.tolist())
+    assert len(val) == 10 and len(transfer) == 20 and not val & transfer
+    assert val != set(range(10))  # drawn at random, not the first blocks
+    assert plain.val_set is None and len(plain.transfer_set) == 20
+    with pytest.raises(KDistillError, match=r"val \(" + str(len(blocks) + 1)):
+        split(blocks, blocks, labelled=0, val=len(blocks) + 1, seed=1)

@@ -63,7 +63,7 @@ def test_init_from_starts_a_stage_from_an_earlier_stages_end(tmp_path):
     fit(p, Out(tmp_path), progress=False)
     state, _ = load_latest(tmp_path / "checkpoints")
     assert state["stage"] == 3 and state["loop"] is None  # the final checkpoint, all stages done
-    assert set(state) == CHECKPOINT_KEYS
+    assert set(state) == CHECKPOINT_KEYS | {"best"}
     ends, start = state["ends"], state["starts"]["c"]
     assert list(ends) == ["a", "b", "c"]
     assert all(torch.equal(start[k], ends["a"][k]) for k in start)
@@ -81,7 +81,7 @@ def test_a_set_stop_event_checkpoints_then_stops(tmp_path):
     state, path = load_latest(tmp_path / "checkpoints")
     assert path.name == "ckpt-s00-e00000-b0000001.pt"
     assert state["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
-    assert set(state) == CHECKPOINT_KEYS and "teacher" not in state["models"]  # no stage trains it
+    assert set(state) == CHECKPOINT_KEYS | {"best"} and "teacher" not in state["models"]  # no stage trains it
     assert out.records == []  # stopped inside the first epoch
 
 
@@ -132,3 +132,51 @@ def test_init_from_a_stage_of_another_architecture_fails_in_one_line():
         p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
                        _stage("student", data="labelled", init_from="teacher")])
         fit(p, Out(), progress=False)
+
+
+def _keep_best(scores, stop_after=None):
+    """A 3-epoch keep_best stage whose epochs score ``scores`` in turn; the student's weights at
+    each evaluated epoch are recorded (``stop``: set once ``stop_after`` epochs are judged)."""
+    p = _pipeline([_stage("distil", data="transfer", epochs=3, keep_best=True, loss=[{"loss": "kd"}])],
+                  checkpoint=True, **{"data": {"source": "digits", "labelled": 60, "val": 40, "transfer": 100}})
+    seen, stop = [], threading.Event()
+
+    def score(metrics):
+        assert "accuracy" in metrics  # the family's epoch metrics, on the validation set
+        seen.append({k: v.clone() for k, v in p.models["student"].state_dict().items()})
+        if len(seen) == stop_after:
+            stop.set()
+        return scores[len(seen) - 1]
+
+    p.family = type(p.family)()  # an instance of its own, so the patch stays in this pipeline
+    p.family.selection_score = score
+    return p, seen, stop
+
+
+@pytest.mark.parametrize("scores, kept", [([0.2, 0.9, 0.5], 2), ([0.9, 0.9, 0.1], 1), ([0.1, 0.2, 0.3], 3)])
+def test_keep_best_ends_a_stage_on_its_best_epoch(tmp_path, scores, kept):
+    p, seen, _ = _keep_best(scores)
+    out = Out(tmp_path)
+    fit(p, out, progress=False)
+    final = p.models["student"].state_dict()
+    assert all(torch.equal(final[k], seen[kept - 1][k]) for k in final)  # ties keep the earlier epoch
+    assert [r.get("kept_epoch") for r in out.records] == [None, None, None, kept]
+    assert all("val" in r for r in out.records[:3])  # judged on the validation set, not the test set
+    state, _ = load_latest(tmp_path / "checkpoints")
+    assert all(torch.equal(state["ends"]["distil"][k], final[k]) for k in final)  # the next stage starts there
+
+
+def test_keep_best_resumes_exactly(tmp_path):
+    """Stopped after the best epoch (2 of 3), resumed in a fresh pipeline: the same kept weights."""
+    p, seen, _ = _keep_best([0.2, 0.9, 0.5])
+    fit(p, Out(tmp_path / "a"), progress=False)
+    whole = p.models["student"].state_dict()
+    p, _, stop = _keep_best([0.2, 0.9, 0.5], stop_after=2)
+    with pytest.raises(KDistillError, match="stopped by a signal after epoch 2"):
+        fit(p, Out(tmp_path / "b"), progress=False, stop=stop)
+    state, _ = load_latest(tmp_path / "b" / "checkpoints")
+    assert state["best"]["distil"][0] == 2
+    fresh, _, _ = _keep_best([0.5])  # only epoch 3 is judged after the resume; lower than epoch 2's
+    fit(fresh, Out(tmp_path / "b"), progress=False, resume=state)
+    resumed = fresh.models["student"].state_dict()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
