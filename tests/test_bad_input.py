@@ -289,6 +289,8 @@ CASES = {
                         data=((torch.randn(60, 64), torch.tensor([0, 1] * 10 + [-1] * 40)),
                               (torch.randn(10, 64), torch.tensor([0, 1] * 5))), runs_dir=tmp / "runs",
                         progress=False), "labelled"),
+    "the best epoch asked for without a validation set": (
+        lambda tmp: load_recipe(recipe(stages__0__keep_best=True)), "set data.val"),
     "static student wider than its teacher": (
         lambda tmp: static_run(tmp, {"width": 64}),
         "student.args.width: 64 is wider than the teacher's embeddings (32)"),
