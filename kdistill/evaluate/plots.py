@@ -90,7 +90,8 @@ def _log_axis(ax, values: list[float], label: str) -> None:
 def learning_curves(records: list[dict], path: Path) -> Path | None:
     """One panel a stage: every logged loss term by epoch and, on the right axis, the held-out
     accuracy; one legend for all panels, below them, each loss term in the same colour everywhere."""
-    records = [r for r in records if "train" in r]  # epochs only (not a keep_best stage's kept epoch)
+    kept = {r["stage"]: r["kept_epoch"] for r in records if "kept_epoch" in r}  # keep_best stages
+    records = [r for r in records if "train" in r]
     stages = list(dict.fromkeys(r["stage"] for r in records))
     if not stages:
         return None
@@ -104,7 +105,9 @@ def learning_curves(records: list[dict], path: Path) -> Path | None:
         for term in [k for k in rows[0]["train"] if k != "lr"]:
             (line,) = ax.plot(epochs, [r["train"].get(term) for r in rows], marker=".", color=colours[term])
             legend.setdefault(term, line)
-        ax.set_title(f"{stage} ({rows[0]['model']})")
+        ax.set_title(f"{stage} ({rows[0]['model']})" + (f", kept epoch {kept[stage]}" if stage in kept else ""))
+        if stage in kept:
+            ax.axvline(kept[stage], color="grey", linestyle=":")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")

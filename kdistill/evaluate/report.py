@@ -174,7 +174,8 @@ def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> l
 
 def read_metrics(path: Path) -> list[dict]:
     """The records of ``metrics.jsonl`` (none when the file is missing), a one-line error naming
-    the line at fault when one is not a record of an epoch."""
+    the line at fault when one is neither a record of an epoch nor a ``keep_best`` stage's kept
+    epoch (stage, model, kept_epoch)."""
     if not path.exists():
         return []
     fix = "delete that line, or the file to draw the report without learning curves"
@@ -191,8 +192,9 @@ def read_metrics(path: Path) -> list[dict]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise KDistillError(f"report: {path} line {n} is not valid JSON ({err.msg}); {fix}.") from None
-        if not isinstance(record, dict) or not {"stage", "model", "epoch"} <= record.keys() or \
-                not isinstance(record.get("train"), dict):
+        kept = isinstance(record, dict) and {"stage", "model", "kept_epoch"} <= record.keys()
+        if not kept and (not isinstance(record, dict) or not {"stage", "model", "epoch"} <= record.keys() or
+                         not isinstance(record.get("train"), dict)):
             raise KDistillError(f"report: {path} line {n} is not an epoch's record (stage, model, epoch, train); "
                                 f"{fix}.")
         records.append(record)

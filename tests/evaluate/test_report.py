@@ -24,7 +24,8 @@ def finished(tmp_path_factory):
               "student": {"model": "cnn", "args": {"channels": [4], "image_size": 8}},
               "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2},
                          {"name": "baseline", "train": "baseline", "epochs": 2},
-                         {"name": "distil", "data": "transfer", "epochs": 2, "loss": [{"loss": "kd"}]}]}
+                         {"name": "distil", "data": "transfer", "epochs": 2, "loss": [{"loss": "kd"}],
+                          "keep_best": True}]}
     return run(recipe, runs_dir=runs, progress=False).run_dir
 
 
@@ -116,6 +117,17 @@ def test_a_malformed_summary_is_one_line_naming_it(finished, tmp_path, text, mat
     assert str(run_dir / "summary.json") in _one_line(err)
     with pytest.raises(KDistillError, match=match):
         compare_runs([finished, run_dir], tmp_path / "cmp")
+
+
+def test_a_keep_best_stage_logs_its_kept_epoch_after_its_epochs(finished):
+    import json
+
+    records = [json.loads(line) for line in (finished / "metrics.jsonl").read_text().splitlines()]
+    distil = [r for r in records if r["stage"] == "distil"]
+    assert [r.get("epoch") for r in distil] == [1, 2, None]
+    best = max((1, 2), key=lambda e: (distil[e - 1]["val"]["accuracy"], -e))  # the earlier epoch on a tie
+    assert distil[-1]["kept_epoch"] == best and distil[-1]["score"] == distil[best - 1]["val"]["accuracy"]
+    assert "kept_epoch" not in json.dumps(records[:-1])  # no other stage keeps its best
 
 
 @pytest.mark.parametrize("line, match", [
