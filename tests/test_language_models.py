@@ -21,10 +21,11 @@ from lm_fixtures import lm_texts, save_tiny_causal, save_tiny_tokenizer
 def lm_recipe(folder, teacher, **stage) -> dict:
     return {"name": "lm", "seed": 0, "threads": 1, "device": "cpu", "latency": False,
             "checkpoint": {"every": 3},
-            "data": {"source": "lm_text", "path": str(folder / "corpus.txt"), "lm": {"block_size": 24, "test": 20}},
+            "data": {"source": "lm_text", "path": str(folder / "corpus.txt"), "lm": {"block_size": 24, "test": 20},
+                     "val": 6},  # blocks drawn from the training blocks, on which the stage keeps its best epoch
             "teacher": {"model": "hf_causal", "args": {"path": str(teacher)}},
             "student": {"from_teacher": {"layers": 2, "pick": "block"}},
-            "stages": [{"name": "distil", "data": "transfer", "epochs": 2, "batch_size": 8, "accumulate": 2,
+            "stages": [{"name": "distil", "data": "transfer", "epochs": 2, "batch_size": 8, "accumulate": 2, "keep_best": True,
                         "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.0},
                         "loss": [{"loss": "token_kd", "args": {"divergence": "jsd", "beta": 0.5}},
                                  {"loss": "token_ce", "weight": 0.0},  # listed, weight 0: skipped
@@ -55,6 +56,9 @@ def test_distilled_cut_is_judged_exported_and_generates(family):
     assert test["student"]["params"] == test["cut"]["params"] < test["teacher"]["params"]
     assert test["student"]["kl_to_teacher"] < test["cut"]["kl_to_teacher"]  # distillation moved it towards the teacher
     assert all(0 <= test[r]["agreement"] <= 1 for r in ("cut", "student"))
+    records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    val = [r["val"]["perplexity"] for r in records[:2]]  # judged on the validation blocks, not the held-out texts
+    assert records[2]["kept_epoch"] == 1 + val.index(min(val)) and records[2]["score"] == -min(val)
     report = (result.run_dir / "report.md").read_text()
     assert "perplexity" in report and "Sample continuations" in report
     kept = result.summary["student_kept_layers"]  # the contiguous block dropped, ranked on data
@@ -137,7 +141,8 @@ def test_prompt_response_pairs_are_judged_on_the_responses_alone(tmp_path):
         lines.append(json.dumps({"prompt": " ".join(words[:3]), "response": " ".join(words[3:]) + "."}))
     (tmp_path / "pairs.jsonl").write_text("\n".join(lines))
     recipe = lm_recipe(tmp_path, teacher)
-    recipe["data"] = {"source": "lm_pairs", "path": str(tmp_path / "pairs.jsonl"), "lm": {"test": 10, "max_length": 40}}
+    recipe["data"] = {"source": "lm_pairs", "path": str(tmp_path / "pairs.jsonl"), "lm": {"test": 10, "max_length": 40},
+                      "val": 6}
     recipe["stages"][0]["loss"] = [{"loss": "token_kd"}]
     result = run(recipe, runs_dir=tmp_path / "runs", progress=False)
     from kdistill.recipe import load_recipe
