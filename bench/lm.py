@@ -2,6 +2,7 @@
 
     python bench/lm.py            # the table (the teacher is built first if missing, about 2.5 h)
     python bench/lm.py --blocks 1500 --epochs 3   # the second budget: a small transfer corpus
+    python bench/lm.py --blocks 1500 --epochs 6 --val 64   # the third: each row keeps its best epoch
     python bench/lm.py --smoke    # a smoke run: tiny teacher, a few hundred blocks
 
 The teacher is ``bench/lm_teacher.py``'s: a Llama-style model trained here on WordNet's glosses
