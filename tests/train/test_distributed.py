@@ -10,16 +10,19 @@ from safetensors.torch import load_file
 from kdistill import run
 
 # no batch norm, dropout, augmentation or batch-relational loss, and global batches that split
-# evenly (1,024 training images, batches of 64): the same computation, split in two
+# evenly (1,024 training images, batches of 64): the same computation, split in two. The distil
+# stage keeps its best epoch (judged on rank 0 alone, its score broadcast to the other ranks), and
+# a stage starts from it
 RECIPE = {
     "name": "ddp", "seed": 0, "threads": 1, "latency": False,
-    "data": {"source": "digits", "labelled": 256, "transfer": 768},
+    "data": {"source": "digits", "labelled": 256, "val": 64, "transfer": 768},
     "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [32]}},
     "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
     "stages": [
         {"name": "teacher", "train": "teacher", "data": "full", "epochs": 2, "batch_size": 64},
-        {"name": "distil", "data": "transfer", "epochs": 2, "batch_size": 64,
+        {"name": "distil", "data": "transfer", "epochs": 3, "batch_size": 64, "keep_best": True,
          "loss": [{"loss": "kd", "args": {"alpha": 1.0}}, {"loss": "hint", "student": "stages.0", "teacher": "stages.0"}]},
+        {"name": "finetune", "data": "labelled", "epochs": 1, "batch_size": 64},
     ],
 }
 
