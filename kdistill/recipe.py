@@ -499,7 +499,6 @@ class Recipe(Strict):
                 raise ValueError(f"stages.{i}.loss: two terms share a name; give them distinct 'name's")
         return self
 
-
     def _check_options(self, i: int, stage: StageSpec) -> None:
         """A stage option that needs something else of the recipe."""
         if stage.cache is not None and stage.cache.views > 1 and not (stage.augment.shift or stage.augment.flip):
