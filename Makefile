@@ -79,7 +79,7 @@ lm-teacher: install wordnet
 bench-lm: install wordnet
 	$(PY) bench/lm.py
 	$(PY) bench/lm.py --blocks 1500 --epochs 3
-	$(PY) bench/lm.py --blocks 1500 --epochs 6 --val 64 --rows ce forward_kl forward_kl+hidden reverse_kl
+	$(PY) bench/lm.py --blocks 1500 --epochs 6 --val 64 --rows ce forward_kl forward_kl+hidden reverse_kl jsd
 	$(PY) bench/lm.py --blocks 1500 --epochs 6 --val 64 --seeds 0 1 2 --rows ce forward_kl+hidden
 	$(PY) bench/lm.py --blocks 1500 --epochs 3 --val 64 --rows ce forward_kl
 
