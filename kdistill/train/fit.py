@@ -119,6 +119,9 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
     from which training continues exactly; ``stop``: set to checkpoint and stop cleanly.
     """
     recipe, splits = pipeline.recipe, pipeline.splits
+    if splits.val_set is None and any(stage.keep_best for stage in recipe.stages):  # user Splits without one
+        raise KDistillError("keep_best: epochs are chosen on a validation set, and the data given has none; "
+                            "give Splits with a val_set, or set data.val")
     eval_set = splits.val_set or splits.test_set
     eval_name = "val" if splits.val_set is not None else "test"
     state = Fit(pipeline, out, resume)

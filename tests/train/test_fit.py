@@ -180,3 +180,13 @@ def test_keep_best_resumes_exactly(tmp_path):
     fit(fresh, Out(tmp_path / "b"), progress=False, resume=state)
     resumed = fresh.models["student"].state_dict()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_keep_best_without_a_validation_set_is_refused_before_training(tmp_path):
+    import dataclasses
+
+    p, seen, _ = _keep_best([0.5, 0.5, 0.5])
+    p.splits = dataclasses.replace(p.splits, val_set=None)  # as a user's own Splits might come
+    with pytest.raises(KDistillError, match="keep_best: .*give Splits with a val_set"):
+        fit(p, Out(tmp_path), progress=False)
+    assert seen == []
