@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CellLog, mean_sd, write_lines  # noqa: E402
+from common import CellLog, decay_everything, mean_sd, write_lines  # noqa: E402
 
 from kdistill import run
 from kdistill.cli import demo_recipe
@@ -99,7 +99,7 @@ def cell_recipe(row: str, fraction: float, seed: int, epochs: int, quick: bool) 
         for stage in recipe["stages"]:
             stage["epochs"] = 1
             stage["eval_every"] = 1
-    return recipe
+    return decay_everything(recipe)
 
 
 def accuracy(summary: dict, row: str) -> float:

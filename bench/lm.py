@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import lm_teacher  # noqa: E402
-from common import finished_summary, mean_sd, write_lines  # noqa: E402
+from common import decay_everything, finished_summary, mean_sd, write_lines  # noqa: E402
 
 LAYERS = "model.model.layers"
 BLOCKS, EPOCHS, LR = 6000, 1, 1e-3  # the budget every student row trains on, fixed before the first row ran
@@ -116,7 +116,7 @@ def budget_tag(budget: dict) -> str:
 def run_row(row: str, spec: tuple, teacher: Path, budget: dict, seed: int, runs: Path) -> dict:
     from kdistill import run
 
-    recipe = row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache")
+    recipe = decay_everything(row_recipe(row, spec, teacher, budget, seed, runs / "teacher-cache"))
     # a row of another teacher or budget is not read back
     recipe["name"] += f"-{budget_tag(budget)}-{teacher_id(teacher)}"
     finished = finished_summary(runs / recipe["name"], recipe)  # resumable bench: a finished row is read back

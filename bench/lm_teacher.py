@@ -81,7 +81,8 @@ def teacher_recipe(tokenizer: Path, epochs: float, batch: int) -> dict:
             "checkpoint": {"every": 200}, "data": data_section(tokenizer),
             "teacher": {"model": "hf_causal", "args": {"config": config, "tokenizer": str(tokenizer)}},
             "stages": [{"name": "teach", "train": "teacher", "data": "full", "epochs": epochs, "batch_size": batch,
-                        "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.01},
+                        # every parameter decayed, as the shipped teacher was trained
+                        "optimizer": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.01, "decay_bias_and_norm": True},
                         "schedule": {"name": "cosine", "warmup_epochs": 0.05}, "grad_clip": 1.0,
                         "eval_every": 1, "loss": [{"loss": "token_ce"}]}]}
 

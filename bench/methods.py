@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import CellLog, mean_sd, write_lines  # noqa: E402
+from common import CellLog, decay_everything, mean_sd, write_lines  # noqa: E402
 
 from kdistill import run
 from kdistill.cli import demo_recipe
@@ -135,7 +135,7 @@ def cell_recipe(row: str, student: str, seed: int, epochs: int, teachers: dict[s
         for stage in recipe["stages"]:
             stage["epochs"] = 1
             stage["eval_every"] = 1
-    return recipe
+    return decay_everything(recipe)
 
 
 def train_teacher(role: str, runs_dir: Path, quick: bool) -> tuple[str, float]:
@@ -152,7 +152,7 @@ def train_teacher(role: str, runs_dir: Path, quick: bool) -> tuple[str, float]:
                               "train": "teacher", "data": "full", "augment": {"shift": 2, "flip": True}}]}
         if quick:
             recipe["data"] = {"source": "digits", "labelled": 0, "val": 100}
-        run(recipe, runs_dir=runs_dir, overwrite=True, progress=False)
+        run(decay_everything(recipe), runs_dir=runs_dir, overwrite=True, progress=False)
     summary = json.loads(done.read_text())
     return str(runs_dir / name / "teacher.safetensors"), summary["test"]["teacher"]["accuracy"]
 

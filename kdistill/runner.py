@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from kdistill.data import Preprocess
@@ -97,6 +98,19 @@ def run(
             torch.distributed.destroy_process_group()
 
 
+def _started_as(recipe_path: Path) -> list[str]:
+    """Overrides that keep the meaning a run's recipe.yaml had when the run started: one written
+    before weight decay left out biases and normalisation weights decayed them too."""
+    try:
+        tree = yaml.safe_load(recipe_path.read_text(encoding="utf8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []  # load_recipe says what is wrong with it
+    stages = tree.get("stages") if isinstance(tree, dict) else None
+    return [f"stages.{i}.optimizer.decay_bias_and_norm=true" for i, stage in enumerate(stages or [])
+            if isinstance(stage, dict) and isinstance(stage.get("optimizer"), dict)
+            and "decay_bias_and_norm" not in stage["optimizer"]]
+
+
 def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume) -> RunResult:
     # modules passed from Python stand in for the recipe's teacher / student (a recipe may leave
     # them out); the resolved recipe records where they came from
@@ -105,7 +119,8 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     checkpoint = None
     if resume is not None:
         resume_dir, checkpoint = find_resume_point(resume, overrides)
-        recipe, runs_dir, given = resume_dir / "recipe.yaml", resume_dir.parent, []
+        recipe, runs_dir = resume_dir / "recipe.yaml", resume_dir.parent
+        given = _started_as(recipe)
     recipe = load_recipe(recipe, [*given, *overrides])
     if checkpoint is None:
         check_run_dir(runs_dir, recipe.name, overwrite)  # before any work: a refusal costs nothing

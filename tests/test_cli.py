@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from kdistill.models.zoo import build_model
@@ -51,6 +52,8 @@ def test_run_writes_a_complete_run_directory(finished_run):
     assert summary["data"]["labelled"] == 50
     assert "student (distilled)" in (run_dir / "report.md").read_text()
     assert "student (distilled)" in stdout
+    written = yaml.safe_load((run_dir / "recipe.yaml").read_text())  # every default recorded, the decay's too
+    assert all(stage["optimizer"]["decay_bias_and_norm"] is False for stage in written["stages"])
 
 
 def test_student_file_holds_the_student_alone(finished_run):

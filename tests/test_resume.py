@@ -176,3 +176,33 @@ def test_a_killed_run_over_photos_decoded_at_random_by_workers_resumes_bit_for_b
     assert done.wait(timeout=300) == 0, done.stderr.read()
     resumed = load_file(runs / "resumable" / "student.safetensors")
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
+
+
+def test_a_run_started_before_the_decay_split_resumes_as_it_started(tmp_path, monkeypatch):
+    """A run directory whose recipe.yaml predates ``decay_bias_and_norm`` decayed every parameter
+    (one optimiser group): --resume keeps that, and ends where the uninterrupted run ends."""
+    import kdistill.train.loop as loop_module
+
+    old = {**RECIPE, "name": "old", "checkpoint": {"every": 3}}
+    old["stages"] = [{**s, "epochs": 1, "optimizer": {**s.get("optimizer", {}), "decay_bias_and_norm": True}}
+                     for s in RECIPE["stages"]]
+    whole = load_file(run(old, runs_dir=tmp_path / "whole", progress=False).run_dir / "student.safetensors")
+    real_step, calls = loop_module.step, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise KeyboardInterrupt  # killed between checkpoints
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run(old, runs_dir=tmp_path / "runs", progress=False)
+    monkeypatch.undo()
+    partial = tmp_path / "runs" / "old.incomplete"
+    written = partial / "recipe.yaml"
+    assert "decay_bias_and_norm: true" in written.read_text()
+    written.write_text(written.read_text().replace("    decay_bias_and_norm: true\n", ""))  # as written then
+    resumed = run(None, resume=partial, progress=False)
+    student = load_file(resumed.run_dir / "student.safetensors")
+    assert all(torch.equal(student[k], whole[k]) for k in whole)

@@ -25,7 +25,7 @@ def taylor_rbf_correlation(x: torch.Tensor, gamma: float, order: int) -> torch.T
     return sum(c * cos.pow(p) for p, c in enumerate(coeffs))
 
 
-@register("cc", Contract(adapt=False))
+@register("cc", Contract(adapt=False, mean_over="pairs"))
 class CorrelationCongruence(nn.Module):
     """``loss = ||C_s - C_t||_F^2 / B^2``, C the Taylor-approximated RBF correlation over the batch.
 

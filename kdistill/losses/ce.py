@@ -13,19 +13,20 @@ from kdistill.losses.registry import Contract, register
 def labelled_cross_entropy(
     logits: torch.Tensor, target: torch.Tensor | None, label_smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Mean cross-entropy over samples whose label is not ``UNLABELLED``; 0 when there are none.
+    """Mean cross-entropy over samples whose label is not ``UNLABELLED``; 0 when there are none
+    (the graph kept). Computed without reading the labels on the host.
 
     Args:
         logits: ``(B, K)``. target: ``(B,)`` class indices, ``-1`` for unlabelled samples.
     """
-    if target is None or not bool((target != UNLABELLED).any()):
+    if target is None:
         return logits.sum() * 0.0  # keeps the graph, contributes nothing
-    return F.cross_entropy(
-        logits.float(), target, ignore_index=UNLABELLED, label_smoothing=label_smoothing
-    )
+    total = F.cross_entropy(logits.float(), target, ignore_index=UNLABELLED, label_smoothing=label_smoothing,
+                            reduction="sum")
+    return total / (target != UNLABELLED).sum().clamp_min(1)
 
 
-@register("ce", Contract(teacher=False))
+@register("ce", Contract(teacher=False, mean_over="labelled"))
 class CrossEntropy(nn.Module):
     """Cross-entropy with the labels; unlabelled samples (label -1) are left out."""
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> torch.Tensor:
@@ -16,7 +16,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int, eps: float = 1e-8) -> to
     return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim)).clamp_min(eps)
 
 
-@register("dist")
+@register("dist", Contract(mean_over="batch"))
 class DIST(nn.Module):
     """``loss = tau^2 * (beta * L_inter + gamma * L_intra)`` on ``Y = softmax(logits / tau)``.
 

@@ -25,7 +25,7 @@ def neighbour_log_probs(x: torch.Tensor, tau: float) -> torch.Tensor:
     return F.log_softmax(-dist / tau, dim=1)
 
 
-@register("distance_kl", Contract(adapt=False))
+@register("distance_kl", Contract(adapt=False, mean_over="batch"))
 class DistanceKL(nn.Module):
     """``loss = (1 / B) * sum_i KL(P_t(i, .) || P_s(i, .))`` over in-batch neighbours.
 

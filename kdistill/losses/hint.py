@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("hint")
+@register("hint", Contract(mean_over=("samples", "batch")))
 class HintLoss(nn.Module):
     """Mean squared error between the adapted student feature and the teacher's hint feature.
 
@@ -20,14 +21,20 @@ class HintLoss(nn.Module):
             relative error ``mean((s - t)^2) / mean(t^2)``: 1 for a student that outputs zeros,
             whatever the features' scale. For features whose scale is large or unknown, such as
             a transformer's residual stream, where the plain MSE can be hundreds of times the
-            output loss.
+            output loss. The ratio of two means over the batch is a statistic of the batch
+            (``parts``: ``batch``), the plain MSE a mean over samples.
     """
 
     def __init__(self, normalize: bool = False):
         super().__init__()
         self.normalize = normalize
 
-    def forward(self, student, teacher, target=None):
+    def parts(self, student, teacher, target=None) -> dict[str, torch.Tensor]:
         teacher = teacher.float()
         loss = F.mse_loss(student.float(), teacher)
-        return loss / teacher.pow(2).mean().clamp_min(1e-12).detach() if self.normalize else loss
+        if self.normalize:
+            return {"batch": loss / teacher.pow(2).mean().clamp_min(1e-12).detach()}
+        return {"samples": loss}
+
+    def forward(self, student, teacher, target=None):
+        return sum(self.parts(student, teacher, target).values())

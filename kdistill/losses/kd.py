@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdistill.losses.ce import labelled_cross_entropy
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -23,12 +23,14 @@ def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return kl * T * T
 
 
-@register("kd")
+@register("kd", Contract(mean_over=("samples", "labelled")))
 class SoftTargetKD(nn.Module):
     """``alpha * T^2 * KL(p_t^T || p_s^T) + (1 - alpha) * CE(student, labels)``.
 
     The CE part uses only the labelled samples of the batch; on a transfer set without
-    labels it is zero and the loss is the soft-target term alone.
+    labels it is zero and the loss is the soft-target term alone. The soft part is a mean over
+    the samples, the CE part over the labelled samples (``parts``), so a batch split into
+    micro-batches weights each part by its own count.
 
     Args:
         temperature: softmax temperature T (> 0).
@@ -41,8 +43,12 @@ class SoftTargetKD(nn.Module):
             raise ValueError("temperature must be > 0 and alpha in [0, 1]")
         self.temperature, self.alpha = temperature, alpha
 
-    def forward(self, student, teacher, target=None):
+    def parts(self, student, teacher, target=None) -> dict[str, torch.Tensor]:
+        """``{"samples": alpha * soft-target term, "labelled": (1 - alpha) * CE}``."""
         soft = soft_kl(student, teacher, self.temperature)
         if self.alpha == 1.0:
-            return soft
-        return self.alpha * soft + (1 - self.alpha) * labelled_cross_entropy(student, target)
+            return {"samples": soft}
+        return {"samples": self.alpha * soft, "labelled": (1 - self.alpha) * labelled_cross_entropy(student, target)}
+
+    def forward(self, student, teacher, target=None):
+        return sum(self.parts(student, teacher, target).values())

@@ -9,7 +9,7 @@ from kdistill.losses.registry import Contract, register
 from kdistill.models.taps import WEIGHTS
 
 
-@register("l2_start", Contract(teacher=False, reads=WEIGHTS, start=True))
+@register("l2_start", Contract(teacher=False, reads=WEIGHTS, start=True, mean_over="step"))
 class L2ToStart(nn.Module):
     """``||theta - theta_0||^2 = sum over parameters of sum((p - p_0)^2)``.
 

@@ -21,7 +21,7 @@ def cosine_conditionals(x: torch.Tensor, eps: float) -> torch.Tensor:
     return kernel / kernel.sum(dim=1, keepdim=True).clamp_min(eps)
 
 
-@register("pkt", Contract(adapt=False))
+@register("pkt", Contract(adapt=False, mean_over="batch"))
 class ProbabilisticKT(nn.Module):
     """``loss = sum_i sum_{j != i} p_{j|i} * log((p_{j|i} + eps) / (q_{j|i} + eps))``.
 

@@ -4,14 +4,15 @@ Networks, NeurIPS 2017, arXiv:1703.05175)."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kdistill.losses.ce import labelled_cross_entropy
-from kdistill.losses.registry import register
+from kdistill.losses.registry import Contract, register
 
 
-@register("prototype_kl")
+@register("prototype_kl", Contract(mean_over=("samples", "labelled")))
 class PrototypeKL(nn.Module):
     """``loss = mean_b [ KL(p_b || M_b) + lam * H(p_b) ]``, ``M = softmax(student)``.
 
@@ -36,11 +37,15 @@ class PrototypeKL(nn.Module):
             raise ValueError("lam and temperature must be > 0")
         self.lam, self.temperature = lam, temperature
 
-    def forward(self, student, teacher=None, target=None):
+    def parts(self, student, teacher=None, target=None) -> dict[str, torch.Tensor]:
+        """A mean over the samples with a teacher, over the labelled samples without one."""
         if teacher is None:
-            return labelled_cross_entropy(student, target)
+            return {"labelled": labelled_cross_entropy(student, target)}
         log_m = F.log_softmax(student.float(), dim=-1)  # (B, K)
         log_p = F.log_softmax(teacher.float() / self.temperature, dim=-1)  # (B, K)
         kl = F.kl_div(log_m, log_p, reduction="batchmean", log_target=True)
         entropy = -(log_p.exp() * log_p).sum(dim=-1).mean()
-        return kl + self.lam * entropy
+        return {"samples": kl + self.lam * entropy}
+
+    def forward(self, student, teacher=None, target=None):
+        return sum(self.parts(student, teacher, target).values())

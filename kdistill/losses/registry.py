@@ -4,6 +4,13 @@ a ``Contract`` saying what it reads.
 Every loss is ``forward(student, teacher=None, target=None, **extra) -> scalar``: tensors in,
 scalar out. Losses never see a model, a module path or the recipe; the objective feeds each
 the features and extras its contract asks for.
+
+Each loss also declares what its value is a mean over (``Contract.mean_over``, one of ``COUNTS``):
+the training step counts those items over all its micro-batches and processes and weights each
+micro-batch's value by its share of them, so that ``accumulate: k`` and N processes compute the
+mean over the whole batch, as one process with the whole batch does. A loss made of parts that
+average over different things (soft targets over samples, cross-entropy over labelled samples)
+defines ``parts(...) -> {kind: value}`` beside ``forward`` (their sum).
 """
 
 from __future__ import annotations
@@ -14,11 +21,33 @@ import inspect
 import typing
 from dataclasses import dataclass
 
+import torch
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from torch import nn
 
+from kdistill.data.splits import UNLABELLED
 from kdistill.errors import KDistillError
 from kdistill.models.taps import OUTPUT
+
+# what a loss value can be a mean over: kind -> count of those items in a batch (the model inputs as
+# the models get them, the labels), a tensor on the batch's device (counting never waits for it).
+# ``batch``: a statistic of the batch as a whole (relations between its samples, a normalisation by
+# the batch); it has no items to count, so a micro-batch weighs as its share of the samples, and its
+# value depends on which samples share a micro-batch, as batch norm's does.
+COUNTS: dict[str, typing.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "samples": lambda x, y: torch.tensor(len(y), device=y.device),
+    "labelled": lambda x, y: (y != UNLABELLED).sum(),
+    "pairs": lambda x, y: torch.tensor(len(y) ** 2, device=y.device),  # ordered pairs (i, j), i = j included
+    "batch": lambda x, y: torch.tensor(len(y), device=y.device),
+    # a value of the step, not of its samples (a penalty on the weights): counted once a step
+    "step": lambda x, y: torch.tensor(len(y), device=y.device),
+}
+
+
+def register_count(kind: str, count: typing.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    """A new kind of item a loss may average over (``count(inputs, labels) -> 0-dim tensor``),
+    e.g. the counted tokens of a language model's batch (``losses/token.py``)."""
+    COUNTS[kind] = count
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,9 @@ class Contract:
             (default: the teacher's output).
         inputs: forward takes ``inputs``, the batch's model inputs as the models get them
             (token ids and masks, for losses per token).
+        mean_over: what the value is a mean over, a kind in ``COUNTS`` (``samples``,
+            ``labelled``, ``tokens``, ``pairs``, ``batch``, ``step``); a loss with ``parts`` averages each
+            part over its own kind, and this names the kinds it may use.
     """
 
     teacher: bool = True  # its teacher features (and ``start``) arrive detached: a loss never trains them
@@ -56,6 +88,17 @@ class Contract:
     weights: bool = False
     teacher_reads: str | tuple[str, ...] = OUTPUT
     inputs: bool = False
+    mean_over: str | tuple[str, ...] = "samples"
+
+    def __post_init__(self):
+        unknown = [k for k in kinds_of(self.mean_over) if k not in COUNTS]
+        if unknown:
+            raise ValueError(f"Contract.mean_over: unknown kind {unknown[0]!r}; known: {', '.join(COUNTS)} "
+                             "(register_count adds one)")
+
+
+def kinds_of(mean_over: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (mean_over,) if isinstance(mean_over, str) else tuple(mean_over)
 
 
 @dataclass(frozen=True)
@@ -91,12 +134,14 @@ def _teacher_detached(forward):
 
 def register(name: str, contract: Contract = Contract()):
     """Register a loss class under ``name`` with its ``contract`` (default: reads the student's
-    logits and the teacher's, adapted where shapes differ). Its ``forward`` receives the teacher
-    features detached."""
+    logits and the teacher's, adapted where shapes differ, a mean over samples). Its ``forward``
+    (and ``parts``, if it has them) receives the teacher features detached."""
 
     def wrap(cls):
-        if not getattr(cls.forward, "detaches_teacher", False):  # a class registered twice is wrapped once
-            cls.forward = _teacher_detached(cls.forward)
+        for method in ("forward", "parts"):
+            fn = getattr(cls, method, None)
+            if fn is not None and not getattr(fn, "detaches_teacher", False):  # registered twice: wrapped once
+                setattr(cls, method, _teacher_detached(fn))
         LOSSES[name] = Registered(cls, contract)
         return cls
 
@@ -113,6 +158,20 @@ def check_loss_name(name: str) -> str:
 
 def contract_of(name: str) -> Contract:
     return LOSSES[check_loss_name(name)].contract
+
+
+def loss_parts(loss: nn.Module, contract: Contract, *args, **kwargs) -> dict[str, torch.Tensor]:
+    """The loss's value as ``{kind: mean over those items}``: its ``parts`` where it has them
+    (each kind one its contract names), else ``{contract.mean_over: forward(...)}``."""
+    if hasattr(loss, "parts"):
+        parts = loss.parts(*args, **kwargs)
+        stray = set(parts) - set(kinds_of(contract.mean_over))
+        if stray:
+            raise RuntimeError(f"{type(loss).__name__}.parts gave {sorted(stray)}, which its contract's "
+                               f"mean_over {contract.mean_over!r} does not name")
+        return parts
+    (kind,) = kinds_of(contract.mean_over)
+    return {kind: loss(*args, **kwargs)}
 
 
 def constructor_args(name: str, args: dict) -> dict:

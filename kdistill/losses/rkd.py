@@ -44,7 +44,7 @@ def triplet_cosines(x: torch.Tensor) -> torch.Tensor:
     return cos
 
 
-@register("rkd", Contract(adapt=False))
+@register("rkd", Contract(adapt=False, mean_over="batch"))
 class RelationalKD(nn.Module):
     """``loss = distance_weight * L_D + angle_weight * L_A``, both Huber (smooth-L1, delta = 1).
 

@@ -10,7 +10,7 @@ from kdistill.data.splits import UNLABELLED
 from kdistill.losses.registry import Contract, register
 
 
-@register("scatter", Contract(teacher=False))
+@register("scatter", Contract(teacher=False, mean_over="labelled"))
 class IntraClassScatter(nn.Module):
     """Mean squared distance of each labelled embedding to its class mean within the batch.
 

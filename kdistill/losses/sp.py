@@ -15,7 +15,7 @@ def normalised_gram(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(a @ a.T, dim=1)
 
 
-@register("sp", Contract(adapt=False))
+@register("sp", Contract(adapt=False, mean_over="pairs"))
 class SimilarityPreserving(nn.Module):
     """``loss = ||G~_s - G~_t||_F^2 / B^2``, ``G~`` the row-normalised batch Gram matrix.
 

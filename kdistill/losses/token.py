@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.losses.registry import Contract, register
+from kdistill.losses.registry import Contract, register, register_count
 from kdistill.models.hf_causal import prediction_mask, split_inputs
 from kdistill.models.taps import HEAD, OUTPUT
 
@@ -80,6 +80,10 @@ def counted_positions(inputs: torch.Tensor, length: int) -> torch.Tensor:
     if inputs is None:
         raise ValueError("token losses need the batch's inputs (token ids and masks)")
     return prediction_mask(inputs)[:, : length - 1]
+
+
+# the token losses average over the counted positions of a batch (``Contract.mean_over``)
+register_count("tokens", lambda x, y: prediction_mask(x).sum())
 
 
 def next_tokens(inputs: torch.Tensor) -> torch.Tensor:
@@ -181,7 +185,8 @@ def _split_feature(feature):
     return feature, None
 
 
-@register("token_kd", Contract(reads=(OUTPUT, HEAD), teacher_reads=(OUTPUT, HEAD), adapt=False, inputs=True))
+@register("token_kd", Contract(reads=(OUTPUT, HEAD), teacher_reads=(OUTPUT, HEAD), adapt=False, inputs=True,
+                             mean_over="tokens"))
 class TokenKD(nn.Module):
     """``T^2 * mean over counted tokens of D(p_T, p_S)``, D the ``divergence`` (module docstring).
 
@@ -222,7 +227,7 @@ class TokenKD(nn.Module):
         return total * self.temperature ** 2 / count.clamp_min(1)
 
 
-@register("token_ce", Contract(teacher=False, reads=(OUTPUT, HEAD), adapt=False, inputs=True))
+@register("token_ce", Contract(teacher=False, reads=(OUTPUT, HEAD), adapt=False, inputs=True, mean_over="tokens"))
 class TokenCE(nn.Module):
     """Cross-entropy of the student's next-token predictions with the data's own tokens,
     ``-mean over counted tokens of log p_S(token t+1 | tokens <= t)``, chunked like ``token_kd``.

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from kdistill.losses import build_loss
-from kdistill.losses.registry import Contract, contract_of
+from kdistill.losses.registry import COUNTS, Contract, kinds_of, contract_of, loss_parts
 from kdistill.models.adapters import adapter_key
 from kdistill.models.taps import OUTPUT, WEIGHTS
 
@@ -69,6 +69,17 @@ class Objective(nn.Module):
     @property
     def uses_teacher(self) -> bool:
         return any(t.teacher is not None for t in self.terms)
+
+    def kinds(self) -> list[str]:
+        """What the terms' values are means over (``Contract.mean_over``), in a fixed order."""
+        return sorted({k for t in self.terms for k in kinds_of(t.contract.mean_over)})
+
+    def counts(self, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """How many of each of ``kinds()`` a batch holds: ``(len(kinds()),)`` float64 (float32 where
+        the device has no float64), on the labels' device."""
+        dtype = torch.float32 if target.device.type == "mps" else torch.float64
+        return torch.stack([COUNTS[k](inputs, target).to(dtype) for k in self.kinds()]) if self.terms else \
+            torch.zeros(0, dtype=dtype, device=target.device)
 
     def taps(self) -> tuple[list[str], list[str]]:
         """(student feature names, teacher feature names) the terms read."""
@@ -144,12 +155,17 @@ class Objective(nn.Module):
         target: torch.Tensor | None,
         index: torch.Tensor | None = None,
         inputs: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+        shares: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns (total loss, {term name: detached value}).
 
         ``index`` (``(B,)``, each sample's position in the stage's data) reaches the losses whose
         contract asks for it, such as those keeping a memory bank of samples; ``inputs`` (the
         batch's model inputs) those that read them, such as the token losses' masks.
+        ``shares``: for a part of a larger batch (a micro-batch, one process's share), this
+        part's share of each kind of item the whole batch holds (``counts``); each term's mean
+        over its kind is weighted by it, so the parts' totals add up to the whole batch's
+        total. None: the batch is whole.
         """
         student_feats = {**student_feats, WEIGHTS: self.params}
         total, values = 0.0, {}
@@ -159,7 +175,8 @@ class Objective(nn.Module):
             if term.teacher is not None:
                 t = _gather(teacher_feats, term.teacher)
                 s = self._adapt(term, s)
-            value = term.loss(s, t, target, **self._extras(term, index, inputs))
+            parts = loss_parts(term.loss, term.contract, s, t, target, **self._extras(term, index, inputs))
+            value = sum(v if shares is None else v * shares[k].to(v.dtype) for k, v in parts.items())
             values[term.name] = value.detach()
             total = total + term.weight * value
         return total, values

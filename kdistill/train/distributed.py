@@ -5,9 +5,14 @@ Every rank draws the same order of the data each epoch and takes its share of ev
 batch (``batch_size`` in the recipe is the global batch). The student is wrapped in
 DistributedDataParallel; the gradients of the objective's own modules (adapters, heads,
 learned variances, some created lazily at the first step, which DDP cannot wrap) are
-averaged after each backward pass in one coalesced all-reduce, the same average. So a run on
-N processes follows the path of one process with the same global batch. Rank 0 alone writes
-files and shows progress.
+averaged after each backward pass in one coalesced all-reduce, the same average. Each loss term
+is a mean over some kind of item (samples, labelled samples, tokens): the step counts them over
+every rank's share (one all-reduce) and weights each share by its part of the count, times the
+number of ranks that the average divides by. So a run on N processes follows the path of one
+process with the same global batch, whatever the labels or response lengths each rank holds. A
+rank whose share of a (tail) batch is empty runs the step on a stand-in that counts for
+nothing, so that every rank takes part in every all-reduce. Rank 0 alone writes files and shows
+progress.
 """
 
 from __future__ import annotations
@@ -39,6 +44,11 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def active() -> bool:
+    """A process group is initialised (by torchrun, or by the caller), whatever its size."""
+    return dist.is_available() and dist.is_initialized()
+
+
 def is_main() -> bool:
     return rank() == 0
 
@@ -48,9 +58,15 @@ def barrier() -> None:
         dist.barrier()
 
 
-def local_share(index: torch.Tensor) -> torch.Tensor:
-    """This rank's share of a global batch of sample indices."""
-    return index[rank()::world_size()] if world_size() > 1 else index
+def local_share(index: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """This rank's share of a global batch of sample indices, and whether it counts. A batch of
+    fewer samples than ranks leaves some ranks none: they get the whole batch as a stand-in,
+    which does not count (its gradients are zeros), so that the model sees inputs of a size one
+    process would see."""
+    if world_size() <= 1:
+        return index, True
+    share = index[rank()::world_size()]
+    return (share, True) if len(share) else (index, False)
 
 
 def average_gradients(params: list[torch.Tensor]) -> None:
@@ -66,6 +82,15 @@ def average_gradients(params: list[torch.Tensor]) -> None:
             p.grad = g.clone()
         else:
             p.grad.copy_(g)
+
+
+def sum_tensor(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over the ranks (a new tensor; ``value`` itself on one process)."""
+    if world_size() <= 1:
+        return value
+    total = value.clone()
+    dist.all_reduce(total)
+    return total
 
 
 def sum_across(values: dict[str, float], device) -> dict[str, float]:

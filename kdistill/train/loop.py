@@ -42,6 +42,8 @@ class Hooks:
         stop: set (by SIGINT/SIGTERM) to write a checkpoint and stop cleanly.
         progress: show a progress bar.
         desc: the stage's name in messages and the bar.
+        log_every: steps between readings of the terms (the bar's figures, the check that they
+            are finite); the steps between stay on the device, never waiting for it.
     """
 
     on_epoch_end: Callable[[int, dict], None] | None = None
@@ -50,6 +52,7 @@ class Hooks:
     stop: threading.Event = field(default_factory=threading.Event)
     progress: bool = True
     desc: str = "train"
+    log_every: int = 25
 
 
 @dataclass
@@ -85,7 +88,8 @@ class Trainer:
 
     def state(self, epoch: int, step: int, order, sums: dict) -> dict:
         """Everything a resumed run needs to continue exactly from this step."""
-        return {"epoch": epoch, "step": step, "order": order, "sums": dict(sums), "means": dict(self.means),
+        return {"epoch": epoch, "step": step, "order": order, "sums": {k: float(v) for k, v in sums.items()},
+                "means": dict(self.means),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(), "rng": rng_state(),
                 "elapsed": self.elapsed + time.perf_counter() - self.started}
@@ -120,7 +124,7 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     schedule = make_schedule(optimizer, stage.epochs * steps_per_epoch, steps_per_epoch, stage.schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=stage.amp == "fp16" and device.type == "cuda")
     forward = model
-    if distributed.world_size() > 1:  # the student in DistributedDataParallel; the frozen teacher is not
+    if distributed.active():  # the student in DistributedDataParallel; the frozen teacher is not
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if stage.compile:
@@ -144,21 +148,16 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
                    objective_params, optimizer, schedule, scaler, generator, seed, layout)
 
 
-def _losses(t: Trainer, batch: Batch, desc: str, where: str) -> tuple[torch.Tensor, dict]:
-    """The objective on ``batch``: (total loss, {term: value}), checked to be finite."""
-    device, stage = t.device, t.stage
+def _losses(t: Trainer, batch: Batch, shares: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """The objective on ``batch``, each term weighted by the batch's ``shares`` of the step's items:
+    (total loss, {term: value})."""
     xb, view = t.source.inputs(batch.x, batch.index, t.generator)
     xb = xb.contiguous(memory_format=t.layout)
-    teacher_feats = t.source.features(xb, batch.index, view, device)
-    index = batch.index.to(device)  # for losses that keep a memory of samples
-    with autocast(device, stage.amp):
+    teacher_feats = t.source.features(xb, batch.index, view, t.device)
+    index = batch.index.to(t.device)  # for losses that keep a memory of samples
+    with autocast(t.device, t.stage.amp):
         student_feats = t.student_taps.collect(t.forward(xb))
-        loss, terms = t.objective(student_feats, teacher_feats, batch.y, index, xb)
-    if not torch.isfinite(loss.detach()):
-        bad = next((k for k, v in terms.items() if not math.isfinite(float(v))), "loss")
-        raise KDistillError(f"{desc}: loss term {bad!r} became {float(terms.get(bad, loss)):.3g} at {where}; "
-                            "lower the learning rate or that term's weight")
-    return loss, terms
+        return t.objective(student_feats, teacher_feats, batch.y, index, xb, shares)
 
 
 def micro_batches(batch: Batch, parts: int) -> list[Batch]:
@@ -169,26 +168,34 @@ def micro_batches(batch: Batch, parts: int) -> list[Batch]:
     return [Batch(batch.index[r], batch.x[r.to(batch.x.device)], batch.y[r.to(batch.y.device)]) for r in rows]
 
 
-def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Tensor]:
-    """One optimisation step on ``batch``; returns the step's terms (``loss`` first).
+def step(t: Trainer, batch: Batch, counted: bool = True) -> dict[str, torch.Tensor]:
+    """One optimisation step on ``batch``, this process's share of the global batch; returns this
+    share's part of the step's terms (``loss`` first), on the device: over the processes they
+    add up to the step's values.
 
-    With ``stage.accumulate`` > 1 the batch is split into that many micro-batches whose gradients,
-    each weighted by its share of the batch, add up before the one update (the activations of one
-    micro-batch at a time). ``desc``, ``where``: the stage, and the epoch and step, for the message
-    when the loss stops being finite."""
+    Each term is a mean over some kind of item (samples, labelled samples, counted tokens: its
+    loss's contract says). The batch is split into ``stage.accumulate`` micro-batches whose
+    gradients add up before the one update (the activations of one at a time), and under DDP
+    each process holds a share: the items are counted over all of them first (one all-reduce),
+    and each micro-batch's mean is weighted by its share of the count, so that the update is the
+    one that one process would make on the whole batch. ``counted`` False: a stand-in batch of a
+    process whose share is empty (``distributed.local_share``), weighted 0."""
     stage = t.stage
     parts = micro_batches(batch, stage.accumulate)
+    counts = [t.objective.counts(part.x, part.y) * counted for part in parts]
+    whole = distributed.sum_tensor(torch.stack(counts).sum(0)).clamp_min(1)
+    world = distributed.world_size()  # DDP averages gradients over the processes: undone here
     t.optimizer.zero_grad(set_to_none=True)
     totals: dict[str, torch.Tensor] = {}
-    for k, part in enumerate(parts):
-        share = len(part.index) / len(batch.index)
+    for k, (part, count) in enumerate(zip(parts, counts)):
+        shares = dict(zip(t.objective.kinds(), count / whole))
         # several processes: gradients are averaged across them on the last micro-batch only
         sync = k == len(parts) - 1 or not hasattr(t.forward, "no_sync")
         with contextlib.nullcontext() if sync else t.forward.no_sync():
-            loss, terms = _losses(t, part, desc, where)
-            t.scaler.scale(loss * share if share != 1 else loss).backward()
+            loss, terms = _losses(t, part, shares)
+            t.scaler.scale(loss * world if world > 1 else loss).backward()
         for name, value in {"loss": loss.detach(), **terms}.items():
-            totals[name] = totals.get(name, 0.0) + value * share if len(parts) > 1 else value
+            totals[name] = totals[name] + value if name in totals else value
     # DDP has averaged the student's gradients; the objective's own modules (adapters, heads,
     # learned variances) are averaged here
     distributed.average_gradients(t.objective_params)
@@ -201,37 +208,66 @@ def step(t: Trainer, batch: Batch, desc: str, where: str) -> dict[str, torch.Ten
     return totals
 
 
+def _read(sums: dict[str, torch.Tensor], bad: torch.Tensor, desc: str, epoch: int) -> dict[str, float]:
+    """The epoch's running sums of the terms, summed over the processes, on the host: the loop's
+    one wait for the device, every ``log_every`` steps. Raises if a term stopped being finite on
+    any process (``bad``: the first step where this process's loss was not, or -1)."""
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    summed = distributed.sum_tensor(torch.stack([sums[k] for k in keys]))  # a NaN anywhere is a NaN everywhere
+    *values, first = torch.cat([summed, bad.to(summed.dtype).view(1)]).tolist()
+    totals = dict(zip(keys, values))
+    if not all(math.isfinite(v) for v in values):
+        name = next((k for k in keys if k != "loss" and not math.isfinite(totals[k])), "loss")
+        at = f"step {int(first)}" if first >= 0 else "a step of another process"
+        raise KDistillError(f"{desc}: loss term {name!r} became {totals[name]:.3g} at epoch {epoch + 1}, {at}; "
+                            "lower the learning rate or that term's weight")
+    return totals
+
+
 def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
     """One pass over the stage's data in a seeded order (or the rest of one, when resumed inside it)."""
     stage = t.stage
     t.model.train()
     t.objective.train()
+    dtype = torch.float32 if t.device.type == "mps" else torch.float64
     if t.skip:  # resumed inside this epoch: its order and running sums
-        order, sums = t.order, dict(t.sums)
+        order = t.order
+        sums = {k: torch.tensor(v, dtype=dtype, device=t.device) for k, v in t.sums.items()}
     else:
         order, sums = torch.randperm(len(t.x), generator=t.generator), {}
     batches = order.split(stage.batch_size)
     # this process's share of each batch still to do, fetched in order (by workers, if any)
-    todo = t.loader.epoch([distributed.local_share(index) for index in batches[t.skip:]], view=(t.seed, epoch))
+    shares = [distributed.local_share(index) for index in batches[t.skip:]]
+    todo = t.loader.epoch([share for share, _ in shares], view=(t.seed, epoch))
     bar = tqdm(todo, desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
                total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
                dynamic_ncols=True)
-    for done, (index, xb, yb) in enumerate(bar, start=t.skip + 1):
+    bad = torch.tensor(-1, device=t.device)  # the first step whose loss was not finite
+    totals: dict[str, float] = {}
+    for done, ((index, xb, yb), (_, counted)) in enumerate(zip(bar, shares), start=t.skip + 1):
         # x stays where it is stored (small sets: on the GPU); a batch is moved as it is drawn
         batch = Batch.fetched(index, xb, yb, t.device, t.x)
-        terms = step(t, batch, hooks.desc, f"epoch {epoch + 1}, step {done}")
+        terms = step(t, batch, counted)
+        size = len(batches[done - 1])  # the global batch: terms are this process's share of its means
         for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + float(value) * len(index)
-        bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+            sums[name] = sums[name] + value.to(dtype) * size if name in sums else value.to(dtype) * size
+        bad = torch.where((bad < 0) & ~torch.isfinite(terms["loss"]), done, bad)
         last = done == len(batches)
         stopping = hooks.stop.is_set()
-        if hooks.checkpoint is not None and not last and (stopping or (
-                hooks.checkpoint_every and (epoch * len(batches) + done) % hooks.checkpoint_every == 0)):
+        saving = hooks.checkpoint is not None and not last and (stopping or (
+            hooks.checkpoint_every and (epoch * len(batches) + done) % hooks.checkpoint_every == 0))
+        if last or saving or stopping or done % hooks.log_every == 0:
+            totals = _read(sums, bad, hooks.desc, epoch)  # nothing non-finite reaches a checkpoint
+            seen = sum(len(b) for b in batches[:done])
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in totals.items()}, refresh=False)
+        if saving:
             hooks.checkpoint(t.state(epoch, done, order, sums))
         if stopping and not last:
             raise KDistillError(f"{hooks.desc}: stopped by a signal at epoch {epoch + 1}, step {done}")
     t.skip = 0
-    t.means = {name: total / len(t.x) for name, total in distributed.sum_across(sums, t.device).items()}
+    t.means = {name: total / len(t.x) for name, total in totals.items()}
     t.means["lr"] = t.schedule.get_last_lr()[0]
 
 

@@ -133,6 +133,33 @@ def test_gradient_accumulation_matches_the_whole_batch():
     assert not torch.allclose(whole, _mlp_weights({"epochs": 1}), atol=1e-3)
 
 
+def test_terms_are_read_every_log_every_steps_before_checkpoints_and_at_the_end(monkeypatch):
+    """Between readings the terms stay on the device (no wait for it each step); a checkpoint and
+    the epoch's end always read them first, so nothing non-finite is saved or reported."""
+    import kdistill.train.loop as loop_module
+
+    reads, saved = [], []
+    real = loop_module._read
+
+    def counting(sums, bad, desc, epoch):
+        reads.append((epoch, sum(1 for _ in saved)))
+        return real(sums, bad, desc, epoch)
+
+    monkeypatch.setattr(loop_module, "_read", counting)
+    x, y = torch.randn(100, 12), torch.randint(0, 4, (100,))
+    model = build_model("mlp", in_features=12, num_classes=4, hidden=[16])
+    stage = StageSpec(name="t", epochs=2, batch_size=10)  # 10 steps an epoch
+    log = []
+    hooks = Hooks(on_epoch_end=lambda e, terms: log.append(terms), progress=False, log_every=4,
+                  checkpoint=lambda state: saved.append(state["step"]), checkpoint_every=7)
+    train_stage(model, build_objective([{"loss": "ce"}]), x, y, stage, torch.device("cpu"), hooks=hooks)
+    # steps 4, 7 (checkpoint), 8, 10 (end) of epoch 1; 4, 8, 10 and 14 - 10 = 4 (checkpoint) of epoch 2
+    assert len(reads) == 7
+    assert [s for s in saved if s] == [7, 4]  # the step checkpoints; 0: the epochs' ends
+    assert all(set(terms) == {"loss", "ce", "lr"} and all(isinstance(v, float) for v in terms.values())
+               for terms in log)
+
+
 def test_micro_batches_keep_order_and_every_sample():
     from kdistill.data.batch import Batch
     from kdistill.train.loop import micro_batches

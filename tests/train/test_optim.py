@@ -58,7 +58,7 @@ def test_warmup_scales_the_base_learning_rate():
 
 
 def _params():
-    return [torch.nn.Parameter(torch.zeros(2))]
+    return [torch.nn.Parameter(torch.zeros(2, 2))]
 
 
 def test_sgd_with_momentum_is_nesterov():
@@ -92,3 +92,35 @@ def test_the_recipe_defaults_are_nesterov_sgd_with_weight_decay():
     assert type(opt) is torch.optim.SGD
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.05, 0.9, True, 5e-4)
+
+
+def _layers():
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2), torch.nn.Flatten(),
+                               torch.nn.Linear(2, 3), torch.nn.LayerNorm(3))
+
+
+def test_biases_and_normalisation_weights_are_not_decayed_by_default():
+    model = _layers()
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1))
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        expected = 0.1 if name in ("0.weight", "3.weight") else 0.0  # conv kernel and linear matrix only
+        assert decay[id(p)] == expected, name
+    # one SGD step with zero gradients: decay alone moves the matrices, nothing else
+    for p in model.parameters():
+        p.data.fill_(1.0)
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for name, p in model.named_parameters():
+        moved = not torch.equal(p, torch.ones_like(p))
+        assert moved == (name in ("0.weight", "3.weight")), name
+
+
+def test_decay_bias_and_norm_decays_every_parameter_in_one_group():
+    model = _layers()
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1, decay_bias_and_norm=True))
+    assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.1
+    assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
+    # without decay there is nothing to split either: one group, the parameters in order
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.0))
+    assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
