@@ -276,3 +276,53 @@ def test_index_losses_run_with_index(name):
     ex = example(name)
     assert "index" in ex.extras and ex.extras["index"].dtype == torch.long and ex.extras["index"].shape == (B,)
     assert torch.isfinite(call(fresh_loss(name), ex))
+
+
+def _rows(x, rows: slice):
+    """The samples ``rows`` of an example's part: tensors of ``B`` rows sliced, tuples and lists
+    walked, anything else (an output projection, shared by the samples) kept."""
+    if isinstance(x, (tuple, list)):
+        return type(x)(_rows(v, rows) for v in x)
+    return x[rows] if isinstance(x, torch.Tensor) and x.dim() and len(x) == B else x
+
+
+# kinds whose mean over a batch is the count-weighted mean of its parts' means
+SPLITTABLE = {"samples", "labelled", "tokens"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parts_name_the_declared_kinds_and_add_up_to_forward(name):
+    from kdistill.losses.registry import COUNTS, kinds_of, loss_parts
+
+    ex, contract = example(name), LOSSES[name].contract
+    assert set(kinds_of(contract.mean_over)) <= set(COUNTS)
+    parts = loss_parts(with_parameters_shaped(fresh_loss(name), ex).eval(), contract, ex.student, ex.teacher,
+                       ex.target, **ex.extras)
+    assert parts and set(parts) <= set(kinds_of(contract.mean_over))
+    torch.testing.assert_close(sum(parts.values()), call(with_parameters_shaped(fresh_loss(name), ex).eval(), ex))
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "crd"])  # crd draws new negatives each call
+def test_a_declared_mean_is_one(name):
+    """A loss that says its value is a mean over samples, labelled samples or tokens is one: the
+    two halves of a batch, each weighted by its share of those items, give the whole batch's value.
+    (``pairs``, ``batch`` and ``step`` values are not means over items a half holds.)"""
+    from kdistill.losses.registry import COUNTS, loss_parts
+
+    contract = LOSSES[name].contract
+    ex = example(name)
+    loss = with_parameters_shaped(fresh_loss(name), ex).eval()
+    labels = ex.target if ex.target is not None else torch.full((B,), -1)
+
+    def parts_and_counts(rows: slice):
+        args = [_rows(v, rows) for v in (ex.student, ex.teacher, ex.target)]
+        extras = {k: _rows(v, rows) for k, v in ex.extras.items()}
+        parts = loss_parts(loss, contract, *args, **extras)
+        return parts, {k: COUNTS[k](extras.get("inputs"), labels[rows]) for k in parts}
+
+    whole, counts = parts_and_counts(slice(None))
+    if not set(whole) <= SPLITTABLE:
+        pytest.skip(f"{name}: a mean over {sorted(set(whole) - SPLITTABLE)}, not over items of the batch")
+    halves = [parts_and_counts(slice(0, B // 2)), parts_and_counts(slice(B // 2, None))]
+    split = sum(value * n[k] / counts[k].clamp_min(1) for parts, n in halves for k, value in parts.items())
+    torch.testing.assert_close(split, sum(whole.values()), rtol=1e-5, atol=1e-6)
