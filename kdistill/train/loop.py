@@ -27,7 +27,7 @@ from kdistill.objective.core import Objective
 from kdistill.recipe import LoaderSpec
 from kdistill.train import distributed
 from kdistill.train.checkpoint import rng_state, set_rng_state
-from kdistill.train.optim import make_optimizer, make_schedule
+from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
 from kdistill.train.teacher import TeacherMemo, TeacherSource, autocast, teacher_source
 
 
@@ -119,14 +119,15 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     objective.bind(model)
     params = objective.params  # the model's trainable parameters
     objective_params = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params + objective_params, stage.optimizer)
+    optimizer = make_optimizer(params + objective_params, stage.optimizer, no_decay_params(model, objective))
     steps_per_epoch = math.ceil(len(x) / stage.batch_size)
     schedule = make_schedule(optimizer, stage.epochs * steps_per_epoch, steps_per_epoch, stage.schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=stage.amp == "fp16" and device.type == "cuda")
     forward = model
     if distributed.active():  # the student in DistributedDataParallel; the frozen teacher is not
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = None if device.type != "cuda" else [device.index if device.index is not None
+                                                  else torch.cuda.current_device()]
+        forward = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if stage.compile:
         forward = torch.compile(forward, backend=stage.compile if isinstance(stage.compile, str) else "inductor")
     layout = torch.channels_last if stage.channels_last and len(x.shape) == 4 else torch.contiguous_format
@@ -220,8 +221,8 @@ def _read(sums: dict[str, torch.Tensor], bad: torch.Tensor, desc: str, epoch: in
     totals = dict(zip(keys, values))
     if not all(math.isfinite(v) for v in values):
         name = next((k for k in keys if k != "loss" and not math.isfinite(totals[k])), "loss")
-        at = f"step {int(first)}" if first >= 0 else "a step of another process"
-        raise KDistillError(f"{desc}: loss term {name!r} became {totals[name]:.3g} at epoch {epoch + 1}, {at}; "
+        when = f"step {int(first)}" if first >= 0 else "a step of another process"
+        raise KDistillError(f"{desc}: loss term {name!r} became {totals[name]:.3g} at epoch {epoch + 1}, {when}; "
                             "lower the learning rate or that term's weight")
     return totals
 

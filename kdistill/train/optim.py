@@ -6,30 +6,45 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.nn.parameter import is_lazy
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from kdistill.recipe import OptimizerSpec, ScheduleSpec
 
+NORMS = (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
 
-def param_groups(params, spec: OptimizerSpec) -> list[dict]:
-    """``params`` in groups by weight decay: weight matrices and kernels (2 or more dimensions)
-    decayed by ``spec.weight_decay``, the rest (biases, normalisation weights, scales) only with
-    ``spec.decay_bias_and_norm``. Parameters not yet shaped when the stage starts (the lazily built
-    heads and variances of some losses, e.g. CRD's and VID's) are counted with the rest. One group
+
+def no_decay_params(*modules: nn.Module) -> set[int]:
+    """The ids of the parameters that weight decay leaves alone unless ``decay_bias_and_norm``:
+    biases, and the weights of normalisation layers (batch, layer, group, RMS norms, and any module
+    whose class is named for one, as transformers' ``LlamaRMSNorm``). The rule of the Hugging Face
+    Trainer; judged by names and module types, never by shapes, so a lazily built layer (a loss's
+    head, a ``LazyLinear``) falls in the same group before and after it has its shape, and a
+    resumed run rebuilds the groups its checkpoint holds."""
+    ids = set()
+    for module in modules:
+        for m in module.modules():
+            norm = isinstance(m, NORMS) or "norm" in type(m).__name__.lower()
+            ids.update(id(p) for name, p in m.named_parameters(recurse=False) if norm or name.endswith("bias"))
+    return ids
+
+
+def param_groups(params, spec: OptimizerSpec, no_decay: set[int] = frozenset()) -> list[dict]:
+    """``params`` in groups by weight decay: ``spec.weight_decay`` on all but those in
+    ``no_decay`` (``no_decay_params``), which decay only with ``spec.decay_bias_and_norm``. One group
     where all decay alike (as before the split, so that a run started then resumes with its
     optimiser state)."""
     params = list(params)
-    if spec.decay_bias_and_norm or spec.weight_decay == 0:
+    if spec.decay_bias_and_norm or spec.weight_decay == 0 or not no_decay:
         return [{"params": params, "weight_decay": spec.weight_decay}]
-    matrix = [not is_lazy(p) and p.dim() >= 2 for p in params]
-    groups = [{"params": [p for p, m in zip(params, matrix) if m], "weight_decay": spec.weight_decay},
-              {"params": [p for p, m in zip(params, matrix) if not m], "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]] or groups[:1]
+    groups = [{"params": [p for p in params if id(p) not in no_decay], "weight_decay": spec.weight_decay},
+              {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
-def make_optimizer(params, spec: OptimizerSpec) -> torch.optim.Optimizer:
+def make_optimizer(params, spec: OptimizerSpec, no_decay: set[int] = frozenset()) -> torch.optim.Optimizer:
     """SGD (Nesterov when it has momentum), Adam or AdamW over ``params`` (``param_groups``)."""
-    groups = param_groups(params, spec)
+    groups = param_groups(params, spec, no_decay)
     if spec.name == "sgd":
         return torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0)
     if spec.name == "adam":

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kdistill.recipe import OptimizerSpec, ScheduleSpec
-from kdistill.train.optim import make_optimizer, make_schedule
+from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
 
 
 def _lrs(steps: int, total_steps: int, steps_per_epoch: int, **kw):
@@ -101,7 +101,7 @@ def _layers():
 
 def test_biases_and_normalisation_weights_are_not_decayed_by_default():
     model = _layers()
-    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1))
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1), no_decay_params(model))
     decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     for name, p in model.named_parameters():
         expected = 0.1 if name in ("0.weight", "3.weight") else 0.0  # conv kernel and linear matrix only
@@ -118,9 +118,27 @@ def test_biases_and_normalisation_weights_are_not_decayed_by_default():
 
 def test_decay_bias_and_norm_decays_every_parameter_in_one_group():
     model = _layers()
-    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1, decay_bias_and_norm=True))
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1, decay_bias_and_norm=True),
+                         no_decay_params(model))
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["weight_decay"] == 0.1
     assert len(opt.param_groups[0]["params"]) == len(list(model.parameters()))
     # without decay there is nothing to split either: one group, the parameters in order
-    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.0))
+    opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.0), no_decay_params(model))
     assert [id(p) for p in opt.param_groups[0]["params"]] == [id(p) for p in model.parameters()]
+
+
+def test_the_groups_do_not_depend_on_whether_a_lazy_layer_has_its_shape():
+    """A lazily built layer (a LazyLinear, a loss's head) is grouped by its names and type, so a
+    resumed run, whose layers got their shapes from the checkpoint, rebuilds the same groups."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    def groups(model):
+        opt = make_optimizer(model.parameters(), OptimizerSpec(weight_decay=0.1), no_decay_params(model))
+        names = {id(p): n for n, p in model.named_parameters()}
+        return [sorted(names[id(p)] for p in g["params"]) for g in opt.param_groups]
+
+    torch.manual_seed(0)
+    lazy = torch.nn.Sequential(torch.nn.LazyLinear(3), LlamaRMSNorm(3))
+    before = groups(lazy)
+    lazy(torch.randn(2, 5))  # shaped now
+    assert groups(lazy) == before == [["0.weight"], ["0.bias", "1.weight"]]  # an RMS norm of transformers' too
