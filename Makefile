@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm clean
+.PHONY: install data wordnet demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm gpu-check gpu-wheels clean
 
 install: $(VENV)/.installed
 
@@ -82,6 +82,21 @@ bench-lm: install wordnet
 	$(PY) bench/lm.py --blocks 1500 --epochs 6 --val 64 --rows ce forward_kl forward_kl+hidden reverse_kl jsd
 	$(PY) bench/lm.py --blocks 1500 --epochs 6 --val 64 --seeds 0 1 2 --rows ce forward_kl+hidden
 	$(PY) bench/lm.py --blocks 1500 --epochs 3 --val 64 --rows ce forward_kl
+
+# on a machine with an NVIDIA GPU: the CUDA smoke tests (pytest -m gpu), then the timings of precision,
+# compilation and layout, and of 224-px JPEGs (about 5 min on one H100; bench/results/gpu_check.md, or $$OUT).
+# Installs nothing: it runs with .venv/bin/python or python3 and the repository on PYTHONPATH
+gpu-check:
+	bash bench/gpu_check.sh
+
+# for a GPU machine without PyPI: the wheels of what kdistill needs beyond PyTorch and a GPU image's usual
+# packages (pydantic and its own needs), into .whl/, which bench/gpu_check.sh installs from; for CPython
+# $(GPU_PYTHON) on x86-64 Linux, the versions this project is tested with
+GPU_PYTHON ?= 3.12
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
 
 clean:
 	rm -rf runs .pytest_cache

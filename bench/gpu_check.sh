@@ -1,92 +1,102 @@
 #!/usr/bin/env bash
-# A short check of the data path on an NVIDIA GPU (issue 15): 5,000 synthetic 224-px JPEGs read by
-# the image_folder source with 4 DataLoader workers, a small CNN student distilled from a ResNet
-# teacher (random weights: speed only) with (1) a live teacher and (2) a disk cache of its
-# outputs; bf16 autocast, channels_last, device cuda. Prints samples/s of each and writes
-# bench/results/gpu_check.md. At most about 8 minutes; installs nothing (the repository and its
-# venv must be there already).
+# The GPU check, for the first machine with an NVIDIA GPU at hand (issues 28 and 15): what the
+# machine is, the CUDA smoke tests (pytest -m gpu: bf16, fp16 + GradScaler, torch.compile,
+# channels_last, the teacher's outputs on the device, DDP over nccl with one rank, a language
+# model in bf16), then the timings of bench/gpu_check.py (precision, compilation and layout against
+# float32; 224-px JPEGs with a live and a cached teacher). About 5 minutes on one H100; every part
+# has a time limit, and the whole ends within 9 minutes. Downloads nothing.
 #
-#   bash bench/gpu_check.sh               # on the GPU machine
-#   bash bench/gpu_check.sh --cpu-smoke   # the same code on the CPU, tiny folder (results under /tmp)
-set -euo pipefail
+#   bash bench/gpu_check.sh               # on the GPU machine (make gpu-check)
+#   bash bench/gpu_check.sh --cpu-smoke   # the same code on the CPU, tiny (results under /tmp)
+#
+# Results: gpu_check.md (the table), gpu_check.json and gpu_check.log (all the output) in $OUT when
+# it is set, else bench/results/gpu_check.md. The exit status is 0 only if every part passed.
+#
+# Python: .venv/bin/python when there is one, else python3 (PYTHON=... to choose). The package is
+# not installed: the repository's root goes on PYTHONPATH. What kdistill needs beyond PyTorch
+# (pydantic and the few packages below) may be missing on a machine without PyPI: then run
+# `make gpu-wheels` on a machine with PyPI, which downloads their wheels into .whl/ (for CPython
+# 3.12 on x86-64, the GPU image's; `make gpu-wheels GPU_PYTHON=3.11` for another), and bring that
+# folder along with the working tree: this script installs them from there with pip --no-index
+# into /tmp/kdistill-gpu-site.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=python
-if [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
+ROOT=$PWD
+PY=${PYTHON:-python3}
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PY=.venv/bin/python; fi
 MODE=gpu
 if [ "${1:-}" = "--cpu-smoke" ]; then MODE=cpu-smoke; fi
+RESULTS=${OUT:-bench/results}
+if [ "$MODE" = cpu-smoke ] && [ -z "${OUT:-}" ]; then RESULTS=/tmp/kdistill-gpu-check-smoke; fi
+mkdir -p "$RESULTS"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # every model the tests use is built from local files
+# module names of what kdistill, its tests and the timings import; the wheels of the missing ones
+# come from .whl/ (make gpu-wheels downloads pydantic's; add any other there)
+NEEDS="torch numpy pydantic annotated_types typing_inspection yaml typer tqdm safetensors sklearn matplotlib
+       pytest transformers tokenizers PIL"
+WHEELS=${GPU_CHECK_WHEELS:-.whl}
 
-if [ "$MODE" = gpu ]; then
-    command -v nvidia-smi >/dev/null || { echo "gpu_check: nvidia-smi not found; run on a machine with an NVIDIA GPU, or pass --cpu-smoke" >&2; exit 2; }
-    CARD=$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -n 1)
-    echo "GPU: $CARD"
-    $PY -c "import torch, sys; ok = torch.cuda.is_available(); print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', ok); sys.exit(0 if ok else 3)"
-else
-    CARD="none (--cpu-smoke)"
+missing() {
+    "$PY" -c "import importlib.util as u, sys; print(' '.join(n for n in sys.argv[1:] if u.find_spec(n) is None))" \
+        $NEEDS
+}
+
+machine() {
+    echo "== machine"
+    if [ "$MODE" = gpu ]; then
+        if ! command -v nvidia-smi >/dev/null; then
+            echo "gpu_check: no nvidia-smi; run on a machine with an NVIDIA GPU, or pass --cpu-smoke" >&2
+            return 2
+        fi
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    fi
+    echo "python: $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
+    "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', \
+torch.cuda.is_available())" || { echo "gpu_check: $PY cannot import torch" >&2; return 3; }
+    if [ "$MODE" = gpu ]; then
+        "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" \
+            || { echo "gpu_check: torch sees no CUDA device" >&2; return 3; }
+    fi
+}
+
+packages() {
+    echo "== what kdistill, its tests and the timings import"
+    local lacking
+    lacking=$(missing)
+    if [ -n "$lacking" ] && compgen -G "$WHEELS/*.whl" >/dev/null; then
+        echo "missing: $lacking; installing the wheels in $WHEELS/ into /tmp/kdistill-gpu-site"
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/kdistill-gpu-site "$WHEELS"/*.whl || return 4
+        export PYTHONPATH="/tmp/kdistill-gpu-site:$PYTHONPATH"
+        lacking=$(missing)
+    fi
+    if [ -n "$lacking" ]; then
+        echo "gpu_check: missing Python modules: $lacking. On a machine with PyPI, 'make gpu-wheels' puts the" \
+             "wheels of pydantic and its needs in .whl/ (name any other module's package there too); bring .whl/" \
+             "along with the working tree and run this again." >&2
+        return 4
+    fi
+    "$PY" -c "import kdistill, pydantic; print('kdistill from', kdistill.__file__, '| pydantic', pydantic.VERSION)"
+}
+
+main() {
+    machine || return
+    packages || return
+    local status=0
+    echo "== the CUDA smoke tests: pytest -m gpu (at most 3.5 min)"
+    # tests/test_gpu.py named: collecting every test module would import packages the check does not need
+    timeout 210 "$PY" -m pytest -m gpu -q -p no:cacheprovider -rs --durations=0 tests/test_gpu.py || status=1
+    echo "== the timings (at most 5 min)"
+    local quick=()
+    if [ "$MODE" = cpu-smoke ]; then quick=(--quick --device cpu); fi
+    timeout 300 "$PY" bench/gpu_check.py ${quick[@]+"${quick[@]}"} --out "$RESULTS" || status=1
+    echo "== done: $RESULTS/gpu_check.md; status $status (0: every part passed)"
+    return $status
+}
+
+if [ -n "${OUT:-}" ]; then  # the whole output kept beside the table
+    main 2>&1 | tee "$OUT/gpu_check.log"
+    exit "${PIPESTATUS[0]}"
 fi
-export GPU_CHECK_MODE="$MODE" GPU_CHECK_CARD="$CARD"
-
-timeout 460 "$PY" - <<'EOF'
-import json
-import os
-import sys
-import time
-from pathlib import Path
-
-sys.path.insert(0, "bench")
-import data  # bench/data.py: the JPEG writer and the timed child run
-
-smoke = os.environ["GPU_CHECK_MODE"] == "cpu-smoke"
-work = Path("/tmp/kdistill-gpu-check" + ("-smoke" if smoke else ""))
-work.mkdir(parents=True, exist_ok=True)
-count = 64 if smoke else 5000
-folder = work / f"jpeg{count}"
-start = time.perf_counter()
-data.write_jpeg_folder(folder, count, procs=min(8, os.cpu_count() or 1))
-print(f"{count} JPEGs in {folder} ({time.perf_counter() - start:.0f} s)", flush=True)
-
-device, workers, batch = ("cpu", 2, 16) if smoke else ("cuda", 4, 128)
-teacher = {"model": "resnet", "args": {"in_channels": 3, "num_classes": 10, "widths": [32, 64, 128, 256]}}
-student = {"model": "cnn", "args": {"in_channels": 3, "num_classes": 10, "channels": [16, 32, 64, 128, 128],
-                                    "image_size": 224}}
-
-
-def recipe(cached: bool) -> dict:
-    stage = {"name": "distil", "data": "transfer", "epochs": 2, "batch_size": batch, "eval_every": 2,
-             "optimizer": {"name": "sgd", "lr": 0.05, "weight_decay": 5.0e-4}, "amp": "bf16", "channels_last": True,
-             "loss": [{"loss": "kd", "args": {"temperature": 4.0, "alpha": 1.0}}]}
-    stage.update({"cache": {"dir": str(work / "cache")}} if cached else {"cache_teacher": False})
-    return {"name": "gpu-check", "seed": 0, "device": device, "latency": False, "checkpoint": {"enabled": False},
-            "data": {"source": "image_folder", "path": str(folder), "images": {"size": 256, "crop": 224},
-                     "labelled": 8 if smoke else 100, "val": 0 if smoke else 100, "normalize": "none",
-                     "loader": {"workers": workers}},
-            "teacher": teacher, "student": student, "stages": [stage]}
-
-
-rows = []
-for name, cached in (("live teacher", False), ("cached teacher", True)):
-    r = data.child("measure", recipe(cached))  # a fresh process, memory sampled
-    last = r["epochs"][-1]
-    rate = last["steady_samples"] / last["steady_s"]
-    rows.append((name, rate, last["samples"] / last["seconds"], r["epochs"][0]["seconds"], r["setup_s"],
-                 r["peak_run_mb"], r["wall_s"]))
-    print(f"{name}: {rate:.0f} samples/s (last epoch, steady), {last['samples'] / last['seconds']:.0f} over the "
-          f"whole epoch; setup {r['setup_s']:.1f} s; wall {r['wall_s']:.0f} s", flush=True)
-
-lines = ["# GPU check: 224-px JPEGs, live vs cached teacher", "",
-         f"Card: {os.environ['GPU_CHECK_CARD']}; device {device}; {os.cpu_count()} CPUs; "
-         f"{time.strftime('%Y-%m-%d %H:%M')}.", "",
-         "| teacher | samples/s (steady) | samples/s (whole epoch) | first epoch s | setup s | peak anon MB | wall s |",
-         "|---|---:|---:|---:|---:|---:|---:|"]
-lines += [f"| {n} | {a:.0f} | {b:.0f} | {c:.1f} | {d:.1f} | {e:.0f} | {f:.0f} |" for n, a, b, c, d, e, f in rows]
-lines += ["", f"{count} JPEGs (sides 224..320 px, quality 90), `data.images: {{size: 256, crop: 224}}` (plain "
-          "views: a cache holds fixed views), 10% held out as the test set, the rest minus labelled and val as "
-          f"the transfer set; {workers} DataLoader workers, batch {batch}, 2 epochs, the last timed (steady: "
-          "from its first batch to its last). Student `cnn [16, 32, 64, 128, 128]` at 224 px, teacher "
-          "`resnet [32, 64, 128, 256]` (random weights), KD T=4, `amp: bf16`, `channels_last: true`. setup s: "
-          "from the built pipeline to the first epoch; for the cached teacher it includes building the cache "
-          "(the teacher over every transfer image, decoded in the main process)."]
-out = (work / "gpu_check.md") if smoke else Path("bench/results/gpu_check.md")
-out.write_text("\n".join(lines) + "\n")
-print("\n".join(lines))
-print(f"written {out}")
-EOF
+main

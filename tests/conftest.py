@@ -5,10 +5,19 @@ from fixtures import save_tiny_bert, write_fake_mnist, write_tiny_sentences
 torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped where CUDA is not available (``pytest -m gpu`` selects them)."""
+    if torch.cuda.is_available():
+        return
+    needs_cuda = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(needs_cuda)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
-
 
 
 @pytest.fixture(scope="session")
