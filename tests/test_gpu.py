@@ -239,3 +239,38 @@ def test_language_model_distils_in_bf16(tmp_path):
     with torch.no_grad():
         on_device = student.logits(ids.to(next(student.parameters()).device)).float().cpu()
         assert_close(exported(input_ids=ids).logits, on_device, atol=1e-3, rtol=1e-3)
+
+
+def test_a_step_never_waits_for_the_device():
+    """Between the readings every ``log_every`` steps, a step of KD + labelled CE on data held on
+    the GPU queues its work and returns: no operation that makes the host wait for the device
+    (CUDA's sync debug mode raises on one)."""
+    import kdistill.train.loop as loop
+    from kdistill.models.zoo import build_model
+    from kdistill.objective.core import build_objective
+    from kdistill.recipe import StageSpec
+
+    torch.manual_seed(0)
+    device = torch.device(DEVICE)
+    teacher = build_model("mlp", in_features=64, hidden=[32]).to(device).eval().requires_grad_(False)
+    student = build_model("mlp", in_features=64, hidden=[16]).to(device)
+    x, y = torch.randn(256, 64), torch.randint(0, 10, (256,))
+    y[::3] = -1  # a third unlabelled
+    objective = build_objective([{"loss": "kd", "args": {"alpha": 0.7}}, {"loss": "ce", "weight": 0.5}]).to(device)
+    stage = StageSpec(name="s", epochs=1, batch_size=32, accumulate=2)
+    real, steps = loop.step, []
+
+    def strict(*args, **kwargs):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return real(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+            steps.append(1)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(loop, "step", strict)
+        loop.train_stage(student, objective, x, y, stage, device, teacher,
+                         hooks=loop.Hooks(progress=False, log_every=100))
+    assert len(steps) == 8

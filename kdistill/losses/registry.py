@@ -34,13 +34,17 @@ from kdistill.models.taps import OUTPUT
 # ``batch``: a statistic of the batch as a whole (relations between its samples, a normalisation by
 # the batch); it has no items to count, so a micro-batch weighs as its share of the samples, and its
 # value depends on which samples share a micro-batch, as batch norm's does.
+def _number(n: int, y: torch.Tensor) -> torch.Tensor:
+    return torch.full((), n, device=y.device)  # filled on the device: no copy from the host
+
+
 COUNTS: dict[str, typing.Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "samples": lambda x, y: torch.tensor(len(y), device=y.device),
+    "samples": lambda x, y: _number(len(y), y),
     "labelled": lambda x, y: (y != UNLABELLED).sum(),
-    "pairs": lambda x, y: torch.tensor(len(y) ** 2, device=y.device),  # ordered pairs (i, j), i = j included
-    "batch": lambda x, y: torch.tensor(len(y), device=y.device),
+    "pairs": lambda x, y: _number(len(y) ** 2, y),  # ordered pairs (i, j), i = j included
+    "batch": lambda x, y: _number(len(y), y),
     # a value of the step, not of its samples (a penalty on the weights): counted once a step
-    "step": lambda x, y: torch.tensor(len(y), device=y.device),
+    "step": lambda x, y: _number(len(y), y),
 }
 
 
