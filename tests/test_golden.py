@@ -7,10 +7,10 @@ losses must fail the comparison.
 
 After a deliberate change of behaviour (say why in the commit), in this order:
 
-    python tests/test_golden.py --record                  # every case, natively (about 2 min on 2 cores)
+    python tests/test_golden.py --record                  # every case, natively (1-4 min on 2 cores)
     python tests/test_golden.py --record --only loss:kd   # or: a new case, the others kept
     python tests/golden/spread.py                         # the spread across kernels and threads, and the
-                                                          # tolerances derived from it (about 25 min on 2 cores)
+                                                          # tolerances derived from it (about 20 min on 2 cores)
 
 Recording also writes each trained model's SHA-256 to ``golden/students.json``, with the CPU,
 kernels, thread count and torch that produced them. A refactor that must change no bit, on that
