@@ -142,3 +142,34 @@ def test_every_module_has_a_test_file():
         if not any(c.is_file() for c in candidates):
             untested.append(str(rel))
     assert not untested, f"modules without a test file: {untested}"
+
+
+def text_opened_without_encoding(source: str) -> list[int]:
+    """The lines of ``source`` that open a text file in the locale's encoding: ``open``,
+    ``Path.open``, ``read_text`` or ``write_text`` without ``encoding=`` (``open`` in a binary
+    mode, or PIL's ``Image.open``, reads bytes and is left alone)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        name = ast.unparse(node.func).rpartition(".")[2]
+        modes = [a.value for a in [*node.args, *(k.value for k in node.keywords if k.arg == "mode")]
+                 if isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) <= set("rwxabt+")]
+        binary = any("b" in m for m in modes) or ast.unparse(node.func) == "Image.open"
+        if name in ("read_text", "write_text") or (name == "open" and not binary):
+            found.append(node.lineno)
+    return sorted(found)
+
+
+def test_every_text_file_the_package_opens_names_its_encoding():
+    """Run folders, reports and caches are UTF-8 on every machine: in the locale's encoding, a
+    latin-1 or ASCII locale fails on the report's arrows or writes bytes that other machines misread."""
+    found = [f"{name}:{line}" for name, path in MODULES.items()
+             for line in text_opened_without_encoding(path.read_text(encoding="utf8"))]
+    assert not found, f"text files opened without encoding=\"utf8\": {found}"
+
+
+def test_the_encoding_check_sees_a_text_file():
+    source = ("p.write_text('a')\nopen(p, 'rb')\nImage.open(p)\np.open('a', encoding='utf8')\n"
+              "open(p)\np.open(mode='w')\nx = p.read_text(errors='replace')\n")
+    assert text_opened_without_encoding(source) == [1, 5, 6, 7]
