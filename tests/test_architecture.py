@@ -25,7 +25,7 @@ def imports_of(name: str) -> set[str]:
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -81,7 +81,7 @@ GENERIC = ["kdistill.train.loop", "kdistill.train.fit", "kdistill.runner"]
 
 def _identifiers_and_strings(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             names.add(node.value)
         elif isinstance(node, ast.Name):
@@ -125,10 +125,10 @@ def test_every_job_and_bench_builds_through_the_builder():
     users = [PACKAGE / "runner.py", PACKAGE / "precompute.py", PACKAGE / "rebuild.py",
              *sorted((ROOT / "bench").glob("*.py"))]
     for path in users:
-        text = path.read_text()
+        text = path.read_text(encoding="utf8")
         assert not [b for b in by_hand if b in text], f"{path.name} builds by hand"
     for path in users[:3]:
-        assert "build_pipeline(" in path.read_text(), path.name
+        assert "build_pipeline(" in path.read_text(encoding="utf8"), path.name
 
 
 def test_every_module_has_a_test_file():

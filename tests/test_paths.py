@@ -38,7 +38,10 @@ def test_names_up_to_255_bytes_pass_and_longer_ones_are_refused():
 
 
 def test_name_length_counts_bytes_not_characters():
-    fits = NAME_MAX // len(os.fsencode("é"))  # 127 in a UTF-8 file system encoding (2 bytes each), 255 in latin-1
+    try:
+        fits = NAME_MAX // len(os.fsencode("é"))  # 127 in a UTF-8 file system encoding (2 bytes each), 255 in latin-1
+    except UnicodeEncodeError:
+        pytest.skip("the file system encoding (ASCII) holds no 'é'")
     assert user_path("é" * fits, "x")  # 254 bytes in UTF-8
     with pytest.raises(KDistillError, match="too long"):
         user_path("é" * (fits + 1), "x")  # 128 characters, 256 bytes in UTF-8
