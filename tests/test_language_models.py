@@ -59,7 +59,7 @@ def test_distilled_cut_is_judged_exported_and_generates(family):
     records = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     val = [r["val"]["perplexity"] for r in records[:2]]  # judged on the validation blocks, not the held-out texts
     assert records[2]["kept_epoch"] == 1 + val.index(min(val)) and records[2]["score"] == -min(val)
-    report = (result.run_dir / "report.md").read_text()
+    report = (result.run_dir / "report.md").read_text(encoding="utf8")
     assert "perplexity" in report and "Sample continuations" in report
     kept = result.summary["student_kept_layers"]  # the contiguous block dropped, ranked on data
     assert len(kept) == 2 and kept == sorted(kept) and f"keeps the teacher's layers {kept}" in report

@@ -118,7 +118,7 @@ def read_summary(run_dir: Path) -> dict:
     if not path.is_file():
         raise KDistillError(f"report: {run_dir} is not a finished run directory (no summary.json).")
     try:
-        summary = json.loads(path.read_text())
+        summary = json.loads(path.read_text(encoding="utf8"))
     except UnicodeDecodeError:
         raise KDistillError(f"report: {path} is not JSON text; {RERUN}.") from None
     except json.JSONDecodeError as err:
@@ -180,7 +180,7 @@ def read_metrics(path: Path) -> list[dict]:
         return []
     fix = "delete that line, or the file to draw the report without learning curves"
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf8").splitlines()
     except UnicodeDecodeError:
         raise KDistillError(f"report: {path} is not JSON lines text; delete it to draw the report without "
                             "learning curves.") from None
@@ -296,10 +296,10 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     lines = [f"# {title}", "", table, "", embedding_table(summary), samples_section(summary), *details, "",
              *[f"![{caption}]({PLOTS}/{path.name})" for caption, path in drawn], ""]
     path = run_dir / "report.md"
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines), encoding="utf8")
     parts = [_html_table(table), _html_table(embedding_table(summary)), f"<p>{html.escape(details[0])}</p>",
              _html_table("\n".join(details[2:])), *[_figure_html(c, p) for c, p in drawn]]
-    (run_dir / "report.html").write_text(_html_page(title.replace("`", ""), parts))
+    (run_dir / "report.html").write_text(_html_page(title.replace("`", ""), parts), encoding="utf8")
     return path
 
 
@@ -322,7 +322,8 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
                 lines.append(f"| {name} | {label} | " + " | ".join(_fmt(m.get(k), kind) for _, k, kind in CLASSIFIER_COLUMNS[:5]) + " |")
     table = "\n".join(lines)
     chart = plots.comparison(summaries, out / "comparison.png")
-    (out / "report.md").write_text(f"# {len(summaries)} runs\n\n{table}\n\n" + ("![test accuracy](comparison.png)\n" if chart else ""))
-    (out / "report.html").write_text(_html_page(f"{len(summaries)} runs", [_html_table(table)] +
-                                                ([_figure_html("Test accuracy of each run", chart)] if chart else [])))
+    markdown = f"# {len(summaries)} runs\n\n{table}\n\n" + ("![test accuracy](comparison.png)\n" if chart else "")
+    (out / "report.md").write_text(markdown, encoding="utf8")
+    figures = [_figure_html("Test accuracy of each run", chart)] if chart else []
+    (out / "report.html").write_text(_html_page(f"{len(summaries)} runs", [_html_table(table), *figures]), encoding="utf8")
     return out / "report.md"

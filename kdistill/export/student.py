@@ -47,7 +47,7 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
             traced.save(str(tmp))
             meta["max_abs_diff"] = diff
         meta["path"] = str(target)
-        tmp_json.write_text(json.dumps(meta, indent=2))
+        tmp_json.write_text(json.dumps(meta, indent=2), encoding="utf8")
         tmp.replace(target)
         tmp_json.replace(out / "student.json")
     except BaseException:

@@ -79,7 +79,7 @@ class TeacherCache:
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
             raise KDistillError(f"cache: {self.folder} is not a finished cache (no meta.json); build it again.")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = json.loads(meta_path.read_text(encoding="utf8"))
         self.n, self.views, self.classes = self.meta["n"], self.meta["views"], self.meta.get("classes")
         self.params = torch.from_numpy(np.load(self.folder / "params.npy"))  # (N, V, 3) int16
         self._shards = {name: [np.load(self.folder / f, mmap_mode="r") for f in files]
@@ -219,7 +219,7 @@ def _write_meta(partial: Path, meta: dict, names: list[str], shards: int, info: 
         taps[OUTPUT] = [classes]
     meta.update(classes=classes, taps=taps, files=files,
                 bytes=sum((partial / f).stat().st_size for fs in files.values() for f in fs))
-    (partial / "meta.json").write_text(json.dumps(meta, indent=1))
+    (partial / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf8")
 
 
 @torch.no_grad()
