@@ -319,9 +319,8 @@ class OptimizerSpec(Strict):
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    # weight decay on parameters of fewer than 2 dimensions too: biases, normalisation weights,
-    # learned scales (false: on weight matrices and convolution kernels alone, as nanoGPT and the
-    # Hugging Face Trainer do)
+    # weight decay on biases and normalisation layers' weights too (false: on every other parameter,
+    # as the Hugging Face Trainer does; train/optim.no_decay_params)
     decay_bias_and_norm: bool = False
 
 

@@ -93,17 +93,6 @@ def sum_tensor(value: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def sum_across(values: dict[str, float], device) -> dict[str, float]:
-    """Sum a dict of numbers over the ranks (the same keys on every rank)."""
-    if world_size() <= 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64,
-                     device=device if dist.get_backend() == "nccl" else "cpu")
-    dist.all_reduce(t)
-    return dict(zip(keys, t.tolist()))
-
-
 def from_main(value: float | None, device) -> float:
     """Rank 0's ``value`` on every rank (the others pass anything, e.g. None)."""
     if world_size() <= 1:

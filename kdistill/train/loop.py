@@ -186,10 +186,11 @@ def step(t: Trainer, batch: Batch, counted: bool = True) -> dict[str, torch.Tens
     counts = [t.objective.counts(part.x, part.y) * counted for part in parts]
     whole = distributed.sum_tensor(torch.stack(counts).sum(0)).clamp_min(1)
     world = distributed.world_size()  # DDP averages gradients over the processes: undone here
+    kinds = t.objective.kinds()
     t.optimizer.zero_grad(set_to_none=True)
     totals: dict[str, torch.Tensor] = {}
     for k, (part, count) in enumerate(zip(parts, counts)):
-        shares = dict(zip(t.objective.kinds(), count / whole))
+        shares = dict(zip(kinds, count / whole))
         # several processes: gradients are averaged across them on the last micro-batch only
         sync = k == len(parts) - 1 or not hasattr(t.forward, "no_sync")
         with contextlib.nullcontext() if sync else t.forward.no_sync():
@@ -261,7 +262,7 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
             hooks.checkpoint_every and (epoch * len(batches) + done) % hooks.checkpoint_every == 0))
         if last or saving or stopping or done % hooks.log_every == 0:
             totals = _read(sums, bad, hooks.desc, epoch)  # nothing non-finite reaches a checkpoint
-            seen = sum(len(b) for b in batches[:done])
+            seen = min(done * stage.batch_size, len(t.x))  # samples so far (only the last batch is short)
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in totals.items()}, refresh=False)
         if saving:
             hooks.checkpoint(t.state(epoch, done, order, sums))
