@@ -24,3 +24,13 @@ def fingerprint_text(*parts) -> str:
         h.update(str(part).encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def file_sum(path) -> str:
+    """A content hash of a file's bytes (read a MiB at a time): what a cache shard or a checkpoint
+    records of itself, to know it again when it is read back."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

@@ -5,6 +5,12 @@ inputs, plus the augmentation and the number of views. It holds, for every tappe
 shards of ``(samples, views, ...)`` arrays in half precision (``.npy``, memory-mapped on
 read), the augmentation parameters of every view (``params.npy``, ``(N, V, 3)``), and
 ``meta.json``, written last: a folder without it is an unfinished build and is rebuilt.
+``meta.json`` records every file's size and checksum (blake2b of its bytes); a process checks
+each file once, when it opens the cache, before it maps it. A cache whose files or
+``meta.json`` do not match (a shard overwritten or cut short, ``meta.json`` edited, or a cache
+written before checksums were recorded) is damaged: ``build_cache`` says so in a warning and
+builds it again, as it would a cache it has never seen (it is the teacher's outputs, so
+rebuilding loses nothing but time); ``TeacherCache`` alone refuses it in one line.
 
 With random augmentation the cache holds ``views`` augmented views of every sample;
 training draws one of them per sample and step and shows the student that same view, so
@@ -24,6 +30,7 @@ import hashlib
 import json
 import math
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +39,7 @@ from torch import nn
 
 from kdistill.train import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
-from kdistill.data.fingerprint import fingerprint
+from kdistill.data.fingerprint import file_sum, fingerprint
 from kdistill.data.samples import fingerprint_of, pick
 from kdistill.errors import KDistillError
 from kdistill.models.infer import forward_batches, progress_bar
@@ -71,19 +78,107 @@ def expand_logits(values: torch.Tensor, indices: torch.Tensor, rest: torch.Tenso
     return full.scatter(-1, indices.long(), values.float())
 
 
+class CacheDamaged(KDistillError):
+    """A cache whose files do not match its ``meta.json``: ``build_cache`` builds it again."""
+
+    def __init__(self, folder: Path, problem: str):
+        self.folder, self.problem = folder, problem
+        super().__init__(f"cache: {problem}; delete {folder} and build it again (kdistill cache RECIPE, or the "
+                         "next run builds it)")
+
+
+# files checked this process, by (path, size, modification time): each is read in full once
+_CHECKED: set[tuple[str, int, int]] = set()
+
+
+def _short(value, limit: int = 60) -> str:
+    text = str(value).strip().splitlines()[0] if str(value).strip() else type(value).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _read_meta(folder: Path) -> dict:
+    """``meta.json`` of the cache in ``folder``, its keys and types checked (CacheDamaged if not)."""
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CacheDamaged(folder, f"{path.name} in {folder} cannot be read ({_short(err)})") from None
+    wanted = {"n": int, "views": int, "shard": int, "taps": dict, "files": dict, "augment": dict, "bytes": int}
+    wrong = [k for k, kind in wanted.items() if not isinstance(meta, dict) or not isinstance(meta.get(k), kind)]
+    if not wrong and not (meta["n"] >= 0 and meta["views"] >= 1 and meta["shard"] >= 1):
+        wrong = ["n, views or shard"]
+    if not wrong and not all(isinstance(meta.get(k), (int, type(None))) for k in ("topk", "classes")):
+        wrong = ["topk or classes"]
+    shards = math.ceil(meta["n"] / meta["shard"]) if not wrong else 0
+    if not wrong and not all(isinstance(fs, list) and len(fs) == shards and all(
+            isinstance(f, str) and f and Path(f).name == f for f in fs) for fs in meta["files"].values()):
+        wrong = ["files"]
+    if not wrong and not set(meta["taps"]) <= set(meta["files"]) | {OUTPUT}:
+        wrong = ["taps"]
+    if wrong:
+        raise CacheDamaged(folder, f"{path.name} in {folder} lacks a valid {', '.join(wrong)}")
+    if not isinstance(meta.get("sums"), dict):
+        raise CacheDamaged(folder, f"{folder} was written before caches recorded checksums, so it cannot be "
+                                   "checked")
+    return meta
+
+
+def _check_file(folder: Path, name: str, meta: dict) -> None:
+    """``name`` in ``folder`` has the size and checksum ``meta`` records (read once a process)."""
+    path = folder / name
+    want = meta["sums"].get(name)
+    if not isinstance(want, list) or len(want) != 2:
+        raise CacheDamaged(folder, f"meta.json in {folder} records no checksum of {name}")
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise CacheDamaged(folder, f"{name} in {folder} cannot be read ({_short(err.strerror or err)})") from None
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _CHECKED:
+        return
+    if stat.st_size != want[0]:
+        raise CacheDamaged(folder, f"{name} in {folder} is {stat.st_size} bytes, meta.json records {want[0]} "
+                                   "(cut short or overwritten)")
+    try:
+        got = file_sum(path)
+    except OSError as err:
+        raise CacheDamaged(folder, f"{name} in {folder} cannot be read ({_short(err.strerror or err)})") from None
+    if got != want[1]:
+        raise CacheDamaged(folder, f"{name} in {folder} does not match its checksum in meta.json (overwritten "
+                                   "or damaged)")
+    _CHECKED.add(key)
+
+
 class TeacherCache:
-    """A built cache, opened for reading. ``get(index, view)`` gives the taps of those samples."""
+    """A built cache, opened for reading. ``get(index, view)`` gives the taps of those samples.
+
+    Opening it checks every file against the size and checksum ``meta.json`` records (once a
+    process) and raises CacheDamaged, one line, when one differs."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         meta_path = self.folder / "meta.json"
         if not meta_path.is_file():
             raise KDistillError(f"cache: {self.folder} is not a finished cache (no meta.json); build it again.")
-        self.meta = json.loads(meta_path.read_text(encoding="utf8"))
-        self.n, self.views, self.classes = self.meta["n"], self.meta["views"], self.meta.get("classes")
-        self.params = torch.from_numpy(np.load(self.folder / "params.npy"))  # (N, V, 3) int16
-        self._shards = {name: [np.load(self.folder / f, mmap_mode="r") for f in files]
-                        for name, files in self.meta["files"].items()}
+        self.meta = meta = _read_meta(self.folder)
+        self.n, self.views, self.classes = meta["n"], meta["views"], meta.get("classes")
+        self.params = torch.from_numpy(self._load("params.npy", (self.n, self.views)))  # (N, V, 3) int16
+        size = meta["shard"]
+        self._shards = {name: [self._load(f, (min(size, self.n - s * size), self.views), mmap=True)
+                               for s, f in enumerate(files)]
+                        for name, files in meta["files"].items()}
+
+    def _load(self, name: str, rows_views: tuple[int, int], mmap: bool = False) -> np.ndarray:
+        """The array ``name``, checked, whose first two dimensions must be ``rows_views``."""
+        _check_file(self.folder, name, self.meta)
+        try:
+            arr = np.load(self.folder / name, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError, EOFError) as err:
+            raise CacheDamaged(self.folder, f"{name} in {self.folder} cannot be read ({_short(err)})") from None
+        if arr.shape[:2] != rows_views:
+            raise CacheDamaged(self.folder, f"{name} in {self.folder} holds {tuple(arr.shape[:2])} samples x views, "
+                                            f"meta.json says {rows_views}")
+        return arr
 
     @property
     def names(self) -> list[str]:
@@ -92,7 +187,7 @@ class TeacherCache:
     def _read(self, name: str, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         shards = self._shards[name]
         index, view = index.cpu().numpy(), view.cpu().numpy()
-        size = self.meta.get("shard", SHARD)
+        size = self.meta["shard"]
         shard, row = index // size, index % size
         out = np.empty((len(index), *shards[0].shape[2:]), dtype=shards[0].dtype)
         for s in np.unique(shard):
@@ -153,10 +248,13 @@ def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: 
 @torch.no_grad()
 def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str | Path, device,
                 augment: dict | None = None, views: int = 1, seed: int = 0, topk: int | None = None,
-                dtype: str = "float16", batch_size: int = 512, progress: bool = False) -> TeacherCache:
+                dtype: str = "float16", batch_size: int = 512, progress: bool = False,
+                field: str = "cache.dir") -> TeacherCache:
     """Run the frozen ``teacher`` over ``x`` (``views`` augmented views of each sample when
     ``augment`` shifts or flips) and store the taps ``names`` under ``root``; reuse the folder
-    when the same teacher, data, augmentation and taps were cached before.
+    when the same teacher, data, augmentation and taps were cached before and its files are
+    whole (a damaged one is built again, with a warning). ``field``: the recipe field naming
+    ``root``, for the message when it cannot be written.
 
     Under torchrun every process calls this: each computes and writes its own shards (shard
     ``s`` on rank ``s mod world``), and rank 0 writes the metadata once all are written.
@@ -170,16 +268,43 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     teacher_fp, data_fp = fingerprint(teacher.state_dict().values()), fingerprint_of(x)
     folder = Path(root) / cache_key(teacher_fp, data_fp, augment, views, seed, topk, dtype)
     partial = folder.with_name(folder.name + ".incomplete")
-    ready = (folder / "meta.json").is_file() and set(names) <= set(TeacherCache(folder).names)
-    if not ready and distributed.is_main():
-        for old in (folder, partial):  # unfinished, or lacking taps now asked for: rebuilt whole
-            if old.exists():
-                shutil.rmtree(old)
-        partial.mkdir(parents=True)
-    distributed.barrier()
-    if ready:
-        return TeacherCache(folder)
+    ready = _reusable(folder, names) if distributed.is_main() else False
+    ready = distributed.from_main(float(ready), device) > 0.5  # rank 0 checked the files: every rank agrees
+    try:
+        if not ready and distributed.is_main():
+            for old in (folder, partial):  # unfinished, damaged, or lacking taps now asked for: rebuilt whole
+                if old.exists():
+                    shutil.rmtree(old)
+            partial.mkdir(parents=True)
+        distributed.barrier()
+        if not ready:
+            _build(teacher, names, x, partial, device, augment, views, seed, topk, dtype, batch_size, progress,
+                   {"version": VERSION, "teacher": teacher_fp, "data": data_fp})
+    except OSError as err:  # a cache.dir that cannot be written (read-only, a file in the way, a full disk)
+        if distributed.is_main():
+            shutil.rmtree(partial, ignore_errors=True)
+        raise KDistillError(f"{field}: cannot write the teacher's outputs into {_short(root, 80)} "
+                            f"({_short(err.strerror or err)}); set {field} to a folder you can write, or make "
+                            "that one writable") from None
+    return TeacherCache(folder)
 
+
+def _reusable(folder: Path, names: list[str]) -> bool:
+    """Whether the finished cache ``folder`` holds the taps ``names`` and its files are whole
+    (a damaged one: False, with a warning that it is built again)."""
+    if not (folder / "meta.json").is_file():
+        return False
+    try:
+        return set(names) <= set(TeacherCache(folder).names)
+    except CacheDamaged as err:
+        warnings.warn(f"cache: {err.problem}; building it again", stacklevel=3)
+        return False
+
+
+def _build(teacher: nn.Module, names: list[str], x: torch.Tensor, partial: Path, device, augment: dict, views: int,
+           seed: int, topk: int | None, dtype: str, batch_size: int, progress: bool, meta: dict) -> None:
+    """Every rank's shards written into ``partial``, then (rank 0) the views, ``meta.json`` and
+    the rename to the final folder."""
     g = torch.Generator().manual_seed(seed)  # the same views on every rank
     shift = int(augment.get("shift", 0))
     params = torch.stack([draw_shift_flip(len(x), shift, bool(augment.get("flip", False)), g)
@@ -198,17 +323,17 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
     distributed.barrier()  # every rank's shards are written
     if distributed.is_main():
         np.save(partial / "params.npy", params.numpy())
-        meta = {"version": VERSION, "teacher": teacher_fp, "data": data_fp, "n": len(x), "views": views, "shard": SHARD,
-                "augment": augment, "seed": seed, "topk": topk, "dtype": dtype}
+        meta.update({"n": len(x), "views": views, "shard": SHARD, "augment": augment, "seed": seed, "topk": topk,
+                     "dtype": dtype})
         _write_meta(partial, meta, names, len(starts), info)  # written last: the cache is complete
-        partial.rename(folder)
+        partial.rename(partial.with_name(partial.name.removesuffix(".incomplete")))
     distributed.barrier()
-    return TeacherCache(folder)
 
 
 def _write_meta(partial: Path, meta: dict, names: list[str], shards: int, info: dict) -> None:
     """``meta.json`` of a cache whose ``shards`` shards are written in ``partial``: ``meta`` plus
-    the stored files, the classes, each tap's shape and the bytes on disk."""
+    the stored files, the classes, each tap's shape, the bytes on disk and each file's size and
+    checksum (read back from the disk: under torchrun other ranks wrote some of them)."""
     topk = meta["topk"]
     stored = [f"{OUTPUT}.{p}" for p in ("values", "indices", "rest")] if topk else []
     stored += [n for n in names if not (topk and n == OUTPUT)]
@@ -217,9 +342,14 @@ def _write_meta(partial: Path, meta: dict, names: list[str], shards: int, info: 
     taps = {n: info.get(n) or list(np.load(partial / files[n][0], mmap_mode="r").shape[2:]) for n in names if n in files}
     if topk:
         taps[OUTPUT] = [classes]
+    every = ["params.npy", *(f for fs in files.values() for f in fs)]
+    sums = {f: [(partial / f).stat().st_size, file_sum(partial / f)] for f in every}
     meta.update(classes=classes, taps=taps, files=files,
-                bytes=sum((partial / f).stat().st_size for fs in files.values() for f in fs))
+                bytes=sum(sums[f][0] for fs in files.values() for f in fs), sums=sums)
     (partial / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf8")
+    final = partial.with_name(partial.name.removesuffix(".incomplete")).resolve()
+    for f, (size, _) in sums.items():  # checked as they were hashed: opening the cache here reads none again
+        _CHECKED.add((str(final / f), size, (partial / f).stat().st_mtime_ns))
 
 
 @torch.no_grad()

@@ -146,7 +146,7 @@ def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage,
         cache = stage.cache
         source.store = build_cache(teacher, source.taps.sources, x, cache.dir, device,
                                    stage.augment.model_dump() if augment else None, cache.views, seed, cache.topk,
-                                   cache.dtype, progress=progress)
+                                   cache.dtype, progress=progress, field=f"stages ({stage.name}): cache.dir")
     elif stage.cache_teacher and not augment:
         with eval_mode(teacher):
             source.memory = (memo or TeacherMemo()).outputs(teacher, source.taps.sources, x, device,

@@ -1,10 +1,16 @@
 """The teacher-output cache on disk: same outputs as the live teacher, views, reuse, checks."""
 
+import json
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from kdistill.train.cache import TeacherCache, build_cache, compress_logits, expand_logits, verify_cache
+from kdistill.data.fingerprint import file_sum
+from kdistill.train import cache as cache_module
+from kdistill.train.cache import (CacheDamaged, TeacherCache, build_cache, compress_logits, expand_logits,
+                                  verify_cache)
 from kdistill.data.augment import shift_flip
 from kdistill.errors import KDistillError
 from kdistill.models.zoo import build_model
@@ -24,6 +30,13 @@ def teacher():
 @pytest.fixture
 def x():
     return torch.randn(40, 1, 8, 8)
+
+
+def resum(folder, name):
+    """``meta.json`` made to record the file ``name`` as it now is."""
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf8"))
+    meta["sums"][name] = [(folder / name).stat().st_size, file_sum(folder / name)]
+    (folder / "meta.json").write_text(json.dumps(meta), encoding="utf8")
 
 
 def live(teacher, xb):
@@ -95,6 +108,7 @@ def test_verify_catches_a_corrupt_shard(teacher, x, tmp_path):
     shard = cache.folder / cache.meta["files"]["logits"][0]
     arr = np.load(shard)
     np.save(shard, arr + 1.0)
+    resum(cache.folder, shard.name)  # whole files of other outputs (a stale cache): only the teacher can tell
     with pytest.raises(KDistillError, match="differs from the live teacher"):
         verify_cache(TeacherCache(cache.folder), teacher, x, "cpu", samples=40)
 
@@ -162,3 +176,99 @@ def test_building_shows_one_bar_over_every_shard_and_view(teacher, x, tmp_path, 
     build_cache(teacher, TAPS, x, tmp_path / "b", "cpu", {"shift": 1}, views=2, batch_size=8, progress=True)
     assert sys.stderr.getvalue() == ""
     assert capsys.readouterr().out.count("[cache]") == 3
+
+
+def zero_shard(folder, name):
+    arr = np.load(folder / name)
+    np.save(folder / name, np.zeros_like(arr))  # the same shape and size: only the bytes differ
+
+
+def cut_shard(folder, name):
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damage, problem", [(zero_shard, "does not match its checksum"),
+                                             (cut_shard, "cut short or overwritten")])
+def test_a_damaged_shard_is_refused_on_opening_and_built_again_by_build_cache(teacher, x, tmp_path, damage, problem):
+    cache = build_cache(teacher, TAPS, x, tmp_path, "cpu", dtype="float32")
+    want = cache.get(TAPS, torch.arange(8))["logits"]
+    name = cache.meta["files"]["logits"][0]
+    damage(cache.folder, name)
+    with pytest.raises(CacheDamaged) as err:
+        TeacherCache(cache.folder)
+    assert problem in str(err.value) and name in str(err.value) and "kdistill cache" in str(err.value)
+    assert "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match=f"{name} .*{problem}.*; building it again"):
+        again = build_cache(teacher, TAPS, x, tmp_path, "cpu", dtype="float32")
+    assert again.folder == cache.folder and torch.allclose(again.get(TAPS, torch.arange(8))["logits"], want)
+
+
+def _edit_meta(folder, change):
+    path = folder / "meta.json"
+    meta = json.loads(path.read_text(encoding="utf8"))
+    if change == "not json":
+        path.write_text('{"n": 40, "views"', encoding="utf8")
+        return
+    if change == "a list":
+        meta = [meta]
+    elif change == "no files":
+        del meta["files"]
+    elif change == "n as text":
+        meta["n"] = "40"
+    elif change == "a path outside":
+        meta["files"]["logits"] = ["../../elsewhere.npy"]
+    elif change == "no checksums":  # written before caches recorded them
+        del meta["sums"]
+    elif change == "more samples":
+        meta["n"] = 41
+    path.write_text(json.dumps(meta), encoding="utf8")
+
+
+@pytest.mark.parametrize("change, problem", [
+    ("not json", "cannot be read"), ("a list", "lacks a valid n"), ("no files", "lacks a valid files"),
+    ("n as text", "lacks a valid n"), ("a path outside", "lacks a valid files"),
+    ("no checksums", "written before caches recorded checksums"), ("more samples", "samples x views")])
+def test_a_damaged_or_old_meta_json_is_one_line_and_built_again(teacher, x, tmp_path, change, problem):
+    cache = build_cache(teacher, TAPS, x, tmp_path, "cpu")
+    _edit_meta(cache.folder, change)
+    with pytest.raises(CacheDamaged) as err:
+        TeacherCache(cache.folder)
+    assert problem in str(err.value) and "\n" not in str(err.value)
+    with pytest.warns(UserWarning, match=problem):
+        again = build_cache(teacher, TAPS, x, tmp_path, "cpu")
+    assert again.get(TAPS, torch.tensor([3]))["logits"].shape == (1, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt whole: found as it is the next time, without a warning
+        assert build_cache(teacher, TAPS, x, tmp_path, "cpu").folder == cache.folder
+
+
+def test_each_file_is_checked_once_a_process(teacher, x, tmp_path, monkeypatch):
+    build_cache(teacher, TAPS, x, tmp_path / "a", "cpu")
+    calls = []
+    monkeypatch.setattr(cache_module, "file_sum", lambda path: calls.append(path) or file_sum(path))
+    cache = build_cache(teacher, TAPS, x, tmp_path / "b", "cpu")  # its files hashed once, as they are written
+    hashed = len(calls)
+    assert hashed == 1 + len(TAPS)  # params.npy and one shard a tap
+    TeacherCache(cache.folder)
+    build_cache(teacher, TAPS, x, tmp_path / "b", "cpu")
+    assert len(calls) == hashed
+    monkeypatch.setattr(cache_module, "_CHECKED", set())  # another process
+    TeacherCache(cache.folder)
+    assert len(calls) == 2 * hashed
+
+
+def test_a_cache_dir_that_cannot_be_written_is_one_line(teacher, x, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("in the way", encoding="utf8")
+    with pytest.raises(KDistillError) as err:
+        build_cache(teacher, TAPS, x, tmp_path / "file" / "cache", "cpu", field="stages (s): cache.dir")
+    assert str(err.value).startswith("stages (s): cache.dir: cannot write the teacher's outputs into ")
+    assert "set stages (s): cache.dir to a folder you can write" in str(err.value)
+
+    def refused(self, *args, **kwargs):  # a read-only folder (the tests may run as root, who can write anywhere)
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(cache_module.Path, "mkdir", refused)
+    with pytest.raises(KDistillError, match=r"cache.dir: cannot write .*\(Permission denied\)"):
+        build_cache(teacher, TAPS, x, tmp_path / "ro", "cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
