@@ -2,13 +2,19 @@
 
 A checkpoint is one ``torch.save`` file of tensors, numbers and strings (no code: it is read
 back with ``weights_only=True``), written to a temporary name and renamed, so a file with the
-final name is always whole. The newest ``keep`` are kept; one that cannot be read (cut short
-by a crash, or damaged) is skipped, with a warning, for the one before it.
+final name is always whole. Beside it, written (atomically) just before it, a sidecar
+``<name>.blake2b`` records its size and checksum; a checkpoint that does not match its sidecar
+was damaged after it was written. The newest ``keep`` are kept; one that cannot be read (cut
+short by a crash, damaged, or not written by kdistill) is skipped, with a warning, for the one
+before it. A checkpoint without a sidecar (written before sidecars were) is read as before.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import pickle
 import warnings
 from pathlib import Path
 
@@ -16,6 +22,7 @@ import torch
 from torch.nn.parameter import is_lazy
 
 PATTERN = "ckpt-*.pt"
+SIDECAR = ".blake2b"  # the checksum file of ckpt-....pt is ckpt-....pt.blake2b
 
 
 def checkpoint_name(stage: int, epoch: int, step: int) -> str:
@@ -28,26 +35,73 @@ def has_checkpoint(folder: str | Path) -> bool:
     return any(Path(folder).glob(PATTERN))
 
 
+def _checksum(data: bytes) -> str:
+    return f"{hashlib.blake2b(data, digest_size=16).hexdigest()} {len(data)}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
+
+
 def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    tmp = folder / f".{name}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    # the sidecar first: a checkpoint written here always has one (a crash between the two
+    # leaves a sidecar without its checkpoint, which the pruning below removes)
+    _write_atomic(path.with_name(name + SIDECAR), _checksum(data).encode())
+    _write_atomic(path, data)
     for old in sorted(folder.glob(PATTERN))[:-keep]:
         old.unlink()
+    for sidecar in folder.glob(PATTERN + SIDECAR):
+        if not sidecar.with_name(sidecar.name.removesuffix(SIDECAR)).exists():
+            sidecar.unlink()
     return path
+
+
+def _damage(path: Path, data: bytes) -> str | None:
+    """Why the checkpoint ``data`` read from ``path`` does not match its sidecar (None: it does,
+    or it has none)."""
+    sidecar = path.with_name(path.name + SIDECAR)
+    try:
+        want = sidecar.read_text(encoding="utf8").strip()
+    except FileNotFoundError:
+        return None  # written before sidecars were
+    except (OSError, UnicodeDecodeError):
+        return f"its checksum file {sidecar.name} cannot be read"
+    if _checksum(data) != want:
+        return f"it does not match its checksum in {sidecar.name}: damaged after it was written"
+    return None
+
+
+def _reason(err: Exception) -> str:
+    """Why torch could not read a checkpoint, in a few words, never torch's advice to load it
+    with ``weights_only=False`` (which would run whatever code the file holds)."""
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) or "weights_only" in text or "Weights only" in text:
+        return "it holds objects other than tensors, numbers and strings, which kdistill never writes"
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first if len(first) <= 100 else first[:97] + "..."
 
 
 def load_latest(folder: str | Path) -> tuple[dict, Path] | None:
     """The newest readable checkpoint in ``folder`` and its path, or None when there is none."""
     for path in sorted(Path(folder).glob(PATTERN), reverse=True):
         try:
-            return torch.load(path, map_location="cpu", weights_only=True), path
+            data = path.read_bytes()
+            problem = _damage(path, data)
+            if problem is None:
+                with warnings.catch_warnings():  # torch's own warnings about the file are not the user's to read
+                    warnings.simplefilter("ignore")
+                    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), path
         except Exception as err:  # truncated or corrupt: fall back to the one before
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            warnings.warn(f"checkpoint {path.name} cannot be read ({first}); using the one before it.")
+            problem = _reason(err)
+        warnings.warn(f"checkpoint {path.name} cannot be read ({problem}); using the one before it.", stacklevel=2)
     return None
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: names in training order, the newest kept, a damaged newest file skipped,
 lazy modules, and the RNG restored."""
 
+import io
 import warnings
 
 import pytest
@@ -20,7 +21,11 @@ from kdistill.train.checkpoint import (
 
 
 def names(folder):
-    return sorted(p.name for p in folder.iterdir())
+    """The files in ``folder`` but the checkpoints' checksum sidecars (checked: one a checkpoint)."""
+    found = sorted(p.name for p in folder.iterdir())
+    sidecars = [n for n in found if n.endswith(".blake2b")]
+    assert sidecars == [n + ".blake2b" for n in found if n.startswith("ckpt-") and n.endswith(".pt")]
+    return [n for n in found if n not in sidecars]
 
 
 def test_checkpoint_name_format():
@@ -151,3 +156,41 @@ def test_rng_state_makes_the_next_draws_repeat(tmp_path):
     torch.manual_seed(999)
     set_rng_state(load_latest(tmp_path)[0]["rng"])
     assert torch.equal(torch.rand(5), first[0])
+
+
+def test_a_checkpoint_changed_after_it_was_written_is_skipped_for_the_one_before(tmp_path):
+    save_checkpoint(tmp_path, checkpoint_name(0, 0, 1), {"step": 1}, keep=5)
+    newest = save_checkpoint(tmp_path, checkpoint_name(0, 0, 2), {"step": 2, "w": torch.zeros(100)}, keep=5)
+    raw = newest.read_bytes()
+    at = raw.index(bytes(400))
+    newest.write_bytes(raw[:at] + b"\x01" * 400 + raw[at + 400:])  # the same size, the weights' bytes changed
+    assert torch.load(io.BytesIO(newest.read_bytes()), weights_only=True)["step"] == 2  # torch alone reads it
+    with pytest.warns(UserWarning, match=rf"checkpoint {newest.name} cannot be read \(it does not match its "
+                                         rf"checksum in {newest.name}.blake2b: damaged after it was written\)"):
+        state, path = load_latest(tmp_path)
+    assert state == {"step": 1} and path.name == checkpoint_name(0, 0, 1)
+
+
+def test_a_checkpoint_without_a_sidecar_is_read_as_before(tmp_path):
+    torch.save({"step": 7}, tmp_path / checkpoint_name(0, 0, 7))  # written before sidecars were
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        state, _ = load_latest(tmp_path)
+    assert state == {"step": 7}
+
+
+def test_a_sidecar_left_without_its_checkpoint_is_removed(tmp_path):
+    (tmp_path / (checkpoint_name(0, 0, 1) + ".blake2b")).write_text("0 0", encoding="utf8")  # a crash between
+    save_checkpoint(tmp_path, checkpoint_name(0, 0, 2), {"step": 2})
+    assert names(tmp_path) == [checkpoint_name(0, 0, 2)]
+
+
+def test_no_advice_to_load_with_weights_only_false_reaches_the_user(tmp_path, capfd):
+    torch.save({"step": 3, "obj": Pickled()}, tmp_path / checkpoint_name(0, 0, 3))  # code: never loaded
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert load_latest(tmp_path) is None
+    [warning] = [str(w.message) for w in caught]
+    assert "objects other than tensors, numbers and strings" in warning and "weights_only" not in warning
+    out, err = capfd.readouterr()
+    assert "weights_only" not in out + err
