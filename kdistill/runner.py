@@ -27,7 +27,7 @@ from kdistill.recipe import Recipe, dump_recipe, load_recipe
 from kdistill.rundir import NullRunDir, RunDir, check_run_dir, tensorboard_writer
 from kdistill.train import distributed
 from kdistill.train.checkpoint import has_checkpoint, load_latest
-from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, fit
+from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, check_same_recipe, fit
 from kdistill.train.signals import stop_on_signals
 
 
@@ -122,6 +122,8 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
         recipe, runs_dir = resume_dir / "recipe.yaml", resume_dir.parent
         given = _started_as(recipe)
     recipe = load_recipe(recipe, [*given, *overrides])
+    if checkpoint is not None:
+        check_same_recipe(recipe, checkpoint, resume_dir / "recipe.yaml")  # as the checkpoint recorded it
     if checkpoint is None:
         check_run_dir(runs_dir, recipe.name, overwrite)  # before any work: a refusal costs nothing
     if recipe.tensorboard:

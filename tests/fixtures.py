@@ -210,3 +210,27 @@ def as_terminal(monkeypatch) -> io.StringIO:
     monkeypatch.setattr(sys, "stderr", stream)
     monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
     return stream
+
+
+def interrupted_run(tree: dict, runs_dir: str | Path, after: int = 12) -> Path:
+    """``tree`` run under ``runs_dir`` and stopped, as if killed, at its ``after``-th optimisation
+    step (give it checkpoints often enough to have one by then). Returns ``<name>.incomplete``."""
+    import kdistill.train.loop as loop
+    from kdistill import run
+
+    real, calls = loop.step, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == after:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    loop.step = dying
+    try:
+        run(tree, runs_dir=runs_dir, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.step = real
+    return Path(runs_dir) / f"{tree['name']}.incomplete"

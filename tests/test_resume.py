@@ -1,5 +1,6 @@
 """Runs that die resume where they stopped: bit for bit on CPU, past a damaged checkpoint."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -206,3 +207,39 @@ def test_a_run_started_before_the_decay_split_resumes_as_it_started(tmp_path, mo
     resumed = run(None, resume=partial, progress=False)
     student = load_file(resumed.run_dir / "student.safetensors")
     assert all(torch.equal(student[k], whole[k]) for k in whole)
+
+
+TINY = {"name": "tiny", "latency": False, "checkpoint": {"every": 5}, "data": {"source": "digits", "labelled": 100},
+        "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+        "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}},
+        "stages": [{"name": "distil", "data": "transfer", "epochs": 3, "loss": [{"loss": "kd"}]}]}
+
+
+def test_a_recipe_edited_before_resume_is_refused_naming_the_fields(tmp_path):
+    from fixtures import interrupted_run
+
+    partial = interrupted_run(TINY, tmp_path)
+    written = partial / "recipe.yaml"
+    original = written.read_text(encoding="utf8")
+    assert "epochs: 3" in original
+    written.write_text(original.replace("epochs: 3", "epochs: 2"), encoding="utf8")
+    with pytest.raises(KDistillError, match=r"recipe.yaml was edited since the run started \(stages.0.epochs "
+                                            r"3 -> 2\); restore it, or start the run again \(--overwrite\)"):
+        run(None, resume=partial, progress=False)
+    written.write_text(original, encoding="utf8")  # restored: resumed
+    done = run(None, resume=partial, progress=False)
+    assert [r["epoch"] for r in map(json.loads, (done.run_dir / "metrics.jsonl").read_text().splitlines())
+            if "epoch" in r] == [1, 2, 3]
+
+
+def test_a_checkpoint_that_recorded_no_recipe_resumes_as_before(tmp_path):
+    from fixtures import interrupted_run
+    from kdistill.train.checkpoint import save_checkpoint
+
+    partial = interrupted_run(TINY, tmp_path)
+    state, path = load_latest(partial / "checkpoints")
+    del state["recipe"]  # written before checkpoints recorded it
+    save_checkpoint(path.parent, path.name, state)
+    written = partial / "recipe.yaml"
+    written.write_text(written.read_text(encoding="utf8").replace("epochs: 3", "epochs: 2"), encoding="utf8")
+    assert run(None, resume=partial, progress=False).run_dir.name == "tiny"

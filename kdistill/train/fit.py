@@ -5,20 +5,61 @@ from __future__ import annotations
 import threading
 
 import torch
+import yaml
 from torch import nn
 
 from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
+from kdistill.recipe import dump_recipe
 from kdistill.train import distributed
 from kdistill.train.checkpoint import checkpoint_name, load_module_state, module_state, save_checkpoint
 from kdistill.train.loop import Hooks, train_stage
 
-# what a checkpoint written by ``fit`` holds (resume refuses a file without all of them)
+# what a checkpoint written by ``fit`` holds (resume refuses a file without all of them); also,
+# since they were added, "best" (keep_best) and "recipe" (the run's resolved recipe, YAML text)
 CHECKPOINT_VERSION = 2  # 2: feature providers' state under "features" (1: the PCA under "pca")
 CHECKPOINT_KEYS = {"version", "stage", "loop", "ends", "starts", "stage_times", "teacher_changed", "metrics_lines",
                    "models", "objectives", "features"}
+
+
+def _flat(tree, prefix: str = "") -> dict[str, object]:
+    """A recipe tree as ``{dotted.path: value}`` (list items by index: ``stages.0.epochs``)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None or not tree:
+        return {prefix: tree}
+    out = {}
+    for key, value in items:
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _shown(value, absent: bool = False) -> str:
+    text = "(absent)" if absent else yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip()
+    text = text.removesuffix("\n...").removesuffix(" ...").strip()
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def check_same_recipe(recipe, state: dict, recipe_file) -> None:
+    """Refuse to resume when the run's recipe, as read now from ``recipe_file`` (and normalised
+    as the run reads it), differs from the one the checkpoint ``state`` recorded when it was
+    written: the run would finish as another recipe than the one it trained with. A checkpoint
+    written before checkpoints recorded the recipe resumes as before."""
+    recorded = state.get("recipe")
+    if not isinstance(recorded, str):
+        return
+    before, now = _flat(yaml.safe_load(recorded)), _flat(yaml.safe_load(dump_recipe(recipe)))
+    missing = object()
+    changed = [k for k in [*before, *(k for k in now if k not in before)]
+               if before.get(k, missing) != now.get(k, missing)]
+    if not changed:
+        return
+    words = [f"{k} {_shown(before.get(k), k not in before)} -> {_shown(now.get(k), k not in now)}"
+             for k in changed[:3]]
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    raise KDistillError(f"resume: {recipe_file} was edited since the run started ({', '.join(words)}{more}); "
+                        "restore it, or start the run again (--overwrite).")
 
 
 class Fit:
@@ -63,7 +104,7 @@ class Fit:
         teacher_trained = recipe.trains("teacher")
         state = {"version": CHECKPOINT_VERSION, "stage": i, "loop": loop, "ends": self.ends, "starts": self.starts,
                  "stage_times": self.stage_times, "teacher_changed": self.teacher_changed,
-                 "metrics_lines": self.out.lines, "best": self.best,
+                 "metrics_lines": self.out.lines, "best": self.best, "recipe": dump_recipe(recipe),
                  "models": {r: m.state_dict() for r, m in self.p.models.items() if r != "teacher" or teacher_trained},
                  "objectives": {n: module_state(o) for n, o in self.p.objectives.items()},
                  "features": [module_state(f) for f in self.p.providers]}

@@ -190,3 +190,25 @@ def test_keep_best_without_a_validation_set_is_refused_before_training(tmp_path)
     with pytest.raises(KDistillError, match="keep_best: .*give Splits with a val_set"):
         fit(p, Out(tmp_path), progress=False)
     assert seen == []
+
+
+def test_the_checkpoint_records_the_recipe_and_an_edited_one_is_named_field_by_field(tmp_path):
+    from kdistill.recipe import dump_recipe
+    from kdistill.train.fit import check_same_recipe
+
+    tree = {"name": "r", "latency": False, "data": {"source": "digits", "labelled": 50},
+            "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+            "stages": [{"name": "a", "data": "labelled", "epochs": 24, "loss": [{"loss": "ce"}]}]}
+    state = {"recipe": dump_recipe(load_recipe(tree))}
+    check_same_recipe(load_recipe(tree), state, "recipe.yaml")  # the same: resumed
+    check_same_recipe(load_recipe({**tree, "seed": 5}), {}, "recipe.yaml")  # an older checkpoint: resumed as before
+    edited = {**tree, "seed": 5, "stages": [{**tree["stages"][0], "epochs": 2, "name": "b" * 40}],
+              "student": {**tree["student"], "args": {"in_features": 64, "hidden": [16, 8]}}}
+    with pytest.raises(KDistillError) as err:
+        check_same_recipe(load_recipe(edited), state, "runs/r.incomplete/recipe.yaml")
+    text = str(err.value)
+    assert text.startswith("resume: runs/r.incomplete/recipe.yaml was edited since the run started (")
+    assert "(seed 0 -> 5, stages.0.name a -> bbbbbbbbbbbbbbbbbbbbb..., stages.0.epochs 24 -> 2 and 1 more)" in text
+    assert text.endswith("restore it, or start the run again (--overwrite).") and "\n" not in text
+    with pytest.raises(KDistillError, match=r"\(student.args.hidden.1 \(absent\) -> 8\)"):
+        check_same_recipe(load_recipe({**tree, "student": edited["student"]}), state, "recipe.yaml")
