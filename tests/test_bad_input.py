@@ -299,7 +299,46 @@ CASES = {
         "built from the teacher's vocabulary, but the recipe has no teacher"),
     "narrow static student compared with the teacher's own output": (
         lambda tmp: static_run(tmp, {"width": 8}), "teacher: projected"),
+    # integrity of what kdistill reads back (issue 29): the cache folder, checkpoints, a resumed recipe
+    "recipe.yaml edited before --resume": (
+        lambda tmp: run(None, resume=tmp / "runs" / "bad.incomplete", progress=False),
+        "recipe.yaml was edited since the run started (stages.0.epochs 3 -> 2); restore it"),
+    "every checkpoint changed after it was written": (
+        lambda tmp: quietly(run, None, resume=tmp / "runs" / "bad.incomplete", progress=False),
+        "holds no readable checkpoint"),
+    "cache.dir that cannot be written": (
+        lambda tmp: run(recipe(stages__0__cache={"dir": str(tmp / "file" / "cache")}), runs_dir=tmp / "runs",
+                        progress=False), "stages (distil): cache.dir: cannot write the teacher's outputs into"),
 }
+
+
+def interrupted(tmp):
+    """runs/bad.incomplete: BASE for 3 epochs, stopped in its second with checkpoints."""
+    from fixtures import interrupted_run
+
+    return interrupted_run(recipe(stages__0__epochs=3, checkpoint={"every": 5}), tmp / "runs")
+
+
+def edited_recipe(tmp):
+    written = interrupted(tmp) / "recipe.yaml"
+    written.write_text(written.read_text(encoding="utf8").replace("epochs: 3", "epochs: 2"), encoding="utf8")
+
+
+def changed_checkpoints(tmp):
+    for path in (interrupted(tmp) / "checkpoints").glob("ckpt-*.pt"):
+        raw = path.read_bytes()
+        path.write_bytes(raw[:-30] + bytes(30))  # the same size, its end zeroed
+
+
+def quietly(action, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checkpoints skipped, one warning each
+        return action(*args, **kwargs)
+
+
+SETUP.update({"recipe.yaml edited before --resume": edited_recipe,
+              "every checkpoint changed after it was written": changed_checkpoints,
+              "cache.dir that cannot be written": lambda tmp: (tmp / "file").write_text("in the way", encoding="utf8")})
 
 
 def message(case: str, tmp: Path) -> str:

@@ -284,7 +284,7 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
         if distributed.is_main():
             shutil.rmtree(partial, ignore_errors=True)
         raise KDistillError(f"{field}: cannot write the teacher's outputs into {_short(root, 80)} "
-                            f"({_short(err.strerror or err)}); set {field} to a folder you can write, or make "
+                            f"({_short(err.strerror or err)}); set cache.dir to a folder you can write, or make "
                             "that one writable") from None
     return TeacherCache(folder)
 

@@ -263,7 +263,7 @@ def test_a_cache_dir_that_cannot_be_written_is_one_line(teacher, x, tmp_path, mo
     with pytest.raises(KDistillError) as err:
         build_cache(teacher, TAPS, x, tmp_path / "file" / "cache", "cpu", field="stages (s): cache.dir")
     assert str(err.value).startswith("stages (s): cache.dir: cannot write the teacher's outputs into ")
-    assert "set stages (s): cache.dir to a folder you can write" in str(err.value)
+    assert "(Not a directory); set cache.dir to a folder you can write" in str(err.value)
 
     def refused(self, *args, **kwargs):  # a read-only folder (the tests may run as root, who can write anywhere)
         raise PermissionError(13, "Permission denied", str(self))
