@@ -28,3 +28,28 @@ def test_cache_command_builds_what_the_run_then_reads(tmp_path):
     assert max(entry["max_abs_diff"].values()) < 1e-2
     run(recipe, runs_dir=tmp_path, progress=False)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(entry["folder"]).name]  # reused, not rebuilt
+
+
+def test_a_damaged_cache_is_built_again_by_the_run_and_by_cache_verify(tmp_path):
+    """A shard zeroed in place (its shape kept) is found by its checksum, not read as teacher
+    outputs: the run and ``kdistill cache --verify`` say so and build it again."""
+    import json
+
+    import numpy as np
+
+    recipe = {"name": "z", "latency": False, "data": {"source": "digits", "labelled": 100},
+              "teacher": {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}},
+              "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}},
+              "stages": [{"name": "distil", "data": "transfer", "epochs": 1, "cache": {"dir": str(tmp_path / "c")},
+                          "loss": [{"loss": "kd"}]}]}
+    [entry] = cache_recipe(recipe, progress=False)
+    folder = Path(entry["folder"])
+    shard = folder / json.loads((folder / "meta.json").read_text(encoding="utf8"))["files"]["logits"][0]
+    np.save(shard, np.zeros_like(np.load(shard)))
+    with pytest.warns(UserWarning, match=rf"cache: {shard.name} in .* does not match its checksum .*building it again"):
+        run(recipe, runs_dir=tmp_path / "runs", progress=False)
+    assert np.abs(np.load(shard)).max() > 0  # the teacher's outputs again
+    shard.write_bytes(shard.read_bytes()[:100])  # cut short: no traceback (mmap length), built again
+    with pytest.warns(UserWarning, match="cut short or overwritten"):
+        [again] = cache_recipe(recipe, verify=True, progress=False)
+    assert again["folder"] == entry["folder"] and max(again["max_abs_diff"].values()) < 1e-2
