@@ -297,7 +297,7 @@ def _reusable(folder: Path, names: list[str]) -> bool:
     try:
         return set(names) <= set(TeacherCache(folder).names)
     except CacheDamaged as err:
-        warnings.warn(f"cache: {err.problem}; building it again", stacklevel=3)
+        warnings.warn(f"cache: {err.problem}; building it again", stacklevel=2)
         return False
 
 
