@@ -63,7 +63,7 @@ def test_init_from_starts_a_stage_from_an_earlier_stages_end(tmp_path):
     fit(p, Out(tmp_path), progress=False)
     state, _ = load_latest(tmp_path / "checkpoints")
     assert state["stage"] == 3 and state["loop"] is None  # the final checkpoint, all stages done
-    assert set(state) == CHECKPOINT_KEYS | {"best"}
+    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"}
     ends, start = state["ends"], state["starts"]["c"]
     assert list(ends) == ["a", "b", "c"]
     assert all(torch.equal(start[k], ends["a"][k]) for k in start)
@@ -81,7 +81,7 @@ def test_a_set_stop_event_checkpoints_then_stops(tmp_path):
     state, path = load_latest(tmp_path / "checkpoints")
     assert path.name == "ckpt-s00-e00000-b0000001.pt"
     assert state["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
-    assert set(state) == CHECKPOINT_KEYS | {"best"} and "teacher" not in state["models"]  # no stage trains it
+    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"} and "teacher" not in state["models"]  # no stage trains it
     assert out.records == []  # stopped inside the first epoch
 
 
