@@ -11,8 +11,6 @@ before it. A checkpoint without a sidecar (written before sidecars were) is read
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 import pickle
 import warnings
@@ -20,6 +18,8 @@ from pathlib import Path
 
 import torch
 from torch.nn.parameter import is_lazy
+
+from kdistill.data.fingerprint import file_sum
 
 PATTERN = "ckpt-*.pt"
 SIDECAR = ".blake2b"  # the checksum file of ckpt-....pt is ckpt-....pt.blake2b
@@ -35,38 +35,33 @@ def has_checkpoint(folder: str | Path) -> bool:
     return any(Path(folder).glob(PATTERN))
 
 
-def _checksum(data: bytes) -> str:
-    return f"{hashlib.blake2b(data, digest_size=16).hexdigest()} {len(data)}"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
+def _checksum(path: Path) -> str:
+    """What a checkpoint's sidecar records of it: its checksum and size."""
+    return f"{file_sum(path)} {path.stat().st_size}"
 
 
 def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
+    tmp, sidecar = folder / f".{name}.tmp", folder / (name + SIDECAR)
+    torch.save(state, tmp)
     # the sidecar first: a checkpoint written here always has one (a crash between the two
     # leaves a sidecar without its checkpoint, which the pruning below removes)
-    _write_atomic(path.with_name(name + SIDECAR), _checksum(data).encode())
-    _write_atomic(path, data)
+    sidecar_tmp = folder / f".{sidecar.name}.tmp"
+    sidecar_tmp.write_text(_checksum(tmp), encoding="utf8")
+    os.replace(sidecar_tmp, sidecar)
+    os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
     for old in sorted(folder.glob(PATTERN))[:-keep]:
         old.unlink()
-    for sidecar in folder.glob(PATTERN + SIDECAR):
-        if not sidecar.with_name(sidecar.name.removesuffix(SIDECAR)).exists():
-            sidecar.unlink()
+    for orphan in folder.glob(PATTERN + SIDECAR):
+        if not orphan.with_name(orphan.name.removesuffix(SIDECAR)).exists():
+            orphan.unlink()
     return path
 
 
-def _damage(path: Path, data: bytes) -> str | None:
-    """Why the checkpoint ``data`` read from ``path`` does not match its sidecar (None: it does,
-    or it has none)."""
+def _damage(path: Path) -> str | None:
+    """Why the checkpoint ``path`` does not match its sidecar (None: it does, or it has none)."""
     sidecar = path.with_name(path.name + SIDECAR)
     try:
         want = sidecar.read_text(encoding="utf8").strip()
@@ -74,7 +69,7 @@ def _damage(path: Path, data: bytes) -> str | None:
         return None  # written before sidecars were
     except (OSError, UnicodeDecodeError):
         return f"its checksum file {sidecar.name} cannot be read"
-    if _checksum(data) != want:
+    if _checksum(path) != want:
         return f"it does not match its checksum in {sidecar.name}: damaged after it was written"
     return None
 
@@ -93,12 +88,11 @@ def load_latest(folder: str | Path) -> tuple[dict, Path] | None:
     """The newest readable checkpoint in ``folder`` and its path, or None when there is none."""
     for path in sorted(Path(folder).glob(PATTERN), reverse=True):
         try:
-            data = path.read_bytes()
-            problem = _damage(path, data)
+            problem = _damage(path)
             if problem is None:
                 with warnings.catch_warnings():  # torch's own warnings about the file are not the user's to read
                     warnings.simplefilter("ignore")
-                    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), path
+                    return torch.load(path, map_location="cpu", weights_only=True), path
         except Exception as err:  # truncated or corrupt: fall back to the one before
             problem = _reason(err)
         warnings.warn(f"checkpoint {path.name} cannot be read ({problem}); using the one before it.", stacklevel=2)
