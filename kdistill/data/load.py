@@ -218,7 +218,8 @@ def load_text_data(recipe: Recipe) -> tuple[Source, Source]:
         raise KDistillError("data.text.tokenizer: text needs a tokenizer; set it, or give the teacher "
                             "as model: hf with args.path.")
     tokenizer = load_tokenizer(name)
-    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column)
+    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column,
+                             spec.classes)
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     sources = []
     for part in split_texts(texts, text.test, split_seed):

@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from kdistill.data.fingerprint import fingerprint_text
+from kdistill.data.labels import check_ids, label_ids
 
-UNLABELLED = -1  # the label of a sample without one (and of every transfer-set sample): no loss can use it
+UNLABELLED = -1  # (data/labels.py's) the label of a sample without one (and of every transfer-set sample): no loss can use it
 
 
 def sample_generator(view: tuple[int, int], sample: int) -> np.random.Generator:
@@ -87,8 +88,11 @@ class Source(Dataset):
         return self.divided_by * self.scale
 
     def _finish(self) -> None:
-        """Labels as int64 and the number of classes, for subclasses once ``y`` is set."""
-        self.y = torch.as_tensor(np.asarray(self.y) if not torch.is_tensor(self.y) else self.y).long()
+        """Labels as int64, checked by the one label rule (``data/labels.py``), and the number of
+        classes, for subclasses once ``y`` is set."""
+        ids, _ = label_ids(self.y, self.name)
+        check_ids(ids, self.name, self.num_classes or None)
+        self.y = torch.from_numpy(ids).to(self.y.device if torch.is_tensor(self.y) else "cpu")
         if not self.num_classes:
             self.num_classes = int(self.y.max()) + 1 if len(self.y) else 0
 
