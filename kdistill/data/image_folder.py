@@ -1,8 +1,9 @@
 """The ``image_folder`` source: image files in class subfolders, or listed in a CSV / JSONL file.
 
 A folder ``path`` holds one subfolder per class (labels 0..K-1 in the order of
-``data.classes``, else in the sorted order of the folders' names); each class's images are
-found anywhere inside its subfolder. A subfolder named ``unlabelled`` (or ``unlabeled``) holds
+``data.classes``, else in the sorted order of the folders' names; folders named by integers
+are class ids, as integer labels are); each class's images are found anywhere inside its
+subfolder. A subfolder named ``unlabelled`` (or ``unlabeled``) holds
 images without a label (label -1: transfer data only); an empty class folder is refused. A
 ``.csv`` / ``.jsonl`` list names one file a row (``data.files.path_column``, relative to the
 list's folder or absolute) and its label (``data.files.label_column``: a class name or an
@@ -17,19 +18,21 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
-from kdistill.data.labels import UNLABELLED, UNLABELLED_NAMES, label_ids, shown
+from kdistill.data.labels import UNLABELLED_NAMES, label_ids, shown
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
 LISTS = (".csv", ".jsonl")
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 class ImageFolderSource(Source):
@@ -149,8 +152,9 @@ def _images_under(folder: Path) -> list[str]:
 
 
 def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> ImageFolderSource:
-    """Labels from the class subfolders of ``folder`` (mapped through ``classes`` when given);
-    the images of an ``unlabelled`` subfolder get label -1."""
+    """Labels from the class subfolders of ``folder``: their names, mapped through ``classes``
+    when given (else sorted), or their numbers when every folder is named by an integer (class
+    ids, as integer labels are); the images of an ``unlabelled`` subfolder get label -1."""
     found = sorted(e.name for e in os.scandir(folder) if _visible(e.name) and e.is_dir())
     names = [n for n in found if n.lower() not in UNLABELLED_NAMES]
     if not names:
@@ -159,16 +163,13 @@ def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> Im
                 "named after the class, or list them in a .csv / .jsonl file (labels optional)"
                 if loose else "it is empty; give a folder with one subfolder of images per class")
         raise KDistillError(f"{what}: {folder}: {hint}.")
-    if classes is None:
-        classes = names
-    else:
-        unknown = [n for n in names if n not in classes]
-        if unknown:
-            raise KDistillError(f"{what}: {folder} has class folder {unknown[0]!r}, not one of the classes "
-                                f"{shown(classes)} (its folders: {shown(names)}); "
-                                f"{'add it to data.classes' if spec.classes else 'give both sets the same classes'}"
-                                " or rename the folder.")
-    paths, y = [], []
+    unknown = [n for n in names if classes is not None and n not in classes and not _INTEGER.fullmatch(n)]
+    if unknown:
+        raise KDistillError(f"{what}: {folder} has class folder {unknown[0]!r}, not one of the classes "
+                            f"{shown(classes)} (its folders: {shown(names)}); "
+                            f"{'add it to data.classes' if spec.classes else 'give both sets the same classes'}"
+                            " or rename the folder.")
+    paths, raw = [], []
     for name in found:
         files = _images_under(folder / name)
         if not files:
@@ -176,8 +177,10 @@ def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> Im
                                 f"({', '.join(EXTENSIONS)}); add its images or remove it (images without a "
                                 "label go in a folder named unlabelled).")
         paths += [os.path.join(name, f) for f in files]
-        y += [classes.index(name) if name in names else UNLABELLED] * len(files)
-    return ImageFolderSource(paths, y, spec.images, classes, len(classes), root=folder)
+        raw += [name if name in names else None] * len(files)
+    y, classes = label_ids(raw, f"{what}: {folder}", classes, row=lambda i: f"folder {raw[i]}")
+    return ImageFolderSource(paths, y, spec.images, classes, len(classes) if classes else int(y.max()) + 1,
+                             root=folder)
 
 
 def _read_rows(path: Path, what: str) -> list[dict]:

@@ -191,10 +191,17 @@ def _too_far(what: str, value, where: str, distinct: int) -> KDistillError:
                         "labels); number the classes 0..K-1.")
 
 
+def _loose(name: str) -> str:
+    """A class name as compared across sources: case, spaces and punctuation aside (a folder
+    ``t-shirt_top`` is the class ``T-shirt/top``, which no folder can be named)."""
+    return re.sub(r"[\W_]+", "", str(name).casefold())
+
+
 def names_differ(found: Sequence[str], expected: Sequence[str]) -> str | None:
-    """How two class lists differ, for a message (None when they are the same list)."""
-    found, expected = list(found), list(expected)
-    if found == expected:
+    """How two class lists differ, for a message (None when they name the same classes in the
+    same order, compared loosely: ``_loose``)."""
+    keys, wanted = [_loose(n) for n in found], [_loose(n) for n in expected]
+    if keys == wanted:
         return None
-    how = "in another order" if sorted(found) == sorted(expected) else "different names"
+    how = "in another order" if sorted(keys) == sorted(wanted) else "different names"
     return f"{how}: {shown(found)} vs {shown(expected)}"

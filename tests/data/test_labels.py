@@ -68,6 +68,8 @@ def test_messages_shorten_long_lists():
     assert names_differ(["a", "b"], ["a", "b"]) is None
     assert names_differ(["b", "a"], ["a", "b"]).startswith("in another order")
     assert names_differ(["a", "c"], ["a", "b"]).startswith("different names")
+    # compared loosely: no folder can be named T-shirt/top
+    assert names_differ(["t-shirt_top", "ankle boot"], ["T-shirt/top", "Ankle_Boot"]) is None
 
 
 # -- every source applies the rule ----------------------------------------------------------------
@@ -173,6 +175,15 @@ def test_data_classes_fix_the_folder_order(tmp_path):
     whole = train.base  # the training source before its test part was held out
     by_folder = {whole.path(i).split("/")[-2]: int(whole.y[i]) for i in range(len(whole))}
     assert by_folder == {"dress": 0, "bag": 1, "coat": 2}
+
+
+def test_folders_named_by_integers_are_class_ids(tmp_path):
+    root = _folders(tmp_path / "pics", names=("0", "1", "2", "10"))
+    train, _ = load_image_folder_source(root, _spec(root, files={"test": 4}))
+    whole = train.base
+    assert whole.classes is None and whole.num_classes == 11  # "10" is class 10, not the second folder
+    assert {whole.path(i).split("/")[-2]: int(whole.y[i]) for i in range(len(whole))} == \
+        {"0": 0, "1": 1, "2": 2, "10": 10}
 
 
 def test_a_folder_data_classes_lacks_is_refused_showing_both_lists(tmp_path):

@@ -183,7 +183,8 @@ def test_class_names_are_recorded_with_the_weights_and_checked_against_the_data(
                                             r"set data.classes to the teacher's names in its order"):
         prepare_data(distil(list(reversed(names))))
     with pytest.raises(KDistillError, match=r"trained on other classes, different names"):
-        prepare_data(distil(names[:9] + ["NINE"]))
+        prepare_data(distil(names[:9] + ["ten"]))
+    prepare_data(distil([n.upper() for n in names]))  # compared without case or punctuation
 
 
 def test_known_class_names():
@@ -196,3 +197,22 @@ def test_known_class_names():
     assert known_class_names(named, ArraySource(torch.zeros(2, 1), torch.tensor([0, 1]))) == ["a", "b"]
     digits = load_recipe({"data": {"source": "digits"}, "stages": [{"name": "s"}]})
     assert known_class_names(digits) is None and class_names(digits, 2) == ["0", "1"]
+
+
+def test_the_demo_teacher_records_the_fashion_mnist_names_and_natural_folders_must_follow_them():
+    from types import SimpleNamespace
+
+    from kdistill.data.load import FASHION_MNIST_CLASSES, check_teacher_classes
+    from kdistill.models.weights import read_classes
+
+    assert read_classes(RECIPES / "fmnist_teacher.safetensors") == FASHION_MNIST_CLASSES
+    check_teacher_classes(load_recipe(RECIPES / "demo.yaml"), SimpleNamespace(classes=None))  # its own data
+    folders = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+               "ankle_boot"]
+    photos = ["data.source=image_folder", "data.path=photos"]
+    with pytest.raises(KDistillError, match=r"other classes, in another order: \[ankle_boot, bag, coat, .*\] vs "
+                                            r"\[T-shirt/top, Trouser, .*set data.classes to the teacher's names"):
+        check_teacher_classes(load_recipe(RECIPES / "demo.yaml", photos), SimpleNamespace(classes=sorted(folders)))
+    # the folders' own spellings in the teacher's order: accepted (names compared without case and punctuation)
+    named = load_recipe(RECIPES / "demo.yaml", [*photos, f"data.classes=[{', '.join(folders)}]"])
+    check_teacher_classes(named, SimpleNamespace(classes=folders))
