@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
-from kdistill.data.labels import names_differ
+from kdistill.data.labels import names_differ, shown
 from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
 from kdistill.errors import KDistillError
@@ -156,9 +156,14 @@ def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None
     if classes is not None:
         for part, source in (("training", train), ("test", test)):
             own = getattr(source, "classes", None)
-            if own is not None and list(own) != list(classes):
-                raise KDistillError(f"data.classes: the {part} data's classes are {names_differ(own, classes)} "
-                                    "(the data's vs data.classes); give data.classes the data's names in order.")
+            if own is not None and list(own) != list(classes):  # names the source numbered its own way
+                missing = [str(n) for n in own if n not in classes]
+                if missing:
+                    raise KDistillError(f"data.classes: the {part} data's class {missing[0]!r} is not one of "
+                                        f"{shown(classes)} (the data's: {shown(own)}); list every class in "
+                                        "data.classes.")
+                order = torch.tensor([list(classes).index(n) for n in own] + [UNLABELLED])
+                source.y, source.classes = order[source.y], list(classes)  # -1 indexes the last: stays -1
             if len(source) and int(source.y.max()) >= len(classes):
                 raise KDistillError(f"data.classes: names {len(classes)} classes but a {part} label is "
                                     f"{int(source.y.max())}; name every class (ids 0..{int(source.y.max())}).")

@@ -39,6 +39,7 @@ class Source(Dataset):
     Attributes:
         y: integer labels ``(N,)`` int64; ``-1`` marks an unlabelled sample.
         num_classes: the number of classes.
+        classes: the class names (label ``i`` is ``classes[i]``) where the data names them, else None.
         divided_by: a fixed division already applied to the stored values (1: as they came).
         scale: the division the stored values take to reach the units kdistill fits and records
             statistics in (255 for pixels stored as bytes, 1 otherwise).
@@ -48,6 +49,7 @@ class Source(Dataset):
 
     y: torch.Tensor
     num_classes: int = 0
+    classes: list[str] | None = None
     divided_by: float = 1.0
     scale: float = 1.0
     random: bool = False
@@ -90,7 +92,9 @@ class Source(Dataset):
     def _finish(self) -> None:
         """Labels as int64, checked by the one label rule (``data/labels.py``), and the number of
         classes, for subclasses once ``y`` is set."""
-        ids, _ = label_ids(self.y, self.name)
+        ids, names = label_ids(self.y, self.name)
+        if names is not None and getattr(self, "classes", None) is None:  # labels given as names, sorted
+            self.classes = names
         check_ids(ids, self.name, self.num_classes or None)
         self.y = torch.from_numpy(ids).to(self.y.device if torch.is_tensor(self.y) else "cpu")
         if not self.num_classes:

@@ -85,6 +85,8 @@ def test_arrays_tensors_and_datasets_refuse_bad_labels():
     with pytest.raises(KDistillError, match="label 3 at sample 2 is beyond the 3 class names"):
         ArraySource(x, torch.tensor([0, 1, 3]), num_classes=3)
     assert ArraySource(x, np.array([0.0, 2.0, -1.0])).num_classes == 3  # whole floats: ids as they are
+    named = ArraySource(x, np.array(["dog", "cat", "dog"]))  # names: sorted, unless data.classes orders them
+    assert named.classes == ["cat", "dog"] and named.y.tolist() == [1, 0, 1] and named.num_classes == 2
 
     class Items(torch.utils.data.Dataset):
         def __len__(self):
@@ -213,3 +215,20 @@ def test_data_classes_is_checked_in_the_recipe():
     with pytest.raises(ValueError, match="none empty"):
         DataSpec(source="digits", classes=[])
     assert DataSpec(source="digits", classes=[" a", "b"]).classes == ["a", "b"]
+
+
+def test_data_classes_renumbers_a_sources_own_names_and_names_integer_labels():
+    from kdistill.data.load import _check_labels
+    from kdistill.recipe import load_recipe
+
+    recipe = load_recipe({"data": {"source": "custom", "classes": ["dog", "cat", "emu"]}, "stages": [{"name": "s"}]})
+    x = torch.zeros(3, 4)
+    train, test = ArraySource(x, np.array(["dog", "cat", ""], dtype=object)), ArraySource(x, torch.tensor([0, 1, 2]))
+    _check_labels(recipe, train, test)
+    assert train.y.tolist() == [0, 1, -1] and train.classes == ["dog", "cat", "emu"]
+    assert test.y.tolist() == [0, 1, 2] and train.num_classes == test.num_classes == 3
+    with pytest.raises(KDistillError, match=r"data.classes: the training data's class 'owl' is not one of "
+                                            r"\[dog, cat, emu\] \(the data's: \[cat, owl\]\)"):
+        _check_labels(recipe, ArraySource(x, np.array(["cat", "owl", "cat"])), test)
+    with pytest.raises(KDistillError, match=r"data.classes: names 3 classes but a test label is 3"):
+        _check_labels(recipe, ArraySource(x, torch.tensor([0, 1, 2])), ArraySource(x, torch.tensor([0, 1, 3])))
