@@ -180,7 +180,7 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
     if kept is not None:
         summary["student_kept_layers"] = list(kept)
     preprocess = Preprocess.from_info(pipeline.data_info)  # what every model's inputs are, from raw inputs
-    names = known_class_names(recipe, splits.test_set.source)  # recorded when they name the outputs
+    names = known_class_names(recipe, splits.test_set.source) if "classes" in summary else None  # name the outputs
     metadata = {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess is not None else {}),
                 **classes_metadata(names if names is not None and names == summary.get("classes") else None)}
     for role in ("student", "teacher", "baseline"):

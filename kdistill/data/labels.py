@@ -25,7 +25,7 @@ import torch
 
 from kdistill.errors import KDistillError
 
-UNLABELLED = -1
+UNLABELLED = -1  # the label of a sample without one (and of every transfer-set sample): no loss can use it
 MAX_CLASS_ID = 99_999  # ids of 100,000 and more are refused
 SPARSE_FACTOR = 100  # ... and ids of 1,000 or more that are 100 times the number of distinct labels
 SPARSE_FLOOR = 1_000
@@ -87,6 +87,9 @@ def _numeric_ids(y: np.ndarray, what: str, row) -> np.ndarray:
         if len(y) and (y.min() < np.iinfo(np.int64).min / 2 or y.max() > np.iinfo(np.int64).max / 2):
             i = int(np.argmax(np.abs(y)))
             raise _too_far(what, y[i].item(), row(i), 1) if y[i] > 0 else _negative(what, y[i].item(), row(i))
+    if y.dtype.kind == "u" and len(y) and y.max() > 2**62:  # would wrap round to a negative int64
+        i = int(np.argmax(y))
+        raise _too_far(what, y[i].item(), row(i), 1)
     return y.astype(np.int64)
 
 
@@ -105,6 +108,7 @@ def _mixed_ids(values: list, what: str, classes, row) -> tuple[np.ndarray, list[
     ids = np.full(len(values), UNLABELLED, dtype=np.int64)
     names: dict[int, str] = {}  # sample -> name, for the labels that are names
     first_id = None  # the first sample labelled by a number
+    named = set(classes) if classes is not None else set()
     for i, value in enumerate(values):
         if isinstance(value, (np.generic, torch.Tensor)):
             value = value.item()
@@ -112,7 +116,7 @@ def _mixed_ids(values: list, what: str, classes, row) -> tuple[np.ndarray, list[
             continue
         if isinstance(value, str):
             text = value.strip()
-            if classes is not None and text in classes:
+            if text in named:
                 names[i] = text
                 continue
             number = _number(text)
@@ -131,7 +135,7 @@ def _mixed_ids(values: list, what: str, classes, row) -> tuple[np.ndarray, list[
         ids[i] = value
         first_id = i if first_id is None else first_id
     if names and classes is not None:
-        unknown = [i for i, name in names.items() if name not in classes]
+        unknown = [i for i, name in names.items() if name not in named]
         if unknown:
             found = sorted(set(names.values()))
             raise KDistillError(f"{what}: label {_short(names[unknown[0]])} at {row(unknown[0])} is not one of "

@@ -283,9 +283,9 @@ def known_class_names(recipe, source=None) -> list[str] | None:
     built-in source's; None where the classes are only numbers."""
     if recipe.data.classes is not None:
         return list(recipe.data.classes)
-    known = getattr(source, "classes", None)
-    if known:
-        return [str(c) for c in known]
+    known = [str(c) for c in getattr(source, "classes", None) or []]
+    if known and known != [str(i) for i in range(len(known))]:  # class ids named by their numbers: no names
+        return known
     if recipe.data.source == "fashion_mnist" and recipe.data.path is None:
         return list(FASHION_MNIST_CLASSES)
     if recipe.data.source == "wordnet":

@@ -22,9 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdistill.data.fingerprint import fingerprint_text
-from kdistill.data.labels import check_ids, label_ids
-
-UNLABELLED = -1  # (data/labels.py's) the label of a sample without one (and of every transfer-set sample): no loss can use it
+from kdistill.data.labels import UNLABELLED, check_ids, label_ids
 
 
 def sample_generator(view: tuple[int, int], sample: int) -> np.random.Generator:

@@ -209,9 +209,9 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
                     f"{', '.join(map(repr, columns)) or 'none'}: set data.text.{role} to one of them{fix}."
                 )
         rows = []
-        for line, row in enumerate(reader, 2):  # a short row reads None in the columns it lacks
+        for row in reader:  # a short row reads None in the columns it lacks
             label = (row.get(label_column) or "") if label_column is not None else ""
-            rows.append(((row.get(text_column) or "").strip(), label.strip(), line))
+            rows.append(((row.get(text_column) or "").strip(), label.strip(), reader.line_num))
     rows = [row for row in rows if row[0]]
     if not rows:
         raise KDistillError(f"data: CSV file {path} has no text in column {text_column!r}.")

@@ -43,6 +43,7 @@ def test_ids_names_and_blanks():
     ([0, 1, 2**62], r"label 4611686018427387904 at sample 2 is far beyond"),
     ([0, 2**70], r"label 1180591620717411303424 at sample 1 is far beyond"),
     (np.array([0.0, 1e30]), r"label 1e\+30 at sample 1 is far beyond"),
+    (np.array([0, 2**64 - 1], dtype=np.uint64), r"label 18446744073709551615 at sample 1 is far beyond"),
     ([0, 1, 1000], r"label 1000 at sample 2 is far beyond the data's 3 distinct"),
     (np.arange(1000, 101_000), r"label 100999 at sample 99999 is far beyond"),  # over the fixed cap
     ([[0, 1], [1, 0]], r"shape \(2, 2\)"),
