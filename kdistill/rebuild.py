@@ -125,8 +125,9 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     sample = splits.test_set.x[:64]
     preprocess = Preprocess.from_info(info)
     input_shape = [None, *sample.shape[1:]]
+    outputs = max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)  # as the models were built
     meta = {"format": fmt, "recipe": recipe.name, **input_steps(recipe, preprocess, input_shape),
             "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
-            "classes": class_names(recipe, int(splits.test_set.y.max()) + 1, splits.test_set.source) if recipe.task == "classify" else None,
+            "classes": class_names(recipe, outputs, splits.test_set.source) if recipe.task == "classify" else None,
             "task": recipe.task}
     return write_student(student, sample, meta, fmt, out, target, preprocess)

@@ -153,6 +153,11 @@ class DataSpec(Strict):
     normalize: Literal["auto", "teacher", "data", "none"] = "auto"
     split_seed: int | None = None  # default: the recipe's seed
     loader: LoaderSpec = Field(default_factory=LoaderSpec)
+    # the class names in the order of the model's outputs: a class folder, a name in a label
+    # column or a ClassLabel name maps to its index here (default: the names sorted); integer
+    # labels are indices into it. A name in the data missing here is refused, and so is a
+    # teacher.weights recording other names (kdistill records them in the weights it writes)
+    classes: list[str] | None = None
 
     @field_validator("labelled", "val", "transfer")
     @classmethod
@@ -162,6 +167,23 @@ class DataSpec(Strict):
         if isinstance(value, int) and value < 0:
             raise ValueError("a count must be 0 or more")
         return value
+
+    @field_validator("classes")
+    @classmethod
+    def _class_names(cls, value, info):
+        if value is None:
+            return value
+        if info.data.get("source") in LM_SOURCES:
+            raise ValueError(f"does not apply to source {info.data.get('source')!r}, whose token sequences have "
+                             "no classes; drop data.classes")
+        names = [name.strip() for name in value]
+        if not names or any(not name for name in names):
+            raise ValueError("give the class names, none empty: [cat, dog, ...]")
+        seen: set[str] = set()
+        twice = sorted({name for name in names if name in seen or seen.add(name)})
+        if twice:
+            raise ValueError(f"names {', '.join(twice)[:60]} more than once; give each class once")
+        return names
 
     @field_validator("normalize", mode="before")
     @classmethod

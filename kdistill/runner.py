@@ -18,8 +18,8 @@ from torch import nn
 from kdistill.data import Preprocess
 from kdistill.errors import KDistillError
 from kdistill.evaluate.report import write_report
-from kdistill.data.load import class_names
-from kdistill.models.weights import save_tensors, save_weights
+from kdistill.data.load import class_names, known_class_names
+from kdistill.models.weights import classes_metadata, save_tensors, save_weights
 from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
 from kdistill.pipeline import Pipeline, build_pipeline
@@ -182,7 +182,9 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
     if kept is not None:
         summary["student_kept_layers"] = list(kept)
     preprocess = Preprocess.from_info(pipeline.data_info)  # what every model's inputs are, from raw inputs
-    metadata = {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess is not None else {})}
+    names = known_class_names(recipe, splits.test_set.source) if "classes" in summary else None  # name the outputs
+    metadata = {"recipe": recipe.name, **(preprocess.to_metadata() if preprocess is not None else {}),
+                **classes_metadata(names if names is not None and names == summary.get("classes") else None)}
     for role in ("student", "teacher", "baseline"):
         if recipe.trains(role):
             save_weights(models[role], out.path / f"{role}.safetensors", metadata)

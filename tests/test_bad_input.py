@@ -258,7 +258,7 @@ CASES = {
         lambda tmp: load_recipe(recipe(data={"source": "digits", "path": "/data/digits"})), "data.path"),
     "image folder with no images": (
         lambda tmp: run(recipe(data={"source": "image_folder", "path": str(tmp / "photos")}), runs_dir=tmp / "runs",
-                        progress=False), "no image files"),
+                        progress=False), "holds no images"),
     "random crop without a crop size": (
         lambda tmp: load_recipe(recipe(data={"source": "image_folder", "path": "p", "images": {"random_crop": True}})),
         "random_crop needs crop"),
@@ -309,6 +309,36 @@ CASES = {
     "cache.dir that cannot be written": (
         lambda tmp: run(recipe(stages__0__cache={"dir": str(tmp / "file" / "cache")}), runs_dir=tmp / "runs",
                         progress=False), "stages (distil): cache.dir: cannot write the teacher's outputs into"),
+    # labels and class names (data/labels.py: one rule for every source; data.classes; recorded names)
+    "a label that is not a class id (NaN, inf, a fraction)": (
+        lambda tmp: run(recipe(data={"source": "custom", "labelled": 20}), runs_dir=tmp / "runs", progress=False,
+                        data=((torch.randn(60, 64), torch.tensor([0.0, 1.0, float("nan")] * 20)),
+                              (torch.randn(10, 64), torch.tensor([0, 1] * 5)))),
+        "data (training set): label nan at sample 2 is not a class id"),
+    "a class id far beyond the data's classes": (
+        lambda tmp: run(recipe(data={"source": "custom", "labelled": 20}), runs_dir=tmp / "runs", progress=False,
+                        data=((torch.randn(60, 64), torch.tensor([0, 1] * 29 + [0, 10**9])),
+                              (torch.randn(10, 64), torch.tensor([0, 1] * 5)))),
+        "label 1000000000 at sample 59 is far beyond the data's 3 distinct label(s)"),
+    "a class name among integer labels in an image list": (
+        lambda tmp: run(recipe(data={"source": "image_folder", "path": str(tmp / "photos.csv")}),
+                        runs_dir=tmp / "runs", progress=False), "label 'cat' at row 3 mixes class names and integer ids"),
+    "an empty class folder": (
+        lambda tmp: run(recipe(data={"source": "image_folder", "path": str(tmp / "photos")}), runs_dir=tmp / "runs",
+                        progress=False), "photos/empty holds no images"),
+    "a class folder that data.classes lacks": (
+        lambda tmp: run(recipe(data={"source": "image_folder", "path": str(tmp / "photos"),
+                                     "classes": ["Bag", "Coat"]}), runs_dir=tmp / "runs", progress=False),
+        "has class folder 'bag', not one of the classes [Bag, Coat] (its folders: [bag, coat])"),
+    "data.classes naming fewer classes than the labels": (
+        lambda tmp: run(recipe(data={"source": "digits", "labelled": 100, "classes": ["zero", "one"]}),
+                        runs_dir=tmp / "runs", progress=False),
+        "data.classes: names 2 classes but a training label is 9"),
+    "a teacher whose weights record other class names": (
+        lambda tmp: run(recipe(data={"source": "digits", "labelled": 100, "classes": [str(i) for i in range(10)]},
+                               teacher__weights=str(tmp / "teacher.safetensors")), runs_dir=tmp / "runs",
+                        progress=False),
+        "the teacher was trained on other classes, in another order"),
 }
 
 
@@ -339,6 +369,37 @@ def quietly(action, *args, **kwargs):
 SETUP.update({"recipe.yaml edited before --resume": edited_recipe,
               "every checkpoint changed after it was written": changed_checkpoints,
               "cache.dir that cannot be written": lambda tmp: (tmp / "file").write_text("in the way", encoding="utf8")})
+
+
+
+def _labelled_photos(tmp, folders=("bag", "coat"), listed=None):
+    """photos/<folder>/ with two tiny JPEGs each, or a photos.csv list of them labelled ``listed``."""
+    from PIL import Image
+
+    for folder in folders:
+        for i in range(2):
+            (tmp / "photos" / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (6, 6), (40 * i, 80, 120)).save(tmp / "photos" / folder / f"{i}.jpg", "JPEG")
+    if listed is not None:
+        rows = [f"photos/{f}/{i}.jpg" for f in folders for i in range(2)]
+        (tmp / "photos.csv").write_text("path,label\n" + "".join(f"{r},{y}\n" for r, y in zip(rows, listed)),
+                                        encoding="utf8")
+
+
+def _teacher_with_reversed_names(tmp):
+    from kdistill.models.weights import classes_metadata, save_weights
+    from kdistill.models.zoo import build_model
+
+    teacher = build_model("mlp", in_features=64, hidden=[16], num_classes=10)
+    save_weights(teacher, tmp / "teacher.safetensors", classes_metadata([str(i) for i in reversed(range(10))]))
+
+
+SETUP.update({
+    "a class name among integer labels in an image list": lambda tmp: _labelled_photos(tmp, listed=[0, 1, "cat", 1]),
+    "an empty class folder": lambda tmp: (_labelled_photos(tmp), (tmp / "photos" / "empty").mkdir()),
+    "a class folder that data.classes lacks": _labelled_photos,
+    "a teacher whose weights record other class names": _teacher_with_reversed_names,
+})
 
 
 def message(case: str, tmp: Path) -> str:

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from kdistill import run
 from kdistill.errors import KDistillError
+from kdistill.models.weights import read_classes
 from kdistill.rebuild import evaluate_run, export_run
 
 
@@ -142,3 +143,15 @@ def test_eval_on_other_data_uses_the_runs_normalisation(tmp_path, fake_mnist):
     assert summary["test"]["student"]["accuracy"] == pytest.approx(want, abs=1e-6)
     with pytest.raises(KDistillError, match="not found"):
         evaluate_run(result.run_dir, data=tmp_path / "missing")
+
+
+def test_export_names_the_classes_of_data_classes(tmp_path):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    done = run({"name": "named", "latency": False, "data": {"source": "digits", "labelled": 100, "classes": names},
+                "student": {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}},
+                "stages": [{"name": "s", "data": "labelled", "epochs": 1, "loss": [{"loss": "ce"}]}]},
+               runs_dir=tmp_path / "runs", progress=False)
+    assert done.summary["classes"] == names
+    assert read_classes(done.run_dir / "student.safetensors") == names  # recorded with the weights
+    meta = export_run(done.run_dir, "safetensors", tmp_path / "out")
+    assert meta["classes"] == names and json.loads((tmp_path / "out" / "student.json").read_text())["classes"] == names

@@ -49,7 +49,7 @@ def as_source(obj, what: str) -> Source:
     if isinstance(obj, Source):
         return obj
     if isinstance(obj, (tuple, list)) and len(obj) == 2 and hasattr(obj[0], "shape"):
-        return ArraySource(obj[0], obj[1])
+        return ArraySource(obj[0], obj[1], name=f"data ({what} set)")
     if hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
         return DatasetSource(obj, name=f"data ({what} set)")
     raise KDistillError(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from kdistill.data.fingerprint import fingerprint, fingerprint_text
+from kdistill.data.labels import label_ids
 from kdistill.data.source import Source, file_listing_fingerprint, stack_items
 from kdistill.errors import KDistillError
 
@@ -161,15 +162,10 @@ def read_labels(path: str | Path, what: str) -> np.ndarray:
     if y.ndim != 1:
         raise KDistillError(f"{what}: {file} holds an array of shape {tuple(y.shape)}; labels are one "
                             "integer per sample, shape (N,).")
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        y = y.astype(np.int64)  # whole numbers stored as floats
-    if y.dtype.kind not in "iub":
+    if y.dtype.kind not in "biuf":
         raise KDistillError(f"{what}: {file} holds {y.dtype} values; labels are integers (classes 0..K-1, "
                             "-1 for an unlabelled sample).")
-    if len(y) and int(y.min()) < -1:
-        raise KDistillError(f"{what}: {file} holds the label {int(y.min())}; labels are classes 0..K-1, "
-                            "or -1 for an unlabelled sample.")
-    return y.astype(np.int64)
+    return label_ids(y, f"{what}: {file}")[0]
 
 
 class DatasetSource(Source):
@@ -188,8 +184,8 @@ class DatasetSource(Source):
         if labels is None:
             labels = getattr(dataset, "labels", None)
         if labels is None:
-            labels = [int(dataset[i][1]) for i in range(len(dataset))]
-        self.y = torch.as_tensor(np.asarray(labels))
+            labels = [_scalar(dataset[i][1]) for i in range(len(dataset))]
+        self.y = labels  # checked and made int64 by _finish
         if len(self.y) != len(dataset):
             raise KDistillError(f"{name}: the dataset has {len(dataset)} items but {len(self.y)} labels; "
                                 "its targets must give one label per item.")
@@ -225,3 +221,10 @@ class DatasetSource(Source):
     @property
     def tokens(self) -> bool:
         return not self._dtype.is_floating_point and self._dtype not in PIXELS
+
+
+def _scalar(label):
+    """One item's label as a Python value (a 0-d tensor or numpy number gives its number)."""
+    if isinstance(label, np.generic) or (torch.is_tensor(label) and label.numel() == 1):
+        return label.item()
+    return label

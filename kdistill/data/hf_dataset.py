@@ -32,6 +32,7 @@ from kdistill.data.source import (
     hold_out,
     sample_generator,
 )
+from kdistill.data.labels import label_ids, shown
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
@@ -120,7 +121,7 @@ def load_hf_dataset_source(path: str, spec) -> tuple[Source, Source]:
     files = spec.files
     with _offline_and_quiet():
         train_part, test_part = open_dataset(path, files.train_split, files.test_split, "data.path")
-        train = HFDatasetSource(*train_part, spec, name="hf_dataset")
+        train = HFDatasetSource(*train_part, spec, classes=spec.classes, name="hf_dataset")
         if test_part is None and files.test_path is not None:
             test_part, _ = open_dataset(files.test_path, files.test_split, None, "data.files.test_path")
         elif test_part is not None and files.test_path is not None:
@@ -362,36 +363,20 @@ def _read_labels(dataset, column: str | None, classes: list[str] | None, name: s
     feature = dataset.features[column]
     # the label column alone, as Arrow (the dataset's row order applied)
     values = dataset.select_columns([column]).with_format("arrow")[:].column(0)
-    kind = values.type
-    if isinstance(feature, datasets.ClassLabel):
-        if classes is not None and list(feature.names) != list(classes):
-            raise KDistillError(f"data.files.label_column: the test set's classes {feature.names[:5]}... differ "
-                                f"from the training set's {list(classes)[:5]}...; give both the same ClassLabel.")
-        classes = list(feature.names)
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        names = values.to_pylist()
+    kind, what = values.type, f"data.files.label_column: {name}'s column {column!r}"
+    if isinstance(feature, datasets.ClassLabel):  # its ids name its own classes: mapped by name
+        names = list(feature.names)
+        if classes is not None and sorted(names) != sorted(classes):
+            raise KDistillError(f"{what} is a ClassLabel of {shown(names)}, but the classes are {shown(classes)} "
+                                "(data.classes, or the training set's); give the same class names.")
+        ids, _ = label_ids(pc.fill_null(values, -1).to_numpy(zero_copy_only=False), what, names)
         if classes is None:
-            classes = sorted({n for n in names if n is not None and n != ""})
-        lookup = {c: i for i, c in enumerate(classes)}
-        unknown = sorted({n for n in names if n not in lookup and n not in (None, "")})
-        if unknown:
-            raise KDistillError(f"data.files.label_column: {name} has labels {unknown[:3]} that the training set "
-                                "does not; give the test set only classes the training set has.")
-        return np.array([lookup.get(n, -1) for n in names], dtype=np.int64), classes
+            return ids, names
+        order = np.array([list(classes).index(n) for n in names] + [-1], dtype=np.int64)
+        return order[ids], list(classes)  # -1 indexes the last entry: stays -1
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return label_ids(values.to_pylist(), what, classes)
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
-        raise KDistillError(f"data.files.label_column: {name}'s column {column!r} holds {kind}; labels are "
-                            "integers (-1: unlabelled), a ClassLabel or class names.")
-    y = pc.fill_null(values, -1).to_numpy().copy() if len(values) else np.zeros(0, dtype=np.int64)
-    if y.dtype.kind == "f":
-        y = np.where(np.isnan(y), -1, y)
-        if not np.all(y == np.round(y)):
-            raise KDistillError(f"data.files.label_column: {name}'s column {column!r} holds fractions; labels are "
-                                "whole numbers (classes 0..K-1, -1 for unlabelled).")
-    y = y.astype(np.int64)
-    if len(y) and int(y.min()) < -1:
-        raise KDistillError(f"data.files.label_column: {name}'s column {column!r} holds the label {int(y.min())}; "
-                            "labels are classes 0..K-1, or -1 for an unlabelled sample.")
-    if classes is not None and len(y) and int(y.max()) >= len(classes):
-        raise KDistillError(f"data.files.label_column: {name}'s column {column!r} holds the label {int(y.max())} "
-                            f"but there are {len(classes)} classes; fix the labels.")
-    return y, classes
+        raise KDistillError(f"{what} holds {kind}; labels are integers (-1: unlabelled), a ClassLabel or class names.")
+    y = pc.fill_null(values, -1).to_numpy(zero_copy_only=False) if len(values) else np.zeros(0, dtype=np.int64)
+    return label_ids(y, what, classes)

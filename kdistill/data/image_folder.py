@@ -1,10 +1,13 @@
 """The ``image_folder`` source: image files in class subfolders, or listed in a CSV / JSONL file.
 
-A folder ``path`` holds one subfolder per class (labels 0..K-1 in the sorted order of their
-names); each class's images are found anywhere inside its subfolder. A ``.csv`` / ``.jsonl``
-list names one file a row (``data.files.path_column``, relative to the list's folder or
-absolute) and its label (``data.files.label_column``: a class name or an integer; missing or
-empty: unlabelled). The test set is the folder's ``train/`` + ``test/`` pair, else
+A folder ``path`` holds one subfolder per class (labels 0..K-1 in the order of
+``data.classes``, else in the sorted order of the folders' names; folders named by integers
+are class ids, as integer labels are); each class's images are found anywhere inside its
+subfolder. A subfolder named ``unlabelled`` (or ``unlabeled``) holds
+images without a label (label -1: transfer data only); an empty class folder is refused. A
+``.csv`` / ``.jsonl`` list names one file a row (``data.files.path_column``, relative to the
+list's folder or absolute) and its label (``data.files.label_column``: a class name or an
+integer; missing or empty: unlabelled). Labels follow ``data/labels.py``'s one rule. The test set is the folder's ``train/`` + ``test/`` pair, else
 ``data.files.test_path`` (a folder or list read the same way), else held out of the data.
 
 Files are decoded when their samples are fetched (``data.images``: mode, resize, crop, and
@@ -15,18 +18,21 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
+from kdistill.data.labels import UNLABELLED_NAMES, label_ids, shown
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
 
 LISTS = (".csv", ".jsonl")
+_INTEGER = re.compile(r"[+-]?\d+")
 
 
 class ImageFolderSource(Source):
@@ -92,9 +98,9 @@ def load_image_folder_source(path, spec=None) -> tuple[Source, Source]:
     train_dir, test_dir = root / "train", root / "test"
     split_folders = root.is_dir() and train_dir.is_dir() and test_dir.is_dir()
     if split_folders:
-        train = read_images(train_dir, spec, "data.path (train/)")
+        train = read_images(train_dir, spec, "data.path (train/)", classes=spec.classes)
     else:
-        train = read_images(root, spec, "data.path")
+        train = read_images(root, spec, "data.path", classes=spec.classes)
     test_root, test_what = None, None
     if spec.files.test_path is not None:  # given: it wins over a test/ folder
         test_root, test_what = _existing(spec.files.test_path, "data.files.test_path"), "data.files.test_path"
@@ -112,8 +118,8 @@ def read_images(path: Path, spec, what: str, classes: list[str] | None = None,
                 num_classes: int = 0) -> ImageFolderSource:
     """One image source: a folder of class subfolders or a CSV / JSONL list at ``path``.
 
-    ``classes``: the training set's class names, which a test set's labels map to (None for
-    the training set itself, or when its labels were integers)."""
+    ``classes``: the class names labels map to: ``data.classes`` or the training set's (None:
+    the sorted names the data gives, or integer labels)."""
     if path.is_dir():
         return _from_folder(path, spec, what, classes)
     if path.suffix.lower() not in LISTS:
@@ -146,31 +152,35 @@ def _images_under(folder: Path) -> list[str]:
 
 
 def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> ImageFolderSource:
-    """Labels from the class subfolders of ``folder`` (the training set's ``classes`` when given)."""
-    names = sorted(e.name for e in os.scandir(folder) if _visible(e.name) and e.is_dir())
+    """Labels from the class subfolders of ``folder``: their names, mapped through ``classes``
+    when given (else sorted), or their numbers when every folder is named by an integer (class
+    ids, as integer labels are); the images of an ``unlabelled`` subfolder get label -1."""
+    found = sorted(e.name for e in os.scandir(folder) if _visible(e.name) and e.is_dir())
+    names = [n for n in found if n.lower() not in UNLABELLED_NAMES]
     if not names:
         loose = _images_under(folder)
         hint = (f"it holds {len(loose)} images but no class subfolders; put each class's images in a folder "
                 "named after the class, or list them in a .csv / .jsonl file (labels optional)"
                 if loose else "it is empty; give a folder with one subfolder of images per class")
         raise KDistillError(f"{what}: {folder}: {hint}.")
-    if classes is None:
-        classes = names
-    else:
-        unknown = [n for n in names if n not in classes]
-        if unknown:
-            raise KDistillError(f"{what}: {folder} has class folder(s) {', '.join(unknown[:3])} that the training "
-                                f"set lacks ({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
-                                "give both sets the same classes.")
-    paths, y = [], []
-    for name in names:
+    unknown = [n for n in names if classes is not None and n not in classes and not _INTEGER.fullmatch(n)]
+    if unknown:
+        raise KDistillError(f"{what}: {folder} has class folder {unknown[0]!r}, not one of the classes "
+                            f"{shown(classes)} (its folders: {shown(names)}); "
+                            f"{'add it to data.classes' if spec.classes else 'give both sets the same classes'}"
+                            " or rename the folder.")
+    paths, raw = [], []
+    for name in found:
         files = _images_under(folder / name)
+        if not files:
+            raise KDistillError(f"{what}: the class folder {folder / name} holds no images "
+                                f"({', '.join(EXTENSIONS)}); add its images or remove it (images without a "
+                                "label go in a folder named unlabelled).")
         paths += [os.path.join(name, f) for f in files]
-        y += [classes.index(name)] * len(files)
-    if not paths:
-        raise KDistillError(f"{what}: no image files ({', '.join(EXTENSIONS)}) in the class folders of {folder}; "
-                            "add images, or point data.path at the right folder.")
-    return ImageFolderSource(paths, y, spec.images, classes, len(classes), root=folder)
+        raw += [name if name in names else None] * len(files)
+    y, classes = label_ids(raw, f"{what}: {folder}", classes, row=lambda i: f"folder {raw[i]}")
+    return ImageFolderSource(paths, y, spec.images, classes, len(classes) if classes else int(y.max()) + 1,
+                             root=folder)
 
 
 def _read_rows(path: Path, what: str) -> list[dict]:
@@ -208,55 +218,8 @@ def _from_list(path: Path, spec, what: str, classes: list[str] | None, num_class
         raise KDistillError(f"{what}: {len(missing)} listed file(s) not found, the first {missing[0]}; "
                             f"paths in {path.name} are read relative to {base}.")
     raw = [row.get(label_column) if label_column else None for row in rows]
-    y, classes, num_classes = _labels(raw, classes, num_classes, f"{what}: {path}")
-    return ImageFolderSource(paths, y, spec.images, classes, num_classes)
+    y, classes = label_ids(raw, f"{what}: {path}", classes, row=lambda i: f"row {i + 1}")
+    top = int(y.max()) + 1 if len(y) else 0
+    return ImageFolderSource(paths, y, spec.images, classes, len(classes) if classes else max(num_classes, top))
 
 
-def _blank(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _as_int(value) -> int | None:
-    """``value`` as an integer label if it is one (an int, or text of one), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return None
-        return int(number) if number.is_integer() else None
-    return None
-
-
-def _labels(raw: list, classes: list[str] | None, num_classes: int, what: str):
-    """(labels, class names or None, number of classes) of a list's label values: missing or
-    empty values give -1 (unlabelled); class names map to their index in ``classes`` (the
-    training set's) or, for the training set, in the sorted names; integers are taken as they are."""
-    given = [v for v in raw if not _blank(v)]
-    if classes is not None and all(str(v).strip() in classes for v in given):
-        index = {c: i for i, c in enumerate(classes)}
-        y = [-1 if _blank(v) else index[str(v).strip()] for v in raw]
-        return y, classes, num_classes or len(classes)
-    ints = [_as_int(v) for v in given]
-    if all(i is not None for i in ints):
-        bad = [i for i in ints if i < -1 or (classes is not None and i >= len(classes))]
-        if bad:
-            span = f"0..{len(classes) - 1}" if classes is not None else "0 or more (-1: unlabelled)"
-            raise KDistillError(f"{what}: label {bad[0]} is not a class; labels must be {span}.")
-        y = [-1 if _blank(v) else _as_int(v) for v in raw]
-        top = max((i for i in ints), default=-1) + 1
-        return y, classes, max(num_classes, top)
-    if classes is not None:
-        unknown = next(str(v).strip() for v in given if str(v).strip() not in classes)
-        raise KDistillError(f"{what}: label {unknown!r} is not a class of the training set "
-                            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); "
-                            "give the test set the training set's classes.")
-    names = sorted({str(v).strip() for v in given})
-    index = {c: i for i, c in enumerate(names)}
-    y = [-1 if _blank(v) else index[str(v).strip()] for v in raw]
-    return y, names, len(names)

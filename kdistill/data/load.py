@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 
 from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
+from kdistill.data.labels import names_differ, shown
 from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
 from kdistill.errors import KDistillError
+from kdistill.models.weights import read_classes
 from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
 
 
@@ -39,6 +41,7 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
     for part, source in (("training", train), ("test", test)):
         check_finite(source, part)
     _check_labels(recipe, train, test)
+    check_teacher_classes(recipe, train)
     info = {"train": len(train), "test": len(test)}
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
@@ -141,12 +144,30 @@ def check_finite(source: Source, part: str) -> None:
 
 
 def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None:
-    """Labels are classes 0..K-1, or -1 for a training sample without a label; a classify run's
-    test set is scored by its labels, so it needs them all."""
+    """Labels are classes 0..K-1, or -1 for a training sample without a label (each source
+    checked them by ``data/labels.py``'s rule); ``data.classes`` names every class the labels
+    use, and then sets the number of classes; a classify run's test set is scored by its labels,
+    so it needs them all."""
     for part, source in (("training", train), ("test", test)):
         if len(source) and int(source.y.min()) < UNLABELLED:
             raise KDistillError(f"data: a {part} label is {int(source.y.min())}; labels are classes 0..K-1, "
                                 "or -1 for a training sample without a label.")
+    classes = recipe.data.classes
+    if classes is not None:
+        for part, source in (("training", train), ("test", test)):
+            own = getattr(source, "classes", None)
+            if own is not None and list(own) != list(classes):  # names the source numbered its own way
+                missing = [str(n) for n in own if n not in classes]
+                if missing:
+                    raise KDistillError(f"data.classes: the {part} data's class {missing[0]!r} is not one of "
+                                        f"{shown(classes)} (the data's: {shown(own)}); list every class in "
+                                        "data.classes.")
+                order = torch.tensor([list(classes).index(n) for n in own] + [UNLABELLED])
+                source.y, source.classes = order[source.y], list(classes)  # -1 indexes the last: stays -1
+            if len(source) and int(source.y.max()) >= len(classes):
+                raise KDistillError(f"data.classes: names {len(classes)} classes but a {part} label is "
+                                    f"{int(source.y.max())}; name every class (ids 0..{int(source.y.max())}).")
+        train.num_classes = test.num_classes = len(classes)
     unlabelled = int((test.y == UNLABELLED).sum())
     if recipe.task == "classify" and unlabelled:
         raise KDistillError(f"data: {unlabelled} of the {len(test)} test labels are -1 (unlabelled), but a classify "
@@ -218,7 +239,8 @@ def load_text_data(recipe: Recipe) -> tuple[Source, Source]:
         raise KDistillError("data.text.tokenizer: text needs a tokenizer; set it, or give the teacher "
                             "as model: hf with args.path.")
     tokenizer = load_tokenizer(name)
-    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column)
+    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column,
+                             spec.classes)
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     sources = []
     for part in split_texts(texts, text.test, split_seed):
@@ -253,16 +275,46 @@ def check_stage_data(recipe: Recipe, splits: Splits) -> None:
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot"]
-def class_names(recipe, num_classes: int, source=None) -> list[str]:
-    """The names of the recipe's classes where the data source knows them (``source.classes``,
-    or the built-in sources'), else their numbers."""
-    known = getattr(source, "classes", None)
-    if known is not None and len(known) == num_classes:
-        return [str(c) for c in known]
-    if recipe.data.source == "fashion_mnist" and recipe.data.path is None and num_classes == 10:
-        return FASHION_MNIST_CLASSES
+
+
+def known_class_names(recipe, source=None) -> list[str] | None:
+    """The names of the run's classes where they are known: ``data.classes``, else the data
+    source's (``source.classes``: folder names, names in a label column, a ClassLabel's), else a
+    built-in source's; None where the classes are only numbers."""
+    if recipe.data.classes is not None:
+        return list(recipe.data.classes)
+    known = [str(c) for c in getattr(source, "classes", None) or []]
+    if known and known != [str(i) for i in range(len(known))]:  # class ids named by their numbers: no names
+        return known
+    if recipe.data.source == "fashion_mnist" and recipe.data.path is None:
+        return list(FASHION_MNIST_CLASSES)
     if recipe.data.source == "wordnet":
         from kdistill.data.text import load_wordnet
 
         return load_wordnet(recipe.data.path, recipe.data.text.pos, examples=False).classes
+    return None
+
+
+def class_names(recipe, num_classes: int, source=None) -> list[str]:
+    """The names of the ``num_classes`` classes of a model's outputs: the known names
+    (``known_class_names``) when there are as many, else their numbers."""
+    known = known_class_names(recipe, source)
+    if known is not None and len(known) == num_classes:
+        return known
     return [str(i) for i in range(num_classes)]
+
+
+def check_teacher_classes(recipe: Recipe, source: Source) -> None:
+    """A teacher whose weights record class names (kdistill records them) is used only with data
+    whose known class names are the same, in the same order: else its outputs mean other classes."""
+    teacher = recipe.teacher
+    if teacher is None or not teacher.weights:
+        return
+    recorded = read_classes(teacher.weights, "teacher")
+    names = known_class_names(recipe, source) if recorded is not None else None
+    if names is None:
+        return
+    differ = names_differ(names, recorded)
+    if differ:
+        raise KDistillError(f"teacher.weights: the teacher was trained on other classes, {differ} (the data's vs "
+                            "the teacher's); set data.classes to the teacher's names in its order.")

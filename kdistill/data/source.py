@@ -22,8 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdistill.data.fingerprint import fingerprint_text
-
-UNLABELLED = -1  # the label of a sample without one (and of every transfer-set sample): no loss can use it
+from kdistill.data.labels import UNLABELLED, check_ids, label_ids
 
 
 def sample_generator(view: tuple[int, int], sample: int) -> np.random.Generator:
@@ -38,6 +37,7 @@ class Source(Dataset):
     Attributes:
         y: integer labels ``(N,)`` int64; ``-1`` marks an unlabelled sample.
         num_classes: the number of classes.
+        classes: the class names (label ``i`` is ``classes[i]``) where the data names them, else None.
         divided_by: a fixed division already applied to the stored values (1: as they came).
         scale: the division the stored values take to reach the units kdistill fits and records
             statistics in (255 for pixels stored as bytes, 1 otherwise).
@@ -47,6 +47,7 @@ class Source(Dataset):
 
     y: torch.Tensor
     num_classes: int = 0
+    classes: list[str] | None = None
     divided_by: float = 1.0
     scale: float = 1.0
     random: bool = False
@@ -87,8 +88,13 @@ class Source(Dataset):
         return self.divided_by * self.scale
 
     def _finish(self) -> None:
-        """Labels as int64 and the number of classes, for subclasses once ``y`` is set."""
-        self.y = torch.as_tensor(np.asarray(self.y) if not torch.is_tensor(self.y) else self.y).long()
+        """Labels as int64, checked by the one label rule (``data/labels.py``), and the number of
+        classes, for subclasses once ``y`` is set."""
+        ids, names = label_ids(self.y, self.name)
+        if names is not None and getattr(self, "classes", None) is None:  # labels given as names, sorted
+            self.classes = names
+        check_ids(ids, self.name, self.num_classes or None)
+        self.y = torch.from_numpy(ids).to(self.y.device if torch.is_tensor(self.y) else "cpu")
         if not self.num_classes:
             self.num_classes = int(self.y.max()) + 1 if len(self.y) else 0
 

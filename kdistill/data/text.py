@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from kdistill.data.fingerprint import fingerprint_text
+from kdistill.data.labels import label_ids
 from kdistill.data.source import Source
 from kdistill.data.splits import UNLABELLED, stratified_pick
 from kdistill.errors import KDistillError
@@ -183,22 +184,19 @@ def load_text_file(path: str | Path) -> TextSet:
     return TextSet(texts, [UNLABELLED] * len(texts), [])
 
 
-def _sorted_classes(values: set[str]) -> list[str]:
-    """Class names sorted as numbers when every one is an integer ("2" < "10"), else as strings."""
-    if all(re.fullmatch(r"[+-]?\d+", v) for v in values):
-        return sorted(values, key=int)
-    return sorted(values)
-
-
-def load_csv(path: str | Path, text_column: str = "text", label_column: str | None = "label") -> TextSet:
+def load_csv(path: str | Path, text_column: str = "text", label_column: str | None = "label",
+             classes: list[str] | None = None) -> TextSet:
     """Texts and labels from a CSV file with a header row.
 
-    Rows with an empty text are skipped; a row with an empty label gets label ``-1``.
-    The distinct label values, sorted (as numbers when all are integers), become the classes.
+    Rows with an empty text are skipped; a row with an empty label gets label ``-1``. Labels
+    follow ``data/labels.py``'s one rule: class names map to their index in ``classes``
+    (``data.classes``; default: the names sorted), integers are class ids, and the classes are
+    then named by their number.
 
     Args:
         text_column: the column holding the texts.
-        label_column: the column holding class names; None for an unlabelled set.
+        label_column: the column holding class names or ids; None for an unlabelled set.
+        classes: the class names in order, or None.
     """
     with _open_text(path, "CSV file") as f:
         reader = csv.DictReader(f)
@@ -213,13 +211,15 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
         rows = []
         for row in reader:  # a short row reads None in the columns it lacks
             label = (row.get(label_column) or "") if label_column is not None else ""
-            rows.append(((row.get(text_column) or "").strip(), label.strip()))
-    rows = [(text, label) for text, label in rows if text]
+            rows.append(((row.get(text_column) or "").strip(), label.strip(), reader.line_num))
+    rows = [row for row in rows if row[0]]
     if not rows:
         raise KDistillError(f"data: CSV file {path} has no text in column {text_column!r}.")
-    classes = _sorted_classes({label for _, label in rows if label})
-    index = {name: i for i, name in enumerate(classes)}
-    return TextSet([t for t, _ in rows], [index[y] if y else UNLABELLED for _, y in rows], classes)
+    ids, names = label_ids([label for _, label, _ in rows], f"data.text.label_column: {path}", classes,
+                           row=lambda i: f"line {rows[i][2]}")
+    if names is None:  # class ids: the classes are named by their number
+        names = [str(i) for i in range(int(ids.max()) + 1)] if len(ids) and ids.max() >= 0 else []
+    return TextSet([t for t, _, _ in rows], ids.tolist(), names)
 
 
 def _test_count(test: int | float, total: int) -> int:
@@ -260,7 +260,8 @@ def split_texts(data: TextSet, test: int | float, seed: int) -> tuple[TextSet, T
 
 
 def read_text_source(source: str, path: str | None, pos="noun", examples: bool = True,
-                     text_column: str = "text", label_column: str | None = "label") -> TextSet:
+                     text_column: str = "text", label_column: str | None = "label",
+                     classes: list[str] | None = None) -> TextSet:
     """The texts of a recipe's text source: ``wordnet``, ``text`` (one a line) or ``csv``."""
     if source == "wordnet":
         return load_wordnet(path, tuple(pos) if isinstance(pos, list) else pos, examples)
@@ -268,7 +269,7 @@ def read_text_source(source: str, path: str | None, pos="noun", examples: bool =
         raise KDistillError(f"data.path: source {source!r} needs the file to read; set data.path=<file>.")
     if source == "text":
         return load_text_file(path)
-    return load_csv(path, text_column, label_column)
+    return load_csv(path, text_column, label_column, classes)
 
 
 def tokenize_texts(texts: list[str], tokenizer, max_length: int, batch: int = 4096) -> torch.Tensor:

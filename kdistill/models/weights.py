@@ -59,6 +59,39 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
     save_tensors(model.state_dict(), path, metadata)
 
 
+CLASSES_KEY = "classes"  # the metadata key of the class names, one JSON list, in the order of the outputs
+
+
+def classes_metadata(names: list[str] | None) -> dict[str, str]:
+    """The metadata that records a model's class names (nothing when they are not known)."""
+    return {CLASSES_KEY: json.dumps(list(names), ensure_ascii=False)} if names else {}
+
+
+def read_classes(path: str | Path, owner: str = "teacher") -> list[str] | None:
+    """The class names a .safetensors file records (``classes_metadata``), or None when it records
+    none (or is not a readable .safetensors file: loading the weights says what is wrong)."""
+    from safetensors import safe_open
+
+    path = user_path(path, f"{owner}.weights")
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(CLASSES_KEY)
+    except (SafetensorError, OSError):
+        return None
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise KDistillError(f"{owner}.weights: {path} records unreadable class names under {CLASSES_KEY!r}; "
+                            "rewrite the weights' metadata or train the model again.")
+    return names
+
+
 def load_weights(model: nn.Module, path: str | Path, owner: str = "model") -> nn.Module:
     """Load a .safetensors file into ``model`` in place; every key must match."""
     path = user_path(path, f"{owner}.weights")

@@ -130,14 +130,14 @@ def test_a_test_list_maps_its_names_to_the_training_classes(tmp_path):
     _, test = load_image_folder_source(str(root), spec)
     assert test.y.tolist() == [2, 0] and test.classes == ["cat", "dog", "emu"]
     (tmp_path / "t" / "test.csv").write_text("path,label\na.jpg,emu\nb.jpg,owl\n")
-    with pytest.raises(KDistillError, match="'owl' is not a class"):
+    with pytest.raises(KDistillError, match="'owl' at row 2 is not one of the classes"):
         load_image_folder_source(str(root), spec)
 
 
 @pytest.mark.parametrize("case, message", [
     ("empty", "empty"),
     ("loose", "no class subfolders"),
-    ("no_images", "no image files"),
+    ("no_images", "holds no images"),
     ("txt_list", "neither a folder"),
     ("no_column", "no column 'path'"),
     ("missing_file", "not found"),

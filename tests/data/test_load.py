@@ -2,6 +2,7 @@
 a teacher's recorded preprocessing is read back with its weights, and a user's data is never
 normalised unless asked."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,58 @@ def test_a_hf_vision_teachers_image_processor_sets_decoding_and_normalisation(tm
     assert train.fetch(torch.tensor([0, 5])).shape == (2, 3, 12, 12)  # the processor's square resize
     mode, chosen = choose_preprocess(recipe, train, custom=False)
     assert mode == "teacher" and chosen == Preprocess(255.0, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_class_names_are_recorded_with_the_weights_and_checked_against_the_data(tmp_path):
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    teacher_spec = {"model": "mlp", "args": {"in_features": 64, "hidden": [16]}}
+    first = run({"name": "t", "data": {"source": "digits", "labelled": 0, "classes": names}, "latency": False,
+                 "teacher": teacher_spec, "stages": [{"name": "teacher", "train": "teacher", "data": "full",
+                                                      "epochs": 1}]}, runs_dir=tmp_path, progress=False)
+    weights = first.run_dir / "teacher.safetensors"
+    assert first.summary["classes"] == names and json.loads(_metadata(weights)["classes"]) == names
+
+    def distil(classes):
+        data = {"source": "digits", "labelled": 50, **({"classes": classes} if classes else {})}
+        return load_recipe({"name": "d", "data": data, "teacher": {**teacher_spec, "weights": str(weights)},
+                            "student": STUDENT, "stages": [{"name": "s", "loss": [{"loss": "kd"}]}]})
+
+    prepare_data(distil(names))  # the same names, in the same order
+    prepare_data(distil(None))  # the digits' classes are only numbers: nothing to compare
+    with pytest.raises(KDistillError, match=r"trained on other classes, in another order: \[nine, .*\] vs \[zero, .*"
+                                            r"set data.classes to the teacher's names in its order"):
+        prepare_data(distil(list(reversed(names))))
+    with pytest.raises(KDistillError, match=r"trained on other classes, different names"):
+        prepare_data(distil(names[:9] + ["ten"]))
+    prepare_data(distil([n.upper() for n in names]))  # compared without case or punctuation
+
+
+def test_known_class_names():
+    from kdistill.data.load import FASHION_MNIST_CLASSES, class_names, known_class_names
+
+    fmnist = load_recipe({"data": {"source": "fashion_mnist"}, "stages": [{"name": "s"}]})
+    assert known_class_names(fmnist) == FASHION_MNIST_CLASSES
+    assert class_names(fmnist, 10) == FASHION_MNIST_CLASSES and class_names(fmnist, 4) == ["0", "1", "2", "3"]
+    named = load_recipe({"data": {"source": "digits", "classes": ["a", "b"]}, "stages": [{"name": "s"}]})
+    assert known_class_names(named, ArraySource(torch.zeros(2, 1), torch.tensor([0, 1]))) == ["a", "b"]
+    digits = load_recipe({"data": {"source": "digits"}, "stages": [{"name": "s"}]})
+    assert known_class_names(digits) is None and class_names(digits, 2) == ["0", "1"]
+
+
+def test_the_demo_teacher_records_the_fashion_mnist_names_and_natural_folders_must_follow_them():
+    from types import SimpleNamespace
+
+    from kdistill.data.load import FASHION_MNIST_CLASSES, check_teacher_classes
+    from kdistill.models.weights import read_classes
+
+    assert read_classes(RECIPES / "fmnist_teacher.safetensors") == FASHION_MNIST_CLASSES
+    check_teacher_classes(load_recipe(RECIPES / "demo.yaml"), SimpleNamespace(classes=None))  # its own data
+    folders = ["t-shirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+               "ankle_boot"]
+    photos = ["data.source=image_folder", "data.path=photos"]
+    with pytest.raises(KDistillError, match=r"other classes, in another order: \[ankle_boot, bag, coat, .*\] vs "
+                                            r"\[T-shirt/top, Trouser, .*set data.classes to the teacher's names"):
+        check_teacher_classes(load_recipe(RECIPES / "demo.yaml", photos), SimpleNamespace(classes=sorted(folders)))
+    # the folders' own spellings in the teacher's order: accepted (names compared without case and punctuation)
+    named = load_recipe(RECIPES / "demo.yaml", [*photos, f"data.classes=[{', '.join(folders)}]"])
+    check_teacher_classes(named, SimpleNamespace(classes=folders))

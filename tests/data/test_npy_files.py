@@ -75,7 +75,7 @@ def test_float_inputs_are_float32_and_unlabelled_by_default(tmp_path):
 @pytest.mark.parametrize("bad, match", [
     ("short", r"holds 40 inputs but the labels 39"),
     ("missing", r"data.files.labels: .*nolabels.npy does not exist"),
-    ("floats", r"holds float64 values"),
+    ("floats", r"label 0.5 at sample 0 is not a class id"),
     ("2d", r"shape \(40, 2\)"),
 ])
 def test_bad_labels_fail_in_one_line(tmp_path, bad, match):

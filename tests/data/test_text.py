@@ -86,7 +86,10 @@ def test_csv_labels_are_sorted_classes(tmp_path):
     numbers = tmp_path / "numbers.csv"
     numbers.write_text("sentence,y\none,10\ntwo,2\n")
     data = load_csv(numbers, text_column="sentence", label_column="y")
-    assert data.classes == ["2", "10"] and data.labels == [1, 0]
+    # integer labels are class ids (data/labels.py's one rule), the classes named by their number
+    assert data.classes == [str(i) for i in range(11)] and data.labels == [10, 2]
+    named = load_csv(file, classes=["b", "a"])  # data.classes fixes the order of the names
+    assert named.classes == ["b", "a"] and named.labels == [0, 1, -1, 0]
     unlabelled = load_csv(numbers, text_column="sentence", label_column=None)
     assert unlabelled.labels == [-1, -1] and unlabelled.classes == []
 
