@@ -47,12 +47,46 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
             raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to token ids; drop it "
                                 "or pass float inputs.")
         return splits, info
+    info["inputs"] = input_scaling(train)
+    if data is not None or spec.source == "npy":  # the arrays' doors: say which rule applied
+        _say(scaling_line(info["inputs"]))
     info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
     info["preprocess"] = preprocess.to_dict()
     if preprocess.standardizes or preprocess.divide_by != train.units:  # the teacher may be judged before / after
         spread = torch.linspace(0, len(test) - 1, min(TEACHER_CHECK_SAMPLES, len(test))).long().unique()
         splits.test_before_preprocess = Inputs(test, spread, Preprocess(test.units).relative_to(test.divided_by))
     return splits.prepared(lambda source: preprocess.relative_to(source.divided_by)), info
+
+
+def input_scaling(source: Source) -> dict:
+    """What was done to the stored inputs to reach units (``source.stored_scale``'s one rule,
+    whichever door the arrays came through): ``{dtype, divided_by}``, and the values' ``range``
+    for floats held in memory."""
+    x = source.x if source.in_memory else source.fetch(torch.tensor([0]))
+    entry = {"dtype": str(x.dtype).replace("torch.", ""), "divided_by": source.units}
+    if source.in_memory and x.is_floating_point() and len(x):
+        entry["range"] = [float(x.min()), float(x.max())]
+    return entry
+
+
+def scaling_line(entry: dict) -> str:
+    """The one info line saying how the inputs were scaled (``input_scaling``'s entry)."""
+    if entry["divided_by"] != 1:
+        return (f"data: {entry['dtype']} inputs divided by {entry['divided_by']:g} (uint8 pixels to [0, 1], for "
+                "arrays from Python and .npy files alike)")
+    line = f"data: {entry['dtype']} inputs taken as they are"
+    low, high = entry.get("range", (0.0, 0.0))
+    if high > 1:
+        line += (f" (values {low:.3g}..{high:.3g}; pixels 0..255 given as uint8 would be divided by 255: pass them "
+                 "as uint8, or divide them first)")
+    return line
+
+
+def _say(line: str) -> None:
+    from kdistill.train import distributed
+
+    if distributed.is_main():
+        print(line, flush=True)
 
 
 TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing
