@@ -67,11 +67,26 @@ class ImageSpec(Strict):
     """
 
     mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
-    size: int | None = Field(None, ge=1)  # resize the shorter side to this (aspect kept); default: as stored
+    # an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly
+    # that (aspect not kept, squashed); default: as stored
+    size: int | tuple[int, int] | None = None
     crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
     random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
     flip: bool = False  # training batches: a horizontal flip, half of the time
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            return tuple(value)
+        raise ValueError(f"{str(value)[:40]} is neither a side in pixels (an int >= 1: the shorter side, aspect "
+                         "kept) nor [height, width] (two ints >= 1: resized to exactly that)")
 
     @model_validator(mode="after")
     def _crop_given(self) -> "ImageSpec":

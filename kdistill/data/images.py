@@ -47,7 +47,8 @@ def decode_image(obj, spec, rng: np.random.Generator | None = None, what: str | 
     Args:
         obj: a file path (str or Path), the encoded bytes of a file, a PIL image, or a dict with
             ``bytes`` and / or ``path`` (Hugging Face datasets' undecoded images).
-        spec: mode (rgb: 3 channels, grayscale: 1), size (shorter side, aspect kept, bilinear),
+        spec: mode (rgb: 3 channels, grayscale: 1), size (shorter side, aspect kept, bilinear;
+            or [height, width], resized to exactly that),
             crop (centre crop), random_crop, crop_scale, flip.
         rng: None for the plain view; a generator for a training view, the only source of its
             random draws (a random resized crop when ``spec.random_crop``, else the plain view;
@@ -76,7 +77,8 @@ def decode_batch(objs: list, spec, rngs: list | None = None, names: list | None 
                 out = np.empty((len(objs), *a.shape), dtype=np.uint8)
             elif a.shape != out.shape[1:]:
                 raise KDistillError(f"data: images of different sizes {tuple(out.shape[1:])} and {a.shape} ({name}) "
-                                    "cannot form a batch; set data.images.size and crop (resize, then crop to one size).")
+                                    "cannot form a batch; set data.images.size to [height, width], or size and crop (resize, then "
+                                    "crop to one size).")
             out[i] = a
     if out is None:
         side = spec.crop or 0
@@ -191,9 +193,14 @@ def _to_bytes(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def _plain(img: Image.Image, size: int | None, crop: int | None) -> Image.Image:
-    """The deterministic view: the shorter side resized to ``size``, then a centre ``crop``."""
-    if size is not None:
+def _plain(img: Image.Image, size: int | tuple[int, int] | None, crop: int | None) -> Image.Image:
+    """The deterministic view: the shorter side resized to ``size`` (an int; ``(height, width)``:
+    resized to exactly that, aspect not kept), then a centre ``crop``."""
+    if isinstance(size, (tuple, list)):
+        new = (int(size[1]), int(size[0]))  # Pillow's (width, height)
+        if new != img.size:
+            img = img.resize(new, Image.Resampling.BILINEAR)
+    elif size is not None:
         w, h = img.size
         short, long = (w, h) if w <= h else (h, w)
         other = max(1, round(long * size / short))
