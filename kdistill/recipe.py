@@ -74,6 +74,10 @@ class ImageSpec(Strict):
     random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
     flip: bool = False  # training batches: a horizontal flip, half of the time
+    # decode every file once when the data is loaded and leave out those that cannot be read
+    # (one warning line; the list goes to the run's skipped_files.txt); false: an unreadable
+    # file stops the run (kdistill check-data RECIPE lists them all at once)
+    skip_unreadable: bool = False
 
     @field_validator("size", mode="before")
     @classmethod
@@ -167,6 +171,10 @@ class DataSpec(Strict):
     # per-channel mean and std (true); none: the inputs as they are (false)
     normalize: Literal["auto", "teacher", "data", "none"] = "auto"
     split_seed: int | None = None  # default: the recipe's seed
+    # a teacher loaded from weights (weights, or a pretrained args.path) that scores near chance
+    # on the labelled test inputs, or far below the test accuracy its weights record, stops the
+    # run before training (its inputs likely differ from those it was trained on); false: go on
+    check_teacher: bool = True
     loader: LoaderSpec = Field(default_factory=LoaderSpec)
 
     @field_validator("labelled", "val", "transfer")

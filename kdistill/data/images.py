@@ -27,6 +27,20 @@ GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 ORIENTATION_INFO = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")  # where Pillow finds a rotation
 
 
+class UnreadableImage(KDistillError):
+    """An image that cannot be read or decoded: ``name`` (its path, or how it is named) and the
+    short ``reason``; the message adds how to see every such file and how to skip them."""
+
+    def __init__(self, name: str, reason: str | None = None):
+        if reason is None:  # the whole message, as a DataLoader worker's error is rebuilt
+            super().__init__(name)
+            self.name = self.reason = name
+            return
+        self.name, self.reason = name, reason
+        super().__init__(f"data: {name}: {reason}; check the file, or remove it from the data (kdistill check-data "
+                         "RECIPE lists every unreadable file at once; data.images.skip_unreadable: true skips them).")
+
+
 def random_view(spec) -> bool:
     """Whether a training view of images decoded by ``spec`` (an ``ImageSpec``) is random."""
     return bool(spec.random_crop or spec.flip)
@@ -92,8 +106,7 @@ def _decoded(obj, spec, rng: np.random.Generator | None, name: str) -> Image.Ima
     try:
         img = _to_mode(img, spec.mode)
     except (OSError, ValueError, SyntaxError) as err:
-        raise KDistillError(f"data: cannot decode the image {name} ({_short(err)}); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, f"cannot decode the image ({_short(err)})") from None
     if rng is not None and spec.random_crop:
         img = _random_resized_crop(img, spec.crop, spec.crop_scale, rng)
     else:
@@ -138,13 +151,11 @@ def _read(opener, name: str) -> Image.Image:
             img.load()
             return _orient(img, in_place=True)
     except (FileNotFoundError, IsADirectoryError):
-        raise KDistillError(f"data: image file {name} not found; restore it, or remove it from the data.") from None
+        raise UnreadableImage(name, "image file not found") from None
     except UnidentifiedImageError:
-        raise KDistillError(f"data: {name} is not an image Pillow can read (JPEG, PNG, WebP, BMP, ...); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, "not an image Pillow can read (JPEG, PNG, WebP, BMP, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise KDistillError(f"data: cannot decode the image {name} ({_short(err)}); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, f"cannot decode the image ({_short(err)})") from None
 
 
 def _orient(img: Image.Image, in_place: bool) -> Image.Image:

@@ -40,6 +40,9 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
         check_finite(source, part)
     _check_labels(recipe, train, test)
     info = {"train": len(train), "test": len(test)}
+    skipped = [*getattr(train, "skipped", []), *getattr(test, "skipped", [])]
+    if skipped:  # data.images.skip_unreadable: the count in the summary, the list for skipped_files.txt
+        info["skipped_files"], info["_skipped"] = len(skipped), skipped
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
     if train.tokens:
@@ -115,7 +118,27 @@ def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
         # unless the recipe says otherwise
         spec = spec.model_copy(update={"images": spec.images.model_copy(
             update={"size": processor.get("size"), "crop": processor.get("crop") or processor.get("size")})})
-    return load_source(spec.source, spec.path, spec)
+    train, test = load_source(spec.source, spec.path, spec)
+    if spec.source in IMAGE_SOURCES and spec.images.skip_unreadable:
+        return skip_unreadable(train, test)
+    return train, test
+
+
+def skip_unreadable(train: Source, test: Source) -> tuple[Source, Source]:
+    """The sources without their unreadable files (each decoded once now), in one warning line;
+    each source returned holds ``skipped``: ``(file, reason)`` of those it left out."""
+    from kdistill.data.check_files import SKIPPED_FILE, drop_unreadable
+
+    kept = []
+    for source in (train, test):
+        rest, skipped = drop_unreadable(source)
+        rest.skipped = skipped
+        kept.append(rest)
+    count = sum(len(s.skipped) for s in kept)
+    if count:
+        _say(f"warning: data: skipped {count} unreadable image files of {len(train) + len(test)} "
+             f"(data.images.skip_unreadable: true); the list goes to the run directory's {SKIPPED_FILE}")
+    return kept[0], kept[1]
 
 
 def teacher_image_processor(recipe: Recipe) -> dict | None:
