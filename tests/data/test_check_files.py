@@ -32,3 +32,21 @@ def test_a_run_skips_unreadable_files_when_told(tmp_path, monkeypatch, capsys):
     listed = (result.run_dir / "skipped_files.txt").read_text(encoding="utf8").splitlines()
     assert len(listed) == 3 and all("broken" in line and "\t" in line for line in listed)
     assert json.loads((result.run_dir / "summary.json").read_text(encoding="utf8"))["data"]["skipped_files"] == 3
+
+
+def test_an_unreadable_file_met_by_a_worker_is_one_line_naming_check_data(tmp_path):
+    import pytest
+    import torch
+
+    from kdistill.data.loader import BatchLoader
+    from kdistill.data.samples import Inputs
+    from kdistill.errors import KDistillError
+
+    root = photos(tmp_path / "pics", good=2, bad=1)
+    source = read_images(root, DataSpec(source="image_folder", path=str(root), images={"size": [8, 8]}), "data.path")
+    loader = BatchLoader(Inputs(source), source.y, workers=1)
+    with pytest.raises(KDistillError) as caught:
+        list(loader.epoch([torch.arange(len(source))]))
+    loader.close()
+    assert str(caught.value).startswith("data: ") and "broken0.jpg: cannot decode" in str(caught.value)
+    assert "kdistill check-data" in str(caught.value) and "\n" not in str(caught.value)
