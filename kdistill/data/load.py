@@ -114,10 +114,11 @@ def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
         return load_source(spec.source, spec.path, spec, seed=recipe.seed)
     processor = teacher_image_processor(recipe)
     if spec.source in IMAGE_SOURCES and processor and spec.images.size is None and spec.images.crop is None:
-        # the teacher's own resize and crop (square: ViT's processors resize to height x width),
-        # unless the recipe says otherwise
+        # the teacher's own resize and crop (ViT's processors squash to [height, width], no crop;
+        # a shorter side without a crop: cropped square), unless the recipe says otherwise
+        size = processor.get("size")
         spec = spec.model_copy(update={"images": spec.images.model_copy(
-            update={"size": processor.get("size"), "crop": processor.get("crop") or processor.get("size")})})
+            update={"size": size, "crop": processor.get("crop") or (size if isinstance(size, int) else None)})})
     train, test = load_source(spec.source, spec.path, spec)
     if spec.source in IMAGE_SOURCES and spec.images.skip_unreadable:
         return skip_unreadable(train, test)

@@ -65,3 +65,22 @@ def test_a_bad_size_is_one_line(size):
     with pytest.raises(KDistillError, match="data.images.size: .* neither a side in pixels") as err:
         _recipe(size)
     assert "\n" not in str(err.value)
+
+
+def test_a_vit_processors_height_and_width_squash_the_images(tmp_path):
+    import json
+
+    from kdistill.data.load import load_sources
+
+    for i, (w, h) in enumerate([(40, 10), (9, 30), (16, 16), (20, 12)]):
+        _halves(tmp_path / "pics" / ("a" if i % 2 else "b") / f"{i}.png", w, h)
+    vit = tmp_path / "vit"
+    vit.mkdir()
+    (vit / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "ViTImageProcessor", "size": {"height": 12, "width": 10}, "do_resize": True}))
+    recipe = load_recipe({"name": "v", "data": {"source": "image_folder", "path": str(tmp_path / "pics"),
+                                                "files": {"test": 2}},
+                          "teacher": {"model": "hf_vision", "args": {"path": str(vit)}}, "student": CNN,
+                          "stages": [{"name": "s", "data": "labelled", "loss": [{"loss": "kd"}]}]})
+    train, _ = load_sources(recipe)
+    assert train.fetch(torch.arange(len(train))).shape == (len(train), 3, 12, 10)  # squashed, nothing cropped
