@@ -120,6 +120,18 @@ def cache(recipe: Path = typer.Argument(..., help="a YAML recipe whose stages ha
         typer.echo(line)
 
 
+@app.command("check-data")
+def check_data(recipe: Path = typer.Argument(..., help="a YAML recipe whose data is read from files"),
+               overrides: Optional[list[str]] = Overrides,
+               workers: Optional[int] = typer.Option(None, "--workers", help="decoding threads (default: "
+                                                     "data.loader.workers, else up to 8)")) -> None:
+    """Decode every file of a recipe's data once and list every unreadable one, with the reason
+    (the first 20, then the count); exit 2 if any."""
+    from kdistill.data.check_data import check_recipe_data
+
+    check_recipe_data(recipe, overrides or [], typer.echo, workers)
+
+
 @app.callback()
 def options(debug: bool = typer.Option(False, "--debug", help="show the traceback behind an error message "
                                        "(may also follow the subcommand)")) -> None:

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from kdistill.data import Preprocess, Splits
-from kdistill.data.load import check_stage_data, prepare_data, stage_data
+from kdistill.data.load import TEACHER_CHECK_SAMPLES, check_stage_data, prepare_data, stage_data
 from kdistill.data.samples import Inputs
 from kdistill.errors import KDistillError
 from kdistill.evaluate.metrics import predict
+from kdistill.evaluate.teacher_check import judge_teacher, recorded_accuracy
 from kdistill.families import Family, family_of
 from kdistill.models.ensemble import TeacherEnsemble, main_teacher
 from kdistill.models.hf import set_max_length
@@ -132,26 +133,45 @@ def resolve_device(name: str) -> torch.device:
 
 def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info: dict, device) -> None:
     """Judge a teacher this run does not train on up to 2,000 test inputs before and after the
-    preprocessing, and print both: a drop shows inputs unlike those it was trained on.
+    preprocessing, and print both: a drop shows inputs unlike those it was trained on. A teacher
+    loaded from weights is also refused when it scores near chance on them, or far below the
+    accuracy its weights record (``teacher_check``; ``data.check_teacher: false`` lets it go on).
 
-    Adds ``teacher_accuracy: {samples, before, after}`` to ``info`` (prepare_data's data info),
-    unless nothing was preprocessed, there is no teacher, the run trains it, or the task is embed.
+    Adds ``teacher_accuracy: {samples, before, after}`` to ``info`` (prepare_data's data info)
+    when the preprocessing changed the inputs; nothing is judged when there is no teacher, the
+    run trains it, or the task is embed.
     """
     before = splits.test_before_preprocess
-    if (before is None or "teacher" not in models or recipe.task != "classify"
+    judged = loaded_teacher(recipe) and recipe.data.check_teacher
+    if ((before is None and not judged) or "teacher" not in models or recipe.task != "classify"
             or recipe.trains("teacher")):
         return
     teacher = main_teacher(models["teacher"])
-    labels = splits.test_set.y[before.index]
+    test = splits.test_set
+    rows = before.index if before is not None else torch.linspace(
+        0, len(test) - 1, min(TEACHER_CHECK_SAMPLES, len(test))).long().unique()
+    labels = test.y[rows]
     try:
-        accuracy = [(predict(teacher, x, device).argmax(1) == labels).float().mean().item()
-                    for x in (before, splits.test_set.x.subset(before.index))]
+        hits = [predict(teacher, x, device).argmax(1).cpu() == labels
+                for x in (*([before] if before is not None else []), test.x.subset(rows))]
     except (RuntimeError, ValueError, TypeError, IndexError):  # inputs the model refuses: the dry pass says so
         return
-    info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
-    if distributed.is_main():
-        print(f"teacher accuracy on {len(before)} test inputs: {accuracy[0]:.4f} before preprocessing, "
-              f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
+    if before is not None:
+        accuracy = [h.float().mean().item() for h in hits]
+        info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
+        if distributed.is_main():
+            print(f"teacher accuracy on {len(before)} test inputs: {accuracy[0]:.4f} before preprocessing, "
+                  f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
+    if judged and len(labels) and int(labels.min()) >= 0:
+        judge_teacher(int(hits[-1].sum()), labels, recorded_accuracy(recipe.teacher.weights)
+                      if recipe.teacher.weights else None)
+
+
+def loaded_teacher(recipe: Recipe) -> bool:
+    """Whether the recipe's teacher is read from trained weights (``weights``, or a pretrained
+    model's folder, ``args.path``) rather than built at random."""
+    teacher = recipe.teacher
+    return teacher is not None and bool(teacher.weights or teacher.args.get("path"))
 
 
 CALIBRATION = 32  # training inputs a cut ranked on data reads

@@ -67,11 +67,30 @@ class ImageSpec(Strict):
     """
 
     mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
-    size: int | None = Field(None, ge=1)  # resize the shorter side to this (aspect kept); default: as stored
+    # an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly
+    # that (aspect not kept, squashed); default: as stored
+    size: int | tuple[int, int] | None = None
     crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
     random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
     crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
     flip: bool = False  # training batches: a horizontal flip, half of the time
+    # decode every file once when the data is loaded and leave out those that cannot be read
+    # (one warning line; the list goes to the run's skipped_files.txt); false: an unreadable
+    # file stops the run (kdistill check-data RECIPE lists them all at once)
+    skip_unreadable: bool = False
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            return tuple(value)
+        raise ValueError(f"{str(value)[:40]} is neither a side in pixels (an int >= 1: the shorter side, aspect "
+                         "kept) nor [height, width] (two ints >= 1: resized to exactly that)")
 
     @model_validator(mode="after")
     def _crop_given(self) -> "ImageSpec":
@@ -152,6 +171,10 @@ class DataSpec(Strict):
     # per-channel mean and std (true); none: the inputs as they are (false)
     normalize: Literal["auto", "teacher", "data", "none"] = "auto"
     split_seed: int | None = None  # default: the recipe's seed
+    # a teacher loaded from weights (weights, or a pretrained args.path) that scores near chance
+    # on the labelled test inputs, or far below the test accuracy its weights record, stops the
+    # run before training (its inputs likely differ from those it was trained on); false: go on
+    check_teacher: bool = True
     loader: LoaderSpec = Field(default_factory=LoaderSpec)
     # the class names in the order of the model's outputs: a class folder, a name in a label
     # column or a ClassLabel name maps to its index here (default: the names sorted); integer

@@ -138,6 +138,9 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
         (out.path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf8")
+        if pipeline.data_info.get("_skipped"):  # data.images.skip_unreadable: the files left out, and why
+            (out.path / "skipped_files.txt").write_text(
+                "".join(f"{name}\t{why}\n" for name, why in pipeline.data_info["_skipped"]), encoding="utf8")
     if recipe.tensorboard and distributed.is_main():
         out.tensorboard()
     try:
@@ -175,7 +178,8 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
         for stem, module in provider.files().items():
             save_weights(module, out.path / f"{stem}.safetensors")
     summary.update({"name": recipe.name, "device": str(device), "data": {
-        **pipeline.data_info, "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
+        **{k: v for k, v in pipeline.data_info.items() if not k.startswith("_")},  # "_": not for the summary
+        "labelled": len(splits.labelled_set), "transfer": len(splits.transfer_set),
         "val": len(splits.val_set) if splits.val_set is not None else 0, "test": len(splits.test_set)},
         "stage_seconds": stage_times, "total_seconds": time.perf_counter() - started})
     kept = getattr(models.get("student"), "kept_layers", None)  # a sub-network: which teacher layers it kept
@@ -187,7 +191,9 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
                 **classes_metadata(names if names is not None and names == summary.get("classes") else None)}
     for role in ("student", "teacher", "baseline"):
         if recipe.trains(role):
-            save_weights(models[role], out.path / f"{role}.safetensors", metadata)
+            accuracy = summary.get("test", {}).get(role, {}).get("accuracy") if role == "teacher" else None
+            save_weights(models[role], out.path / f"{role}.safetensors",  # the teacher's accuracy: later runs check it
+                         {**metadata, **({"test_accuracy": repr(float(accuracy))} if accuracy is not None else {})})
     if "student" in models:
         pipeline.family.export(models["student"], out.path)
     (out.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf8")

@@ -87,6 +87,34 @@ def write_fake_mnist(folder, n_train=12, n_test=4, seed=0):
     return folder
 
 
+def write_photos(root, good: int = 6, bad: int = 3) -> Path:
+    """``root/cat``, ``root/dog``: ``good`` tiny 8x8 PNGs a class, and ``bad`` corrupt .jpg files
+    in dog/ (the first a truncated JPEG, the rest not images at all)."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    for k, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(good):
+            Image.fromarray(np.full((8, 8, 3), 60 + 120 * k + i, dtype=np.uint8)).save(root / name / f"{i}.png")
+    whole = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(whole, "JPEG")
+    for i in range(bad):
+        (root / "dog" / f"broken{i}.jpg").write_bytes(whole.getvalue()[:120] if i == 0 else b"not a jpeg")
+    return root
+
+
+def photo_recipe(root, name: str = "photos", test: int = 4, **images) -> dict:
+    """A recipe training a tiny CNN student on ``write_photos``' folder, images squashed to 8x8."""
+    return {"name": name, "latency": False, "threads": 1,
+            "data": {"source": "image_folder", "path": str(root), "labelled": 4, "files": {"test": test},
+                     "images": {"size": [8, 8], **images}},
+            "student": {"model": "cnn", "args": {"in_channels": 3, "num_classes": 2, "channels": [4], "image_size": 8}},
+            "stages": [{"name": "s", "train": "student", "data": "labelled", "epochs": 1, "batch_size": 4,
+                        "loss": [{"loss": "ce"}]}]}
+
+
 def stage_records(run_dir) -> dict[str, list[dict]]:
     """A run's metrics.jsonl, its records grouped by stage name (each stage's epochs in order)."""
     import json

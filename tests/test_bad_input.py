@@ -165,6 +165,33 @@ def text_recipe(tmp):
                   student={"from_teacher": {"layers": 1}}, stages__0__loss=[{"loss": "embed_cosine"}])
 
 
+# --- data that means something else (scaling, a teacher near chance, image size, unreadable files) ---
+def write_random_teacher(tmp):
+    from kdistill.models.weights import save_weights
+    from kdistill.models.zoo import build_model
+
+    torch.manual_seed(0)
+    save_weights(build_model("mlp", in_features=64, hidden=[16], num_classes=10), tmp / "random.safetensors")
+
+
+def write_unreadable_photos(tmp):
+    from fixtures import write_photos
+
+    write_photos(tmp / "pics", good=4, bad=3)
+
+
+def photo_recipe(tmp, **options):
+    from fixtures import photo_recipe
+
+    return photo_recipe(tmp / "pics", "bad", **options)
+
+
+def check_data(tmp):
+    from kdistill.data.check_data import check_recipe_data
+
+    check_recipe_data(photo_recipe(tmp, test=3), echo=lambda line: None)
+
+
 # what a case needs on disk before it runs
 SETUP = {"malformed YAML": write_malformed_yaml, "CSV without the label column": write_csv_and_tokenizer,
          "model max_length that differs from data.text.max_length": write_text_teacher,
@@ -176,7 +203,10 @@ SETUP = {"malformed YAML": write_malformed_yaml, "CSV without the label column":
          "corrupt predictions.safetensors given to kdistill report": run_with_corrupt_predictions,
          "image folder with no images": empty_photo_folder, "npy labels of the wrong length": write_short_labels,
          "static student wider than its teacher": static_teacher, "static student without a teacher": static_teacher,
-         "narrow static student compared with the teacher's own output": static_teacher}
+         "narrow static student compared with the teacher's own output": static_teacher,
+         "teacher from weights that scores near chance": write_random_teacher,
+         "unreadable image file in a run": write_unreadable_photos,
+         "kdistill check-data on a folder with unreadable files": write_unreadable_photos}
 
 CASES = {
     "mistyped model folder that reads as a model id too": (mistyped_model_folder,
@@ -299,6 +329,7 @@ CASES = {
         "built from the teacher's vocabulary, but the recipe has no teacher"),
     "narrow static student compared with the teacher's own output": (
         lambda tmp: static_run(tmp, {"width": 8}), "teacher: projected"),
+<<<<<<< HEAD
     # integrity of what kdistill reads back (issue 29): the cache folder, checkpoints, a resumed recipe
     "recipe.yaml edited before --resume": (
         lambda tmp: run(None, resume=tmp / "runs" / "bad.incomplete", progress=False),
@@ -339,6 +370,17 @@ CASES = {
                                teacher__weights=str(tmp / "teacher.safetensors")), runs_dir=tmp / "runs",
                         progress=False),
         "the teacher was trained on other classes, in another order"),
+=======
+    # data that means something else (kdistill issue 29: scaling, teacher check, image size, unreadable files)
+    "teacher from weights that scores near chance": (
+        lambda tmp: run(recipe(teacher={**BASE["teacher"], "weights": str(tmp / "random.safetensors")}),
+                        runs_dir=tmp, progress=False), "near chance"),
+    "image size that is neither a side nor [height, width]": (
+        lambda tmp: load_recipe(photo_recipe(tmp, size=[8, 8, 3])), "data.images.size: [8, 8, 3] is neither"),
+    "unreadable image file in a run": (
+        lambda tmp: run(photo_recipe(tmp, test=3), runs_dir=tmp / "runs", progress=False), "kdistill check-data"),
+    "kdistill check-data on a folder with unreadable files": (check_data, "check-data: 3 of 11 samples cannot be read"),
+>>>>>>> scaling
 }
 
 

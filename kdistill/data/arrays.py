@@ -11,7 +11,7 @@ import torch
 
 from kdistill.data.fingerprint import fingerprint, fingerprint_text
 from kdistill.data.labels import label_ids
-from kdistill.data.source import Source, file_listing_fingerprint, stack_items
+from kdistill.data.source import Source, file_listing_fingerprint, stack_items, stored_scale
 from kdistill.errors import KDistillError
 
 PIXELS = (torch.uint8, torch.int8, torch.bool)  # stored as they are, made float32 on the batch
@@ -28,19 +28,20 @@ class ArraySource(Source):
         num_classes: number of classes (default: ``max(y) + 1``).
         divided_by: the fixed division already applied to the raw inputs (255 for inputs given
             in [0, 1] that were bytes; 1: the inputs as they came).
-        scale: the division the stored values take before statistics are fitted (255 for
-            kdistill's IDX images, stored as bytes; 1 for a user's arrays, taken as they are).
+        scale: the division the stored values take before statistics are fitted; default
+            ``source.stored_scale``'s rule, the npy source's: 255 for uint8 (pixels), else 1.
     """
 
     x: torch.Tensor
     y: torch.Tensor
     num_classes: int = 0
     divided_by: float = 1.0
-    scale: float = 1.0
+    scale: float | None = None
     name: str = "data"
 
     def __post_init__(self):
         self.x = torch.as_tensor(np.asarray(self.x) if not torch.is_tensor(self.x) else self.x)
+        self.scale = stored_scale(self.x.dtype) if self.scale is None else float(self.scale)
         if self.x.is_floating_point() and self.x.dtype != torch.float32:
             self.x = self.x.float()
         if len(self.x) != len(self.y):
@@ -78,7 +79,7 @@ class NpySource(Source):
         path: the inputs ``(N, ...)`` (uint8 images are kept as bytes until the batch).
         labels: a ``.npy`` file of ``(N,)`` integer labels (-1: unlabelled), an array, or None
             (every sample unlabelled).
-        scale: the division to units (default 255 for uint8 inputs, else 1).
+        scale: the division to units (default ``source.stored_scale``: 255 for uint8 inputs, else 1).
     """
 
     random = False
@@ -95,7 +96,7 @@ class NpySource(Source):
                                 f"{len(self.y)}; give one label per input.")
         self.num_classes = num_classes
         self._finish()
-        self.scale = float(scale) if scale is not None else (255.0 if self.array.dtype == np.uint8 else 1.0)
+        self.scale = float(scale) if scale is not None else stored_scale(self.array.dtype)
 
     def _open(self) -> np.ndarray:
         """The file's array, memory-mapped (nothing is read until rows are fetched)."""
@@ -192,7 +193,7 @@ class DatasetSource(Source):
         self._finish()
         first = self._item(0) if len(dataset) else torch.zeros(0)
         self._dtype = first.dtype
-        self.scale = float(scale) if scale is not None else (255.0 if first.dtype == torch.uint8 else 1.0)
+        self.scale = float(scale) if scale is not None else stored_scale(first.dtype)
         self._fp = None
 
     def _item(self, i: int) -> torch.Tensor:

@@ -23,9 +23,10 @@ def read_image_processor(folder) -> dict | None:
             is false or the file gives none.
         rescale: the factor pixels are multiplied by first (``rescale_factor``, 1/255 by default),
             None when ``do_rescale`` is false.
-        size: the side images are resized to, as an int (``size.shortest_edge``, ``size.height``
-            or a bare int); with ``crop_pct`` (ConvNeXt, ResNet) ``shortest_edge / crop_pct``
-            below 384; None when ``do_resize`` is false.
+        size: the shorter side images are resized to, an int (``size.shortest_edge`` or a bare
+            int); with ``crop_pct`` (ConvNeXt, ResNet) ``shortest_edge / crop_pct`` below 384;
+            ``(height, width)`` for a ``size`` of height and width (ViT's processors resize to
+            exactly that, aspect not kept); None when ``do_resize`` is false.
         crop: the side of the centre crop (``crop_size.height`` or an int) when
             ``do_center_crop``; with ``crop_pct``, ``shortest_edge``; else None.
     Raises:
@@ -50,11 +51,11 @@ def read_image_processor(folder) -> dict | None:
     if config.get("do_rescale", True):
         factor = config.get("rescale_factor", 1 / 255)
         rescale = float(factor) if isinstance(factor, (int, float)) else 1 / 255
-    edge = _side(config.get("size"))
+    edge = _height_width(config.get("size")) or _side(config.get("size"))
     size = edge if config.get("do_resize", True) else None
     crop = _side(config.get("crop_size")) if config.get("do_center_crop", False) else None
     crop_pct = config.get("crop_pct")
-    if crop is None and size is not None and isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1:
+    if crop is None and isinstance(size, int) and isinstance(crop_pct, (int, float)) and 0 < crop_pct <= 1:
         kind = str(config.get("image_processor_type") or config.get("feature_extractor_type") or "")
         if kind.startswith("ConvNext") and size >= CONVNEXT_WARP_FROM:
             crop = size  # resized to size x size with no crop: a square image the same
@@ -69,6 +70,16 @@ def _channels(value) -> list[float] | None:
         return [float(value)]
     if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
         return [float(v) for v in value]
+    return None
+
+
+def _height_width(value) -> tuple[int, int] | None:
+    """``(height, width)`` of a ``size`` dict that gives both (and no shortest_edge), else None."""
+    if not isinstance(value, dict) or "shortest_edge" in value:
+        return None
+    sides = [value.get("height"), value.get("width")]
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+        return sides[0], sides[1]
     return None
 
 

@@ -27,6 +27,20 @@ GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 ORIENTATION_INFO = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")  # where Pillow finds a rotation
 
 
+class UnreadableImage(KDistillError):
+    """An image that cannot be read or decoded: ``name`` (its path, or how it is named) and the
+    short ``reason``; the message adds how to see every such file and how to skip them."""
+
+    def __init__(self, name: str, reason: str | None = None):
+        if reason is None:  # the whole message, as a DataLoader worker's error is rebuilt
+            super().__init__(name)
+            self.name = self.reason = name
+            return
+        self.name, self.reason = name, reason
+        super().__init__(f"data: {name}: {reason}; check the file, or remove it from the data (kdistill check-data "
+                         "RECIPE lists every unreadable file at once; data.images.skip_unreadable: true skips them).")
+
+
 def random_view(spec) -> bool:
     """Whether a training view of images decoded by ``spec`` (an ``ImageSpec``) is random."""
     return bool(spec.random_crop or spec.flip)
@@ -47,7 +61,8 @@ def decode_image(obj, spec, rng: np.random.Generator | None = None, what: str | 
     Args:
         obj: a file path (str or Path), the encoded bytes of a file, a PIL image, or a dict with
             ``bytes`` and / or ``path`` (Hugging Face datasets' undecoded images).
-        spec: mode (rgb: 3 channels, grayscale: 1), size (shorter side, aspect kept, bilinear),
+        spec: mode (rgb: 3 channels, grayscale: 1), size (shorter side, aspect kept, bilinear;
+            or [height, width], resized to exactly that),
             crop (centre crop), random_crop, crop_scale, flip.
         rng: None for the plain view; a generator for a training view, the only source of its
             random draws (a random resized crop when ``spec.random_crop``, else the plain view;
@@ -76,7 +91,8 @@ def decode_batch(objs: list, spec, rngs: list | None = None, names: list | None 
                 out = np.empty((len(objs), *a.shape), dtype=np.uint8)
             elif a.shape != out.shape[1:]:
                 raise KDistillError(f"data: images of different sizes {tuple(out.shape[1:])} and {a.shape} ({name}) "
-                                    "cannot form a batch; set data.images.size and crop (resize, then crop to one size).")
+                                    "cannot form a batch; set data.images.size to [height, width], or size and crop (resize, then "
+                                    "crop to one size).")
             out[i] = a
     if out is None:
         side = spec.crop or 0
@@ -90,8 +106,7 @@ def _decoded(obj, spec, rng: np.random.Generator | None, name: str) -> Image.Ima
     try:
         img = _to_mode(img, spec.mode)
     except (OSError, ValueError, SyntaxError) as err:
-        raise KDistillError(f"data: cannot decode the image {name} ({_short(err)}); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, f"cannot decode the image ({_short(err)})") from None
     if rng is not None and spec.random_crop:
         img = _random_resized_crop(img, spec.crop, spec.crop_scale, rng)
     else:
@@ -136,13 +151,11 @@ def _read(opener, name: str) -> Image.Image:
             img.load()
             return _orient(img, in_place=True)
     except (FileNotFoundError, IsADirectoryError):
-        raise KDistillError(f"data: image file {name} not found; restore it, or remove it from the data.") from None
+        raise UnreadableImage(name, "image file not found") from None
     except UnidentifiedImageError:
-        raise KDistillError(f"data: {name} is not an image Pillow can read (JPEG, PNG, WebP, BMP, ...); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, "not an image Pillow can read (JPEG, PNG, WebP, BMP, ...)") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise KDistillError(f"data: cannot decode the image {name} ({_short(err)}); "
-                            "check the file, or remove it from the data.") from None
+        raise UnreadableImage(name, f"cannot decode the image ({_short(err)})") from None
 
 
 def _orient(img: Image.Image, in_place: bool) -> Image.Image:
@@ -191,9 +204,14 @@ def _to_bytes(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), 0, 255).astype(np.uint8)
 
 
-def _plain(img: Image.Image, size: int | None, crop: int | None) -> Image.Image:
-    """The deterministic view: the shorter side resized to ``size``, then a centre ``crop``."""
-    if size is not None:
+def _plain(img: Image.Image, size: int | tuple[int, int] | None, crop: int | None) -> Image.Image:
+    """The deterministic view: the shorter side resized to ``size`` (an int; ``(height, width)``:
+    resized to exactly that, aspect not kept), then a centre ``crop``."""
+    if isinstance(size, (tuple, list)):
+        new = (int(size[1]), int(size[0]))  # Pillow's (width, height)
+        if new != img.size:
+            img = img.resize(new, Image.Resampling.BILINEAR)
+    elif size is not None:
         w, h = img.size
         short, long = (w, h) if w <= h else (h, w)
         other = max(1, round(long * size / short))

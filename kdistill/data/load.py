@@ -43,6 +43,9 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
     _check_labels(recipe, train, test)
     check_teacher_classes(recipe, train)
     info = {"train": len(train), "test": len(test)}
+    skipped = [*getattr(train, "skipped", []), *getattr(test, "skipped", [])]
+    if skipped:  # data.images.skip_unreadable: the count in the summary, the list for skipped_files.txt
+        info["skipped_files"], info["_skipped"] = len(skipped), skipped
     split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
     if train.tokens:
@@ -50,12 +53,46 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
             raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to token ids; drop it "
                                 "or pass float inputs.")
         return splits, info
+    info["inputs"] = input_scaling(train)
+    if data is not None or spec.source == "npy":  # the arrays' doors: say which rule applied
+        _say(scaling_line(info["inputs"]))
     info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
     info["preprocess"] = preprocess.to_dict()
     if preprocess.standardizes or preprocess.divide_by != train.units:  # the teacher may be judged before / after
         spread = torch.linspace(0, len(test) - 1, min(TEACHER_CHECK_SAMPLES, len(test))).long().unique()
         splits.test_before_preprocess = Inputs(test, spread, Preprocess(test.units).relative_to(test.divided_by))
     return splits.prepared(lambda source: preprocess.relative_to(source.divided_by)), info
+
+
+def input_scaling(source: Source) -> dict:
+    """What was done to the stored inputs to reach units (``source.stored_scale``'s one rule,
+    whichever door the arrays came through): ``{dtype, divided_by}``, and the values' ``range``
+    for floats held in memory."""
+    x = source.x if source.in_memory else source.fetch(torch.tensor([0]))
+    entry = {"dtype": str(x.dtype).replace("torch.", ""), "divided_by": source.units}
+    if source.in_memory and x.is_floating_point() and len(x):
+        entry["range"] = [float(x.min()), float(x.max())]
+    return entry
+
+
+def scaling_line(entry: dict) -> str:
+    """The one info line saying how the inputs were scaled (``input_scaling``'s entry)."""
+    if entry["divided_by"] != 1:
+        return (f"data: {entry['dtype']} inputs divided by {entry['divided_by']:g} (uint8 pixels to [0, 1], for "
+                "arrays from Python and .npy files alike)")
+    line = f"data: {entry['dtype']} inputs taken as they are"
+    low, high = entry.get("range", (0.0, 0.0))
+    if high > 1:
+        line += (f" (values {low:.3g}..{high:.3g}; pixels 0..255 given as uint8 would be divided by 255: pass them "
+                 "as uint8, or divide them first)")
+    return line
+
+
+def _say(line: str) -> None:
+    from kdistill.train import distributed
+
+    if distributed.is_main():
+        print(line, flush=True)
 
 
 TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing
@@ -80,11 +117,32 @@ def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
         return load_source(spec.source, spec.path, spec, seed=recipe.seed)
     processor = teacher_image_processor(recipe)
     if spec.source in IMAGE_SOURCES and processor and spec.images.size is None and spec.images.crop is None:
-        # the teacher's own resize and crop (square: ViT's processors resize to height x width),
-        # unless the recipe says otherwise
+        # the teacher's own resize and crop (ViT's processors squash to [height, width], no crop;
+        # a shorter side without a crop: cropped square), unless the recipe says otherwise
+        size = processor.get("size")
         spec = spec.model_copy(update={"images": spec.images.model_copy(
-            update={"size": processor.get("size"), "crop": processor.get("crop") or processor.get("size")})})
-    return load_source(spec.source, spec.path, spec)
+            update={"size": size, "crop": processor.get("crop") or (size if isinstance(size, int) else None)})})
+    train, test = load_source(spec.source, spec.path, spec)
+    if spec.source in IMAGE_SOURCES and spec.images.skip_unreadable:
+        return skip_unreadable(train, test)
+    return train, test
+
+
+def skip_unreadable(train: Source, test: Source) -> tuple[Source, Source]:
+    """The sources without their unreadable files (each decoded once now), in one warning line;
+    each source returned holds ``skipped``: ``(file, reason)`` of those it left out."""
+    from kdistill.data.check_files import SKIPPED_FILE, drop_unreadable
+
+    kept = []
+    for source in (train, test):
+        rest, skipped = drop_unreadable(source)
+        rest.skipped = skipped
+        kept.append(rest)
+    count = sum(len(s.skipped) for s in kept)
+    if count:
+        _say(f"warning: data: skipped {count} unreadable image files of {len(train) + len(test)} "
+             f"(data.images.skip_unreadable: true); the list goes to the run directory's {SKIPPED_FILE}")
+    return kept[0], kept[1]
 
 
 def teacher_image_processor(recipe: Recipe) -> dict | None:

@@ -84,7 +84,7 @@ def _one_line_errors(batches):
     except KDistillError as err:
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         last = lines[-1] if lines else str(err)
-        raise KDistillError(last.split("KDistillError: ", 1)[-1]) from None
+        raise KDistillError(last.split(f"{type(err).__name__}: ", 1)[-1]) from None  # its subclasses too
 
 
 def _lower_priority(nice: int, _worker: int) -> None:

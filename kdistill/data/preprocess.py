@@ -174,7 +174,8 @@ def input_steps(recipe, preprocess: Preprocess | None, input_shape: list) -> dic
     """What a run's models take, from raw inputs: ``{"raw_input": {dtype, shape, values},
     "preprocess": [steps]}``, the steps applied in order to reproduce the run's inputs.
 
-    Steps: ``cast`` (to ``dtype``), ``reshape`` (to ``shape``, -1 the batch), ``divide`` (``by``
+    Steps: ``decode_image`` (image sources: to ``uint8 (N, C, H, W)`` pixels, see ``decode_step``),
+    ``cast`` (to ``dtype``), ``reshape`` (to ``shape``, -1 the batch), ``divide`` (``by``
     a number, or by one value a channel on ``axis``), ``subtract`` (``value``, one a channel on
     ``axis``) and, for text, ``tokenize``.
 
@@ -192,10 +193,28 @@ def input_steps(recipe, preprocess: Preprocess | None, input_shape: list) -> dic
                                 "output": "input_ids and attention_mask stacked on axis 1: (N, 2, L) int64, "
                                           "padded to the longest text"}]}
     steps = [{"op": "cast", "dtype": "float32"}]
-    if source in RAW_INPUTS:
+    if source == "image_folder" and len(input_shape) == 4:  # (hf_dataset may hold arrays, not images)
+        raw = {"dtype": "image", "shape": [None], "values": "one image (a file, or its bytes) a sample"}
+        steps.insert(0, decode_step(recipe.data.images))
+    elif source in RAW_INPUTS:
         dtype, values = RAW_INPUTS[source]
         raw = {"dtype": dtype, "shape": [None, *input_shape[2:]], "values": values}
         steps.append({"op": "reshape", "shape": [-1, *input_shape[1:]]})  # the loader's channel axis
     else:
         raw = {"dtype": "float32", "shape": list(input_shape), "values": "the inputs as passed to kdistill.run"}
     return {"raw_input": raw, "preprocess": steps + preprocess.steps()}
+
+
+def decode_step(images) -> dict:
+    """How an image source's files become pixels (the recipe's ``data.images``, the evaluation
+    view): ``{"op": "decode_image", mode, resize, crop, output}``; ``resize``: ``{"shorter_side": n}``
+    (aspect kept) or ``{"height": h, "width": w}`` (exactly, aspect not kept), bilinear, or None;
+    ``crop``: the centre crop's ``{"height", "width"}``, or None."""
+    size = images.size
+    resize = (None if size is None else {"shorter_side": size} if isinstance(size, int)
+              else {"height": size[0], "width": size[1]})
+    if resize is not None:
+        resize["interpolation"] = "bilinear"
+    crop = {"height": images.crop, "width": images.crop} if images.crop is not None else None
+    return {"op": "decode_image", "mode": images.mode, "resize": resize, "crop": crop,
+            "output": "uint8 (N, C, H, W): C = 3 (RGB, alpha dropped) or 1 (grayscale), EXIF rotation applied"}

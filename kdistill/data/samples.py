@@ -103,7 +103,7 @@ def as_inputs(x) -> Inputs:
         return x
     from kdistill.data.arrays import ArraySource
 
-    return Inputs(ArraySource(x, torch.zeros(len(x), dtype=torch.long), num_classes=1))
+    return Inputs(ArraySource(x, torch.zeros(len(x), dtype=torch.long), num_classes=1, scale=1.0))
 
 
 def fingerprint_of(x) -> str:

@@ -25,6 +25,14 @@ from kdistill.data.fingerprint import fingerprint_text
 from kdistill.data.labels import UNLABELLED, check_ids, label_ids
 
 
+def stored_scale(dtype) -> float:
+    """The one rule for the scale of stored inputs, whichever door they came through (arrays
+    from Python, a ``.npy`` file, a dataset's items): bytes (``uint8``) are pixels, divided by
+    255 to [0, 1]; any other dtype is taken as it is (floats as given, other integers are token
+    ids). ``dtype``: a numpy or torch dtype."""
+    return 255.0 if str(dtype).rsplit(".", 1)[-1] == "uint8" else 1.0
+
+
 def sample_generator(view: tuple[int, int], sample: int) -> np.random.Generator:
     """The random draws of one sample's decoding in one epoch: a function of (seed, epoch, sample)."""
     seed, epoch = view

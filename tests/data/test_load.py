@@ -99,7 +99,7 @@ def test_the_teachers_recorded_preprocessing_is_written_and_read_back(tmp_path, 
                  "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 2}]},
                 runs_dir=tmp_path, progress=False)
     metadata = _metadata(first.run_dir / "teacher.safetensors")
-    assert set(metadata) == {"recipe", "preprocess"}
+    assert set(metadata) == {"recipe", "preprocess", "test_accuracy"}  # the accuracy: checked when loaded
     recorded = Preprocess.from_metadata(metadata)
     assert recorded.divide_by == 16.0 and len(recorded.mean) == 1 and first.summary["data"]["normalize"] == "data"
     # the user's raw digits (0..16) with that teacher: divided by 16 and standardised as it was trained

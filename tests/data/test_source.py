@@ -22,7 +22,7 @@ def test_a_source_is_a_torch_dataset_of_input_label_pairs():
     x, y = source[1]
     assert x.tolist() == [2, 3] and y == 1
     assert [y for _, y in source.__getitems__([5, 0])] == [-1, 0]
-    assert source.num_classes == 3 and source.units == 1.0
+    assert source.num_classes == 3 and source.units == 255.0  # uint8: pixels, as the npy source takes them
 
 
 def test_hold_out_draws_a_stratified_test_part_from_labelled_rows():
