@@ -329,7 +329,6 @@ CASES = {
         "built from the teacher's vocabulary, but the recipe has no teacher"),
     "narrow static student compared with the teacher's own output": (
         lambda tmp: static_run(tmp, {"width": 8}), "teacher: projected"),
-<<<<<<< HEAD
     # integrity of what kdistill reads back (issue 29): the cache folder, checkpoints, a resumed recipe
     "recipe.yaml edited before --resume": (
         lambda tmp: run(None, resume=tmp / "runs" / "bad.incomplete", progress=False),
@@ -370,7 +369,6 @@ CASES = {
                                teacher__weights=str(tmp / "teacher.safetensors")), runs_dir=tmp / "runs",
                         progress=False),
         "the teacher was trained on other classes, in another order"),
-=======
     # data that means something else (kdistill issue 29: scaling, teacher check, image size, unreadable files)
     "teacher from weights that scores near chance": (
         lambda tmp: run(recipe(teacher={**BASE["teacher"], "weights": str(tmp / "random.safetensors")}),
@@ -380,7 +378,6 @@ CASES = {
     "unreadable image file in a run": (
         lambda tmp: run(photo_recipe(tmp, test=3), runs_dir=tmp / "runs", progress=False), "kdistill check-data"),
     "kdistill check-data on a folder with unreadable files": (check_data, "check-data: 3 of 11 samples cannot be read"),
->>>>>>> scaling
 }
 
 
