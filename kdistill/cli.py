@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, KDistillWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a teacher into a student. Bad input ends in one line 'error: ...' and exit "
@@ -138,10 +139,18 @@ def options(debug: bool = typer.Option(False, "--debug", help="show the tracebac
     """Distil a teacher into a student."""
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """kdistill's own warnings as one line on stderr, ``warning: ...``; others as Python shows them."""
+    text = (f"warning: {message}\n" if issubclass(category, KDistillWarning)
+            else warnings.formatwarning(message, category, filename, lineno, line))
+    (sys.stderr if file is None else file).write(text)
+
+
 def main() -> None:
     debug = "--debug" in sys.argv  # show the traceback behind an error message, wherever it is given
     while "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    warnings.showwarning = _one_line_warning
     try:
         app()
     except KDistillError as err:

@@ -8,6 +8,7 @@ any training, so that bad input fails early.
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -161,7 +162,7 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
         info["teacher_accuracy"] = {"samples": len(before), "before": accuracy[0], "after": accuracy[1]}
         if distributed.is_main():
             print(f"teacher accuracy on {len(before)} test inputs: {accuracy[0]:.4f} before preprocessing, "
-                  f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", flush=True)
+                  f"{accuracy[1]:.4f} after (data.normalize: {info.get('normalize')})", file=sys.stderr, flush=True)
     if judged and len(labels) and int(labels.min()) >= 0:
         judge_teacher(int(hits[-1].sum()), labels, recorded_accuracy(recipe.teacher.weights)
                       if recipe.teacher.weights else None)

@@ -416,6 +416,14 @@ class StageSpec(Strict):
     # (data.val; the family's score: accuracy, cosine to the teacher, perplexity), not the last
     keep_best: bool = False
 
+    @field_validator("loss")
+    @classmethod
+    def _some_weight(cls, terms: list[TermSpec]) -> list[TermSpec]:
+        if all(term.weight == 0 for term in terms):  # nothing to train on: the step has no loss to follow
+            raise ValueError("every loss term has weight 0, so the stage would train on nothing; give a term a "
+                             "weight other than 0, or drop the stage")
+        return terms
+
     @field_validator("compile")
     @classmethod
     def _backend(cls, value: bool | str) -> bool | str:

@@ -114,3 +114,16 @@ def test_a_bug_of_our_own_is_not_reported_as_bad_input(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["kdistill", "report", str(tmp_path)])
     with pytest.raises(ZeroDivisionError):
         cli.main()
+
+
+def test_kdistill_warnings_are_one_line_others_as_python_shows_them():
+    import io
+
+    from kdistill import cli
+    from kdistill.errors import KDistillWarning
+
+    ours, theirs = io.StringIO(), io.StringIO()
+    cli._one_line_warning("cache: x.npy is damaged; building it again", KDistillWarning, "cache.py", 3, ours)
+    cli._one_line_warning("something of torch's", UserWarning, "torch.py", 7, theirs)
+    assert ours.getvalue() == "warning: cache: x.npy is damaged; building it again\n"
+    assert "torch.py:7: UserWarning: something of torch's" in theirs.getvalue()

@@ -45,6 +45,15 @@ def test_unknown_loss_suggests_closest():
         load_recipe(tree)
 
 
+def test_a_stage_whose_terms_all_weigh_zero_is_refused():
+    # it trained on a loss of 0.0 (a float, not a tensor): the first step failed with AttributeError
+    with pytest.raises(KDistillError, match=r"stages\.0\.loss: every loss term has weight 0"):
+        load_recipe(_tree(), ["stages.0.loss.0.weight=0"])
+    tree = _tree()
+    tree["stages"][0]["loss"] = [{"loss": "kd", "weight": 0}, {"loss": "ce"}]  # one term off: fine
+    assert [t.weight for t in load_recipe(tree).stages[0].loss] == [0, 1.0]
+
+
 def test_overrides_by_index_and_by_name():
     recipe = load_recipe(_tree(), ["stages.distil.epochs=4", "stages.1.batch_size=16", "seed=7",
                                    "stages.distil.loss.kd.args.temperature=2"])

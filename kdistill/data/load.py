@@ -6,6 +6,7 @@ preprocessed as ``data.normalize`` chooses (see ``choose_preprocess``).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -89,10 +90,12 @@ def scaling_line(entry: dict) -> str:
 
 
 def _say(line: str) -> None:
+    """An information line about the data, on stderr (stdout is the command's answer: with
+    ``--quiet``, the run directory alone)."""
     from kdistill.train import distributed
 
     if distributed.is_main():
-        print(line, flush=True)
+        print(line, file=sys.stderr, flush=True)
 
 
 TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing

@@ -41,7 +41,7 @@ from kdistill.train import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.data.fingerprint import file_sum, fingerprint
 from kdistill.data.samples import fingerprint_of, pick
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, KDistillWarning
 from kdistill.models.infer import forward_batches, progress_bar
 from kdistill.models.taps import OUTPUT
 
@@ -297,7 +297,7 @@ def _reusable(folder: Path, names: list[str]) -> bool:
     try:
         return set(names) <= set(TeacherCache(folder).names)
     except CacheDamaged as err:
-        warnings.warn(f"cache: {err.problem}; building it again", stacklevel=2)
+        warnings.warn(f"cache: {err.problem}; building it again", KDistillWarning, stacklevel=2)
         return False
 
 

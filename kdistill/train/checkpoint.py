@@ -20,6 +20,7 @@ import torch
 from torch.nn.parameter import is_lazy
 
 from kdistill.data.fingerprint import file_sum
+from kdistill.errors import KDistillWarning
 
 PATTERN = "ckpt-*.pt"
 SIDECAR = ".blake2b"  # the checksum file of ckpt-....pt is ckpt-....pt.blake2b
@@ -95,7 +96,8 @@ def load_latest(folder: str | Path) -> tuple[dict, Path] | None:
                     return torch.load(path, map_location="cpu", weights_only=True), path
         except Exception as err:  # truncated or corrupt: fall back to the one before
             problem = _reason(err)
-        warnings.warn(f"checkpoint {path.name} cannot be read ({problem}); using the one before it.", stacklevel=2)
+        warnings.warn(f"checkpoint {path.name} cannot be read ({problem}); using the one before it.", KDistillWarning,
+                      stacklevel=2)
     return None
 
 

@@ -113,7 +113,7 @@ def test_the_teachers_recorded_preprocessing_is_written_and_read_back(tmp_path, 
     assert result.summary["test"]["teacher"]["accuracy"] == first.summary["test"]["teacher"]["accuracy"]
     assert data["teacher_accuracy"]["after"] == pytest.approx(first.summary["test"]["teacher"]["accuracy"])
     assert data["teacher_accuracy"]["before"] < data["teacher_accuracy"]["after"]
-    assert "teacher accuracy on 450 test inputs" in capsys.readouterr().out
+    assert "teacher accuracy on 450 test inputs" in capsys.readouterr().err
     # the student inherits it: its weights record the same preprocessing
     assert Preprocess.from_metadata(_metadata(result.run_dir / "student.safetensors")) == recorded
     # inputs already divided are refused, not divided twice

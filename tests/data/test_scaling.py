@@ -32,10 +32,10 @@ def test_the_same_bytes_through_python_and_npy_are_scaled_alike(tmp_path, capsys
                   files={"labels": str(tmp_path / "y.npy"), "test_path": str(tmp_path / "xt.npy"),
                          "test_labels": str(tmp_path / "yt.npy")})
     from_npy, info_npy = prepare_data(npy, None)
-    said_npy = capsys.readouterr().out
+    said_npy = capsys.readouterr().err
     for given in ((x, y), (xt, yt)), ((torch.from_numpy(x), torch.from_numpy(y)), (torch.from_numpy(xt), torch.from_numpy(yt))):
         from_python, info_python = prepare_data(_recipe(source="custom"), given)
-        said = capsys.readouterr().out
+        said = capsys.readouterr().err
         assert info_python["preprocess"] == info_npy["preprocess"]
         assert info_python["preprocess"]["divide_by"] == 255.0
         assert info_python["inputs"] == info_npy["inputs"] == {"dtype": "uint8", "divided_by": 255.0}
@@ -50,4 +50,4 @@ def test_floats_are_taken_as_they_are_and_the_run_says_so(capsys):
     (x, y), (xt, yt) = _bytes()
     _, info = prepare_data(_recipe(source="custom"), ((x.astype(np.float32), y), (xt.astype(np.float32), yt)))
     assert info["inputs"]["divided_by"] == 1.0 and info["preprocess"]["divide_by"] == 1.0
-    assert "float32 inputs taken as they are (values 0..255; pixels 0..255 given as uint8" in capsys.readouterr().out
+    assert "float32 inputs taken as they are (values 0..255; pixels 0..255 given as uint8" in capsys.readouterr().err
