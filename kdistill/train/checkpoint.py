@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch.nn.parameter import is_lazy
 
+from kdistill.paths import no_links, open_own
+
 PATTERN = "ckpt-*.pt"
 
 
@@ -29,11 +31,12 @@ def has_checkpoint(folder: str | Path) -> bool:
 
 
 def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -> Path:
-    folder = Path(folder)
+    folder = no_links(folder)  # a run's own folder, never one a link leads to
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp = folder / f".{name}.tmp"
-    torch.save(state, tmp)
+    with open_own(tmp, "wb") as f:
+        torch.save(state, f)
     os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
     for old in sorted(folder.glob(PATTERN))[:-keep]:
         old.unlink()
