@@ -120,8 +120,8 @@ def publish(path: Path, final: Path, overwrite: bool = False) -> None:
             how = (f"move {final} away, then `kdistill run --resume {path}` puts it in place"
                    if has_checkpoint(path / "checkpoints") else f"move {final} away, then rename {path} to {final}")
             if not overwrite:
-                raise KDistillError(f"{final} exists (it appeared while the run was going), so the finished run was not "
-                                    f"moved there; it is kept in {path}: {how}.")
+                raise KDistillError(f"{final} exists (it appeared while the run was going), so the finished run was "
+                                    f"not moved there; it is kept in {path}: {how}.")
             if not is_run_dir(final):
                 raise KDistillError(f"--overwrite: {final} was not written by kdistill (no {MARKER} file in it), so it "
                                     f"is left alone; the finished run is kept in {path}: {how}.")
@@ -241,17 +241,21 @@ class RunDir:
         if (out.final.exists() or out.final.is_symlink()) and not (overwrite and is_run_dir(out.final)):
             raise KDistillError(f"resume: {out.final} exists; move it away to put the resumed run there (or pass "
                                 "--overwrite to replace it, if it is a kdistill run).")
-        no_links_under(out.path)  # every file the run writes is its own
-        out.lock = _lock(out.path, create=False)  # refused while another process runs it
-        metrics = out.path / "metrics.jsonl"
+        with runs_folder_locked(out.path.parent):
+            out.lock = _lock(out.path, create=False)  # refused while another process runs it
         try:
-            kept = metrics.read_text(encoding="utf8").splitlines()[:lines] if metrics.exists() else []
-        except (OSError, UnicodeDecodeError) as err:
+            no_links_under(out.path)  # every file the run writes is its own
+            metrics = out.path / "metrics.jsonl"
+            try:
+                kept = metrics.read_text(encoding="utf8").splitlines()[:lines] if metrics.exists() else []
+            except (OSError, UnicodeDecodeError) as err:
+                raise KDistillError(f"resume: {metrics} cannot be read ({type(err).__name__}); it is not the metrics "
+                                    "file the run wrote; start the run again (--overwrite).") from None
+            _stamp(out.lock, out.final.name)
+            out.metrics, out.lines = open_own(metrics, "w", out.path, encoding="utf8"), len(kept)
+        except BaseException:
             out.release()
-            raise KDistillError(f"resume: {metrics} cannot be read ({type(err).__name__}); it is not the metrics "
-                                "file the run wrote; start the run again (--overwrite).") from None
-        _stamp(out.lock, out.final.name)
-        out.metrics, out.lines = open_own(metrics, "w", out.path, encoding="utf8"), len(kept)
+            raise
         out.metrics.write("".join(line + "\n" for line in kept))
         out.metrics.flush()
         return out
