@@ -14,6 +14,7 @@ from kdistill.errors import KDistillError
 from kdistill.models.weights import load_weights
 from kdistill.paths import no_links, user_path
 from kdistill.recipe import load_recipe
+from kdistill.rundir import check_written
 from kdistill.pipeline import Pipeline, build_pipeline
 
 
@@ -110,6 +111,8 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     run_dir = user_path(run_dir, "export")
+    if out is None:  # into the run directory: only one kdistill wrote
+        check_written(run_dir, "export")
     out = user_path(out, "export --out") if out is not None else no_links(run_dir / "export", run_dir)
     target = out / f"student.{EXTENSIONS[fmt]}"
     if out.exists() and not out.is_dir():

@@ -72,6 +72,15 @@ def is_run_dir(path: Path) -> bool:
     return path.is_dir() and not path.is_symlink() and ((path / MARKER).is_file() or not any(path.iterdir()))
 
 
+def check_written(run_dir: Path, what: str) -> Path:
+    """``run_dir`` is a run directory kdistill wrote (it holds the marker file), so ``what`` (a
+    command that writes into it) may write there."""
+    if not (run_dir / MARKER).is_file() or (run_dir / MARKER).is_symlink():
+        raise KDistillError(f"{what}: {run_dir} was not written by kdistill (no {MARKER} file in it), so {what} "
+                            "writes nothing into it; give a run directory kdistill wrote.")
+    return run_dir
+
+
 def check_runs_dir(runs_dir: str | Path) -> Path:
     """``runs_dir`` is a folder we can write in, or can be created as one."""
     runs_dir = user_path(runs_dir, "--runs-dir")
@@ -161,7 +170,11 @@ def _lock(folder: Path, create: bool) -> int:
     when ``create``); refused in one line when another process holds it."""
     marker = no_links(folder / MARKER)
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_EXCL if create else 0)
-    fd = os.open(marker, flags, 0o666)
+    try:
+        fd = os.open(marker, flags, 0o666)
+    except OSError as err:  # a folder or an unwritable file where the marker belongs
+        raise KDistillError(f"{marker} cannot be opened to write ({err.strerror or type(err).__name__}); it is not "
+                            "the marker file kdistill writes: remove it and run the command again.") from None
     if fcntl is not None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -311,6 +324,11 @@ class RunDir:
         try:
             publish(self.path, self.final, self.overwrite)
             shutil.rmtree(self.final / "checkpoints", ignore_errors=True)
+        except OSError as err:  # a runs folder made read-only meanwhile: one line, the run kept
+            if unwritable(err) is None:
+                raise
+            raise KDistillError(f"{unwritable(err)}; the finished run is kept in {self.path}: then "
+                                f"`kdistill run --resume {self.path}` puts it in place") from None
         finally:
             self.release()
         return self.final

@@ -177,13 +177,10 @@ def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None, over
 
 
 def check_run_written(run_dir: Path) -> None:
-    """``run_dir`` is a run directory kdistill wrote (it holds the marker file), so the report
-    may write into it."""
-    from kdistill.rundir import MARKER
+    """``run_dir`` is a run directory kdistill wrote, so the report may write into it."""
+    from kdistill.rundir import check_written
 
-    if not (run_dir / MARKER).is_file() or (run_dir / MARKER).is_symlink():
-        raise KDistillError(f"report: {run_dir} was not written by kdistill (no {MARKER} file in it), so the report "
-                            "is not written into it; give a run directory kdistill wrote.")
+    check_written(run_dir, "report")
 
 
 def check_comparison_out(out: Path, overwrite: bool) -> None:
