@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -82,7 +83,7 @@ def open_own(path: str | os.PathLike, mode: str = "w", root: str | os.PathLike |
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
             raise _link_error(path, "a hard link (one file under several names)")
-        if mode.startswith("w"):
+        if mode.startswith("w") and stat.S_ISREG(info.st_mode):
             os.ftruncate(fd, 0)
         return os.fdopen(fd, mode.replace("x", "w"), encoding=None if "b" in mode else encoding or "utf8")
     except BaseException:
@@ -92,6 +93,18 @@ def open_own(path: str | os.PathLike, mode: str = "w", root: str | os.PathLike |
 
 def write_own(path: str | os.PathLike, data: str | bytes, root: str | os.PathLike | None = None) -> Path:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` through :func:`open_own`."""
-    with open_own(path, "wb" if isinstance(data, bytes) else "w", root, encoding="utf8") as f:
+    with naming(path), open_own(path, "wb" if isinstance(data, bytes) else "w", root, encoding="utf8") as f:
         f.write(data)
     return Path(path)
+
+
+@contextlib.contextmanager
+def naming(path: str | os.PathLike):
+    """An OSError raised inside that names no file (a write through an open file: a full disk)
+    is given ``path``, so that its one-line message says which file could not be written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            err.filename = str(path)
+        raise

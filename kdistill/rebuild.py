@@ -111,8 +111,6 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     run_dir = user_path(run_dir, "export")
-    if out is None:  # into the run directory: only one kdistill wrote
-        check_written(run_dir, "export")
     out = user_path(out, "export --out") if out is not None else no_links(run_dir / "export", run_dir)
     target = out / f"student.{EXTENSIONS[fmt]}"
     if out.exists() and not out.is_dir():
@@ -123,6 +121,8 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
         if no_links(path).exists() and not overwrite:
             raise KDistillError(f"export: {path} exists; choose another --out or pass --overwrite.")
     p = rebuild_run(run_dir, roles=("student",), trust_code=trust_code)
+    if out == run_dir / "export":  # into the run directory: only one kdistill wrote
+        check_written(run_dir, "export")
     recipe, models, splits, info = p.recipe, p.models, p.splits, p.data_info
     if "student" not in models:
         raise KDistillError(f"export: the run in {run_dir} trained no student (its stages train "

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kdistill.train.checkpoint import has_checkpoint
 from kdistill.errors import KDistillError
-from kdistill.paths import no_links, no_links_under, open_own, user_path, write_own
+from kdistill.paths import naming, no_links, no_links_under, open_own, user_path, write_own
 
 try:
     import fcntl
@@ -294,8 +294,9 @@ class RunDir:
                 folder.rmdir()
 
     def log(self, record: dict) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        with naming(self.path / "metrics.jsonl"):
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
         self.lines += 1
         if self.board is not None:
             self._to_tensorboard(record)

@@ -17,7 +17,7 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate.report import check_report_inputs, compare_runs, write_report
 from kdistill.paths import no_links, open_own, write_own
 from kdistill.rebuild import export_run
-from kdistill.rundir import MARKER, check_run_name
+from kdistill.rundir import MARKER, check_run_name, unwritable
 
 import kdistill.runner as run_module
 import kdistill.train.fit as fit_module
@@ -71,6 +71,15 @@ def test_a_full_disk_keeps_the_run_for_resume(disk_full_run, monkeypatch):
     _no_training(monkeypatch)
     done = run(None, resume=partial, progress=False).run_dir
     assert done == partial.parent / "r" and (done / "report.md").is_file() and not partial.exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="Linux's always-full device")
+def test_a_full_disk_error_names_the_file_it_could_not_write():
+    with pytest.raises(OSError) as err:
+        write_own("/dev/full", "x" * 100_000)
+    assert err.value.errno == errno.ENOSPC and err.value.filename == "/dev/full"
+    message = str(unwritable(err.value))
+    assert message.startswith("could not write /dev/full (No space left on device); free some space")
 
 
 def test_another_os_error_is_not_taken_for_a_full_disk(tmp_path, monkeypatch):
@@ -219,7 +228,7 @@ def test_report_never_writes_through_a_link(finished, tmp_path, name):
     assert (list(outside.iterdir()) == [] if name == "plots" else outside.read_text() == "precious")
 
 
-def test_report_refuses_a_folder_kdistill_did_not_write(finished, tmp_path):
+def test_report_and_export_refuse_a_folder_kdistill_did_not_write(finished, tmp_path):
     copy = shutil.copytree(finished, tmp_path / "run")
     (copy / MARKER).unlink()
     (copy / "report.md").unlink()
@@ -227,7 +236,9 @@ def test_report_refuses_a_folder_kdistill_did_not_write(finished, tmp_path):
         check_report_inputs([copy], None)
     with pytest.raises(KDistillError, match="was not written by kdistill"):
         write_report(copy)
-    assert not (copy / "report.md").exists()
+    with pytest.raises(KDistillError, match="export: .* was not written by kdistill"):
+        export_run(copy)  # into <run>/export
+    assert not (copy / "report.md").exists() and not (copy / "export").exists()
 
 
 def test_open_own_refuses_links_of_both_kinds(tmp_path):

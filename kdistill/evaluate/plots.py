@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from kdistill.paths import open_own  # noqa: E402
+from kdistill.paths import naming, open_own  # noqa: E402
 
 ROLES = {"teacher": "teacher", "baseline": "student without distillation", "student": "student (distilled)"}
 LABELS = {**ROLES, "cut": "student as made (untrained)"}  # every model a run's figures may show
@@ -31,7 +31,7 @@ def _figure(width: float, height: float, panels: int = 1):
 
 
 def _save(fig, path: Path) -> Path:
-    with open_own(path, "wb") as f:  # never through a link
+    with naming(path), open_own(path, "wb") as f:  # never through a link
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.paths import no_links, open_own, user_path
+from kdistill.paths import naming, no_links, open_own, user_path
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -25,7 +25,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     path = no_links(path)  # a link there is refused, not replaced
     tmp = path.with_name(f".{path.name}.tmp")
-    with open_own(tmp, "wb") as f:  # honours the umask, unlike safetensors' own writer (0600)
+    with naming(path), open_own(tmp, "wb") as f:  # honours the umask, unlike safetensors' own writer (0600)
         f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
     os.replace(tmp, path)
 

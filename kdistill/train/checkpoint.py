@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.nn.parameter import is_lazy
 
-from kdistill.paths import no_links, open_own
+from kdistill.paths import naming, no_links, open_own
 
 PATTERN = "ckpt-*.pt"
 
@@ -35,7 +35,7 @@ def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp = folder / f".{name}.tmp"
-    with open_own(tmp, "wb") as f:
+    with naming(path), open_own(tmp, "wb") as f:
         torch.save(state, f)
     os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
     for old in sorted(folder.glob(PATTERN))[:-keep]:
