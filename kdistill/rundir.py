@@ -210,13 +210,14 @@ def check_free(folder: Path) -> None:
         os.close(fd)
 
 
-def _stamp(fd: int, name: str) -> None:
+def _stamp(fd: int, folder: Path, name: str) -> None:
     """Write the marker's record through its locked descriptor: who runs it, since when."""
     record = {"kdistill": "run", "name": name, "pid": os.getpid(),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    os.ftruncate(fd, 0)
-    os.lseek(fd, 0, os.SEEK_SET)
-    os.write(fd, (json.dumps(record) + "\n").encode("utf8"))
+    with naming(folder / MARKER):
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(record) + "\n").encode("utf8"))
 
 
 class RunDir:
@@ -240,8 +241,15 @@ class RunDir:
                 shutil.rmtree(self.path)
             self.path.mkdir()
             self.lock = _lock(self.path, create=True)
-        _stamp(self.lock, name)
-        self.metrics = open_own(self.path / "metrics.jsonl", "a", self.path, encoding="utf8")
+        try:
+            _stamp(self.lock, self.path, name)
+            self.metrics = open_own(self.path / "metrics.jsonl", "a", self.path, encoding="utf8")
+        except BaseException as err:  # a full disk already: nothing of the run is left
+            shutil.rmtree(self.path, ignore_errors=True)
+            self.release()
+            if isinstance(err, OSError) and unwritable(err) is not None:
+                raise unwritable(err) from None
+            raise
         self.lines = 0
 
     @classmethod
@@ -264,7 +272,7 @@ class RunDir:
             except (OSError, UnicodeDecodeError) as err:
                 raise KDistillError(f"resume: {metrics} cannot be read ({type(err).__name__}); it is not the metrics "
                                     "file the run wrote; start the run again (--overwrite).") from None
-            _stamp(out.lock, out.final.name)
+            _stamp(out.lock, out.path, out.final.name)
             out.metrics, out.lines = open_own(metrics, "w", out.path, encoding="utf8"), len(kept)
         except BaseException:
             out.release()
@@ -286,7 +294,8 @@ class RunDir:
     def discard(self) -> None:
         """Remove the run directory of a run stopped with no checkpoint to resume from, and the
         runs folders it created if they are left empty."""
-        self.metrics.close()
+        with contextlib.suppress(OSError):  # the disk that stopped the run may refuse the last flush too
+            self.metrics.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self.release()
         for folder in self.made:  # deepest first
@@ -319,10 +328,10 @@ class RunDir:
         """Rename the finished run into place, then drop its checkpoints (until the rename, a
         kill or a refusal to publish leaves a run that ``--resume`` finishes without training
         again). The lock is held to the end: the rename keeps the marker's file."""
-        self.metrics.close()
-        if self.board is not None:
-            self.board.close()
         try:
+            self.metrics.close()
+            if self.board is not None:
+                self.board.close()
             publish(self.path, self.final, self.overwrite)
             shutil.rmtree(self.final / "checkpoints", ignore_errors=True)
         except OSError as err:  # a runs folder made read-only meanwhile: one line, the run kept

@@ -143,11 +143,11 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
 
 
 def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress) -> RunResult:
-    if checkpoint is None and distributed.is_main():
-        out.write("recipe.yaml", dump_recipe(recipe))
-    if recipe.tensorboard and distributed.is_main():
-        out.tensorboard()
     try:
+        if checkpoint is None and distributed.is_main():
+            out.write("recipe.yaml", dump_recipe(recipe))
+        if recipe.tensorboard and distributed.is_main():
+            out.tensorboard()
         with stop_on_signals() as stop:
             stage_times = fit(pipeline, out, progress, checkpoint, stop)
     except (KDistillError, OSError) as err:  # OSError: a disk full or read-only (others are re-raised)

@@ -25,8 +25,12 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors writes it
     path = no_links(path)  # a link there is refused, not replaced
     tmp = path.with_name(f".{path.name}.tmp")
-    with naming(path), open_own(tmp, "wb") as f:  # honours the umask, unlike safetensors' own writer (0600)
-        f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    try:
+        with naming(path), open_own(tmp, "wb") as f:  # honours the umask, unlike safetensors' own writer (0600)
+            f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: the part written is not left taking space
+        raise
     os.replace(tmp, path)
 
 

@@ -35,8 +35,12 @@ def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp = folder / f".{name}.tmp"
-    with naming(path), open_own(tmp, "wb") as f:
-        torch.save(state, f)
+    try:
+        with naming(path), open_own(tmp, "wb") as f:
+            torch.save(state, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: the part written is not left taking space
+        raise
     os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
     for old in sorted(folder.glob(PATTERN))[:-keep]:
         old.unlink()
