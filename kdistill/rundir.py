@@ -165,6 +165,23 @@ def runs_folder_locked(folder: Path):
         os.close(fd)  # drops the lock
 
 
+_HELD: set[int] = set()  # the descriptors of the markers this process holds locked
+
+
+def _forget_in_child() -> None:
+    """In a process forked from a run (a DataLoader worker): close the run's lock descriptors,
+    so that the lock is the run's alone and dies with it (a flock belongs to the open file, which
+    a fork shares; workers outliving a killed run would keep its name locked)."""
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
 def _lock(folder: Path, create: bool) -> int:
     """A descriptor of ``folder``'s marker file holding an exclusive lock on it (the marker made
     when ``create``); refused in one line when another process holds it."""
@@ -181,6 +198,7 @@ def _lock(folder: Path, create: bool) -> int:
         except BlockingIOError:
             os.close(fd)
             raise _in_use(folder) from None
+    _HELD.add(fd)
     return fd
 
 
@@ -288,6 +306,7 @@ class RunDir:
     def release(self) -> None:
         """Drop the run's lock on its name (the kernel does so too when the process dies)."""
         if self.lock is not None:
+            _HELD.discard(self.lock)
             os.close(self.lock)
             self.lock = None
 

@@ -73,6 +73,21 @@ def test_a_full_disk_keeps_the_run_for_resume(disk_full_run, monkeypatch):
     assert done == partial.parent / "r" and (done / "report.md").is_file() and not partial.exists()
 
 
+def test_a_full_disk_at_the_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    import torch
+
+    def full(state, f):
+        f.write(b"part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(KDistillError) as err:
+        run(RECIPE, runs_dir=tmp_path, progress=False)
+    message = _one_line(err)
+    assert message.startswith(f"could not write {tmp_path / 'r.incomplete' / 'checkpoints'}")
+    assert "no checkpoint had been written" in message and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="Linux's always-full device")
 def test_a_full_disk_error_names_the_file_it_could_not_write():
     with pytest.raises(OSError) as err:
@@ -188,6 +203,28 @@ def test_a_killed_holder_leaves_no_lock_behind(disk_full_run, monkeypatch):
     _no_training(monkeypatch)
     assert run(None, resume=partial, progress=False).run_dir == partial.parent / "r"
     assert [p.name for p in partial.parent.iterdir()] == ["r"]  # no lock file left anywhere
+
+
+def test_a_process_forked_by_a_run_does_not_keep_its_lock(tmp_path):
+    """DataLoader workers are forked: they share the lock's open file, and would hold the name
+    of a SIGKILLed run until they noticed; they close it as they start."""
+    from kdistill.rundir import check_free
+
+    script = ("import os, sys, time\nfrom kdistill.rundir import RunDir\n"
+              f"run = RunDir({str(tmp_path)!r}, 'r', False)\nchild = os.fork()\n"
+              "if child == 0:\n    time.sleep(60)\n    os._exit(0)\n"
+              "print(child, flush=True)\ntime.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    try:
+        with pytest.raises(KDistillError, match="is in use by another kdistill run"):
+            check_free(tmp_path / "r.incomplete")
+        holder.kill()
+        holder.wait()
+        check_free(tmp_path / "r.incomplete")  # the forked child lives on, the lock does not
+    finally:
+        holder.kill()
+        os.kill(child, 9)
 
 
 def test_a_finished_run_leaves_its_name_unlocked(finished):
