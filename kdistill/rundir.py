@@ -9,9 +9,10 @@ run): otherwise it stays in ``<name>.incomplete`` for ``--resume`` to put in pla
 
 A run holds an exclusive OS lock (``flock``) on its marker file for its whole life, so a second
 run of the same name (new or ``--resume``) is refused while the first lives; the kernel drops
-the lock when the process dies, so a killed run resumes at once. The runs folder itself is
-locked for the moment a run creates, checks or publishes its directory. Every file is written
-through :func:`kdistill.paths.open_own`: never through a symbolic link.
+the lock when the process dies (processes it forks, DataLoader workers, close their copy as they
+start), so a killed run resumes at once. The runs folder itself is locked for the moment a run
+creates, checks or publishes its directory. Every file is written through
+:func:`kdistill.paths.open_own`: never through a symbolic link.
 """
 
 from __future__ import annotations
