@@ -62,12 +62,11 @@ def no_links_under(folder: str | os.PathLike) -> Path:
     return folder
 
 
-_FLAGS = {"w": os.O_WRONLY | os.O_CREAT, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-          "x": os.O_WRONLY | os.O_CREAT | os.O_EXCL, "r+": os.O_RDWR}
+_FLAGS = {"w": os.O_WRONLY | os.O_CREAT, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND}
 
 
 def open_own(path: str | os.PathLike, mode: str = "w", root: str | os.PathLike | None = None, encoding=None):
-    """Open a file kdistill writes (modes ``w``, ``a``, ``x``, ``r+``, text or with ``b``) without
+    """Open a file kdistill writes (modes ``w`` or ``a``, text or with ``b``) without
     following a symbolic link: the file itself (``O_NOFOLLOW``) and every folder between ``root``
     and it are checked (:func:`no_links`), and a file with other names (a hard link) is refused
     before it is truncated. The one way kdistill opens a file it writes."""
@@ -85,7 +84,7 @@ def open_own(path: str | os.PathLike, mode: str = "w", root: str | os.PathLike |
             raise _link_error(path, "a hard link (one file under several names)")
         if mode.startswith("w") and stat.S_ISREG(info.st_mode):
             os.ftruncate(fd, 0)
-        return os.fdopen(fd, mode.replace("x", "w"), encoding=None if "b" in mode else encoding or "utf8")
+        return os.fdopen(fd, mode, encoding=None if "b" in mode else encoding or "utf8")
     except BaseException:
         os.close(fd)
         raise

@@ -29,7 +29,8 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
     out.mkdir(parents=True, exist_ok=True)
     # written under temporary names and renamed once checked: a failed export leaves nothing
     tmp, tmp_json = no_links(out / f".{target.name}.tmp"), no_links(out / ".student.json.tmp")
-    no_links(target), no_links(out / "student.json")  # replaced by the rename, never written through
+    for final in (target, out / "student.json"):  # replaced by the renames below: refused if a link
+        no_links(final)
     try:
         if fmt == "safetensors":
             save_weights(student, tmp, {"recipe": meta["recipe"], **(preprocess.to_metadata() if preprocess else {})})
