@@ -79,17 +79,18 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a finished run directory"
 
 @app.command()
 def report(run_dirs: list[Path] = typer.Argument(..., help="finished run directories"),
-           out: Path = typer.Option(Path("report"), "--out", help="where the comparison of several runs goes")) -> None:
+           out: Path = typer.Option(Path("report"), "--out", help="where the comparison of several runs goes"),
+           overwrite: bool = typer.Option(False, "--overwrite", help="replace a comparison already in --out")) -> None:
     """Draw each run's figures and write its report.md and self-contained report.html; with
     several runs, also one comparison table and chart in --out."""
     from kdistill.evaluate.report import check_report_inputs, compare_runs, write_report
 
-    summaries = check_report_inputs(run_dirs, out if len(run_dirs) > 1 else None)  # before writing anything
+    summaries = check_report_inputs(run_dirs, out if len(run_dirs) > 1 else None, overwrite)  # before writing anything
     for run_dir, summary in zip(run_dirs, summaries):
         write_report(run_dir, summary)
         typer.echo(f"{run_dir / 'report.html'}")
     if len(run_dirs) > 1:
-        typer.echo(f"{compare_runs(run_dirs, out).with_suffix('.html')}")
+        typer.echo(f"{compare_runs(run_dirs, out, overwrite).with_suffix('.html')}")
 
 
 @app.command()

@@ -12,8 +12,9 @@ from kdistill.data.preprocess import input_steps
 from kdistill.export.student import EXTENSIONS, FORMATS, write_student
 from kdistill.errors import KDistillError
 from kdistill.models.weights import load_weights
-from kdistill.paths import user_path
+from kdistill.paths import no_links, user_path
 from kdistill.recipe import load_recipe
+from kdistill.rundir import check_written
 from kdistill.pipeline import Pipeline, build_pipeline
 
 
@@ -110,13 +111,18 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     if fmt not in FORMATS:
         raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     run_dir = user_path(run_dir, "export")
-    out = user_path(out, "export --out") if out is not None else run_dir / "export"
+    out = user_path(out, "export --out") if out is not None else no_links(run_dir / "export", run_dir)
     target = out / f"student.{EXTENSIONS[fmt]}"
     if out.exists() and not out.is_dir():
         raise KDistillError(f"export: {out} is a file; give a folder with --out.")
-    if target.exists() and not overwrite:
-        raise KDistillError(f"export: {target} exists; choose another --out or pass --overwrite.")
+    for path in (target, out / "student.json"):  # every file the export writes, before any is written
+        if path.is_dir() and not path.is_symlink():
+            raise KDistillError(f"export: {path} is a folder where the export writes a file; move it away.")
+        if no_links(path).exists() and not overwrite:
+            raise KDistillError(f"export: {path} exists; choose another --out or pass --overwrite.")
     p = rebuild_run(run_dir, roles=("student",), trust_code=trust_code)
+    if out == run_dir / "export":  # into the run directory: only one kdistill wrote
+        check_written(run_dir, "export")
     recipe, models, splits, info = p.recipe, p.models, p.splits, p.data_info
     if "student" not in models:
         raise KDistillError(f"export: the run in {run_dir} trained no student (its stages train "

@@ -24,7 +24,7 @@ from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
 from kdistill.pipeline import Pipeline, build_pipeline
 from kdistill.recipe import Recipe, dump_recipe, load_recipe
-from kdistill.rundir import NullRunDir, RunDir, check_run_dir, tensorboard_writer
+from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
 from kdistill.train import distributed
 from kdistill.train.checkpoint import has_checkpoint, load_latest
 from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, check_same_recipe, fit
@@ -119,6 +119,7 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     checkpoint = None
     if resume is not None:
         resume_dir, checkpoint = find_resume_point(resume, overrides)
+        check_free(resume_dir)  # before any work: another process may be running it
         recipe, runs_dir = resume_dir / "recipe.yaml", resume_dir.parent
         given = _started_as(recipe)
     recipe = load_recipe(recipe, [*given, *overrides])
@@ -134,19 +135,27 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     if not distributed.is_main():  # other ranks train their share and write nothing
         out = NullRunDir()
     elif checkpoint is not None:
-        out = RunDir.reopen(resume_dir, checkpoint["metrics_lines"])
+        out = RunDir.reopen(resume_dir, checkpoint["metrics_lines"], overwrite)
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
-        (out.path / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf8")
-        if pipeline.data_info.get("_skipped"):  # data.images.skip_unreadable: the files left out, and why
-            (out.path / "skipped_files.txt").write_text(
-                "".join(f"{name}\t{why}\n" for name, why in pipeline.data_info["_skipped"]), encoding="utf8")
-    if recipe.tensorboard and distributed.is_main():
-        out.tensorboard()
+    try:  # the run holds the lock on its name until it ends, however it ends
+        return _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress)
+    finally:
+        out.release()
+
+
+def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress) -> RunResult:
     try:
+        if checkpoint is None and distributed.is_main():
+            out.write("recipe.yaml", dump_recipe(recipe))
+            if pipeline.data_info.get("_skipped"):  # data.images.skip_unreadable: the files left out, and why
+                out.write("skipped_files.txt",
+                          "".join(f"{name}\t{why}\n" for name, why in pipeline.data_info["_skipped"]))
+        if recipe.tensorboard and distributed.is_main():
+            out.tensorboard()
         with stop_on_signals() as stop:
             stage_times = fit(pipeline, out, progress, checkpoint, stop)
-    except KDistillError as err:
+    except (KDistillError, OSError) as err:  # OSError: a disk full or read-only (others are re-raised)
         raise _kept_or_discarded(out, err) from None
     if not distributed.is_main():
         distributed.barrier()  # until rank 0 has evaluated and written the run
@@ -155,9 +164,9 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     # the report or the rename is finished by --resume without training again
     try:
         summary = _finish(pipeline, out, stage_times, started, progress)
-    except KDistillError as err:
+    except (KDistillError, OSError) as err:
         raise _kept_or_discarded(out, err) from None
-    run_dir = out.complete()
+    run_dir = out.complete()  # refused, the finished run kept, if <name> appeared meanwhile
     distributed.barrier()
     return RunResult(run_dir=run_dir, summary=summary, models=pipeline.models)
 
@@ -196,14 +205,19 @@ def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, 
                          {**metadata, **({"test_accuracy": repr(float(accuracy))} if accuracy is not None else {})})
     if "student" in models:
         pipeline.family.export(models["student"], out.path)
-    (out.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf8")
+    out.write("summary.json", json.dumps(summary, indent=2))
     write_report(out.path, summary)
     return summary
 
 
-def _kept_or_discarded(out, err: KDistillError) -> KDistillError:
+def _kept_or_discarded(out, err: KDistillError | OSError) -> KDistillError:
     """A run stopped after it started training keeps its directory when it has a checkpoint to
-    resume from (and the message says how); otherwise nothing of it is left on disk."""
+    resume from (and the message says how); otherwise nothing of it is left on disk. An
+    OSError of a disk full or read-only becomes a one-line error; any other is re-raised."""
+    if isinstance(err, OSError):
+        if unwritable(err) is None:
+            raise err
+        err = unwritable(err)
     if out.path is None:  # a rank that writes nothing
         return err
     if has_checkpoint(out.path / "checkpoints"):

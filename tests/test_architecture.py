@@ -147,7 +147,7 @@ def test_every_module_has_a_test_file():
 def text_opened_without_encoding(source: str) -> list[int]:
     """The lines of ``source`` that open a text file in the locale's encoding: ``open``,
     ``Path.open``, ``read_text`` or ``write_text`` without ``encoding=`` (``open`` in a binary
-    mode, or PIL's ``Image.open``, reads bytes and is left alone)."""
+    mode, PIL's ``Image.open`` or ``os.open`` (a descriptor), reads bytes and is left alone)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
@@ -155,7 +155,8 @@ def text_opened_without_encoding(source: str) -> list[int]:
         name = ast.unparse(node.func).rpartition(".")[2]
         modes = [a.value for a in [*node.args, *(k.value for k in node.keywords if k.arg == "mode")]
                  if isinstance(a, ast.Constant) and isinstance(a.value, str) and set(a.value) <= set("rwxabt+")]
-        binary = any("b" in m for m in modes) or ast.unparse(node.func) == "Image.open"
+        # os.open gives a descriptor (bytes); os.fdopen over it is a call of another name
+        binary = any("b" in m for m in modes) or ast.unparse(node.func) in ("Image.open", "os.open")
         if name in ("read_text", "write_text") or (name == "open" and not binary):
             found.append(node.lineno)
     return sorted(found)

@@ -91,11 +91,11 @@ def write_short_labels(tmp):
     np.save(tmp / "y.npy", np.zeros(20, dtype=np.int64))
 
 
-def report(tmp):
+def report(tmp, *more):
     from kdistill.cli import main
 
     argv = sys.argv
-    sys.argv = ["kdistill", "--debug", "report", str(tmp / "runs" / "bad")]
+    sys.argv = ["kdistill", "--debug", "report", str(tmp / "runs" / "bad"), *more]
     try:
         main()
     finally:
@@ -378,6 +378,19 @@ CASES = {
     "unreadable image file in a run": (
         lambda tmp: run(photo_recipe(tmp, test=3), runs_dir=tmp / "runs", progress=False), "kdistill check-data"),
     "kdistill check-data on a folder with unreadable files": (check_data, "check-data: 3 of 11 samples cannot be read"),
+    # ownership of the paths kdistill writes (run names, the lock on a name, links, user files)
+    "run name with a control character": (lambda tmp: load_recipe(recipe(name="two\nlines")), "control character"),
+    "run name of bytes that are not UTF-8": (lambda tmp: load_recipe(recipe(name="\udcff")), "not UTF-8"),
+    "second run of a name while the first runs": (lambda tmp: run_while_another_holds_the_name(tmp),
+                                                  "is in use by another kdistill run (pid"),
+    "metrics.jsonl linked to a file elsewhere, on --resume": (
+        lambda tmp: run(None, resume=tmp / "runs" / "bad.incomplete", progress=False), "is a symbolic link"),
+    "report.md linked to a file elsewhere": (report, "is a symbolic link"),
+    "kdistill report on a folder kdistill did not write": (report, "was not written by kdistill"),
+    "report --out over an earlier comparison": (
+        lambda tmp: report(tmp, str(tmp / "runs" / "bad"), "--out", str(tmp / "cmp")),
+        "exists; choose another --out, or pass --overwrite"),
+    "export over the user's student.json": (lambda tmp: export_over_user_file(tmp), "student.json exists"),
 }
 
 
@@ -438,6 +451,84 @@ SETUP.update({
     "an empty class folder": lambda tmp: (_labelled_photos(tmp), (tmp / "photos" / "empty").mkdir()),
     "a class folder that data.classes lacks": _labelled_photos,
     "a teacher whose weights record other class names": _teacher_with_reversed_names,
+})
+
+
+
+def finished_run(tmp):
+    return run(BASE, runs_dir=tmp / "runs", progress=False).run_dir
+
+
+def run_kept_by_a_full_disk(tmp):
+    import errno
+
+    import kdistill.runner as runner
+
+    def full(run_dir, summary=None):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "report.md"))
+
+    real, runner.write_report = runner.write_report, full
+    try:
+        with pytest.raises(KDistillError, match="No space left"):
+            run(BASE, runs_dir=tmp / "runs", progress=False)
+    finally:
+        runner.write_report = real
+    return tmp / "runs" / "bad.incomplete"
+
+
+def link_elsewhere(path: Path, outside: Path) -> None:
+    outside.write_text("precious")
+    path.unlink()
+    path.symlink_to(outside)
+
+
+def run_while_another_holds_the_name(tmp):
+    import fcntl
+    import os
+
+    from kdistill.rundir import MARKER
+
+    fd = os.open(tmp / "runs" / "bad.incomplete" / MARKER, os.O_RDONLY)  # as another process holds it
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        run(BASE, runs_dir=tmp / "runs", overwrite=True, progress=False)
+    finally:
+        os.close(fd)
+
+
+def export_over_user_file(tmp):
+    from kdistill.rebuild import export_run
+
+    export_run(tmp / "runs" / "bad", "safetensors", tmp / "out")
+
+
+def comparison_there(tmp):
+    finished_run(tmp)
+    (tmp / "cmp").mkdir()
+    (tmp / "cmp" / "report.md").write_text("my notes")
+
+
+def user_student_json(tmp):
+    finished_run(tmp)
+    (tmp / "out").mkdir()
+    (tmp / "out" / "student.json").write_text("my notes")
+
+
+def unmarked_run(tmp):
+    from kdistill.rundir import MARKER
+
+    (finished_run(tmp) / MARKER).unlink()
+
+
+SETUP.update({
+    "second run of a name while the first runs": lambda tmp: run_kept_by_a_full_disk(tmp),
+    "metrics.jsonl linked to a file elsewhere, on --resume": lambda tmp: link_elsewhere(
+        run_kept_by_a_full_disk(tmp) / "metrics.jsonl", tmp / "outside.txt"),
+    "report.md linked to a file elsewhere": lambda tmp: link_elsewhere(finished_run(tmp) / "report.md",
+                                                                       tmp / "outside.md"),
+    "kdistill report on a folder kdistill did not write": unmarked_run,
+    "report --out over an earlier comparison": comparison_there,
+    "export over the user's student.json": user_student_json,
 })
 
 

@@ -16,6 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from kdistill.paths import naming, open_own  # noqa: E402
+
 ROLES = {"teacher": "teacher", "baseline": "student without distillation", "student": "student (distilled)"}
 LABELS = {**ROLES, "cut": "student as made (untrained)"}  # every model a run's figures may show
 COLOURS = {"teacher": "tab:blue", "cut": "tab:olive", "baseline": "tab:gray", "student": "tab:orange"}
@@ -29,7 +31,8 @@ def _figure(width: float, height: float, panels: int = 1):
 
 
 def _save(fig, path: Path) -> Path:
-    fig.savefig(path, dpi=110)
+    with naming(path), open_own(path, "wb") as f:  # never through a link
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return path
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from kdistill.errors import KDistillError
+from kdistill.paths import no_links, write_own
 
 ROWS = {
     "teacher": "teacher",
@@ -143,20 +144,25 @@ def _is_number(value) -> bool:
     return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
-def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> list[dict]:
+COMPARISON = ("report.md", "report.html", "comparison.png")  # what the comparison of several runs writes
+
+
+def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None, overwrite: bool = False) -> list[dict]:
     """Every run directory's summary, and the folders the report writes, checked before anything
-    is written (so one bad directory leaves the others' reports as they were)."""
+    is written (so one bad directory leaves the others' reports as they were): each a kdistill
+    run, no link where the report writes, and (without ``overwrite``) no comparison in ``out``."""
     from kdistill.paths import user_path
 
     summaries = []
     for run_dir in run_dirs:
         run_dir = user_path(run_dir, "report")
         summaries.append(read_summary(run_dir))
+        check_run_written(run_dir)
         written = ["report.md", "report.html", *(f"{PLOTS}/{p.name}" for p in (run_dir / PLOTS).glob("*.png"))]
         expected = {"metrics.jsonl": "file", "predictions.safetensors": "file", PLOTS: "folder",
                     **{name: "file" for name in written}}
         for name, kind in expected.items():
-            path = run_dir / name
+            path = no_links(run_dir / name, run_dir) if name in written or name == PLOTS else run_dir / name
             if path.exists() and (path.is_dir() if kind == "file" else not path.is_dir()):
                 raise KDistillError(f"report: {path} should be a {kind}; move it away and run the report again.")
         read_metrics(run_dir / "metrics.jsonl")
@@ -166,10 +172,26 @@ def check_report_inputs(run_dirs: list[str | Path], out: str | Path | None) -> l
         out = user_path(out, "report --out")
         if out.exists() and not out.is_dir():
             raise KDistillError(f"report --out: {out} is a file; give a folder for the comparison of the runs.")
-        folder = next((out / n for n in ("report.md", "report.html", "comparison.png") if (out / n).is_dir()), None)
-        if folder is not None:
-            raise KDistillError(f"report --out: {folder} is a folder where the comparison writes a file; move it away.")
+        check_comparison_out(out, overwrite)
     return summaries
+
+
+def check_run_written(run_dir: Path) -> None:
+    """``run_dir`` is a run directory kdistill wrote, so the report may write into it."""
+    from kdistill.rundir import check_written
+
+    check_written(run_dir, "report")
+
+
+def check_comparison_out(out: Path, overwrite: bool) -> None:
+    """The comparison's files in ``out``: none a folder or a link, none there already unless ``overwrite``."""
+    for path in (out / name for name in COMPARISON):
+        if path.is_dir() and not path.is_symlink():
+            raise KDistillError(f"report --out: {path} is a folder where the comparison writes a file; move it away.")
+        no_links(path)
+        if path.exists() and not overwrite:
+            raise KDistillError(f"report --out: {path} exists; choose another --out, or pass --overwrite to replace "
+                                "the comparison there.")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -228,7 +250,7 @@ def run_plots(run_dir: Path, summary: dict) -> list[tuple[str, Path]]:
     """Draw a run's figures into ``run_dir/plots``: (caption, path) of each drawn."""
     from kdistill.evaluate import plots
 
-    folder = run_dir / PLOTS
+    folder = no_links(run_dir / PLOTS, run_dir)
     folder.mkdir(exist_ok=True)
     records = read_metrics(run_dir / "metrics.jsonl")
     drawn = [("Learning curves: every loss term by epoch, held-out accuracy dashed",
@@ -277,6 +299,7 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     run_dir = Path(run_dir)
     if summary is None:
         summary = read_summary(run_dir)
+        check_run_written(run_dir)
     data = summary.get("data", {})
     stages = summary.get("stage_seconds", {})
     table = comparison_table(summary)
@@ -295,24 +318,25 @@ def write_report(run_dir: str | Path, summary: dict | None = None, figures: bool
     title = f"Run `{summary.get('name', run_dir.name)}`"
     lines = [f"# {title}", "", table, "", embedding_table(summary), samples_section(summary), *details, "",
              *[f"![{caption}]({PLOTS}/{path.name})" for caption, path in drawn], ""]
-    path = run_dir / "report.md"
-    path.write_text("\n".join(lines), encoding="utf8")
+    path = write_own(run_dir / "report.md", "\n".join(lines), run_dir)
     parts = [_html_table(table), _html_table(embedding_table(summary)), f"<p>{html.escape(details[0])}</p>",
              _html_table("\n".join(details[2:])), *[_figure_html(c, p) for c, p in drawn]]
-    (run_dir / "report.html").write_text(_html_page(title.replace("`", ""), parts), encoding="utf8")
+    write_own(run_dir / "report.html", _html_page(title.replace("`", ""), parts), run_dir)
     return path
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
-    """One table and one chart over several finished runs, in ``out/report.md`` and ``out/report.html``."""
+def compare_runs(run_dirs: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+    """One table and one chart over several finished runs, in ``out/report.md`` and
+    ``out/report.html`` (``overwrite``: replace a comparison already there)."""
     from kdistill.evaluate import plots
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for d in map(Path, run_dirs):
         name = d.name if d.name not in summaries else f"{d.name} ({len(summaries) + 1})"
         summaries[name] = read_summary(d)
+    check_comparison_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
     header = "| run | model | " + " | ".join(c[0] for c in CLASSIFIER_COLUMNS[:5]) + " |"
     lines = [header, "|---|---|" + "---:|" * 5]
     for name, s in summaries.items():
@@ -323,7 +347,7 @@ def compare_runs(run_dirs: list[str | Path], out: str | Path) -> Path:
     table = "\n".join(lines)
     chart = plots.comparison(summaries, out / "comparison.png")
     markdown = f"# {len(summaries)} runs\n\n{table}\n\n" + ("![test accuracy](comparison.png)\n" if chart else "")
-    (out / "report.md").write_text(markdown, encoding="utf8")
+    write_own(out / "report.md", markdown)
     figures = [_figure_html("Test accuracy of each run", chart)] if chart else []
-    (out / "report.html").write_text(_html_page(f"{len(summaries)} runs", [_html_table(table), *figures]), encoding="utf8")
+    write_own(out / "report.html", _html_page(f"{len(summaries)} runs", [_html_table(table), *figures]))
     return out / "report.md"

@@ -13,11 +13,12 @@ import torch
 
 from kdistill.errors import KDistillError
 from kdistill.models.weights import make_readable
+from kdistill.paths import no_links, write_own
 
 
 def write_json(path: Path, data) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+    write_own(path, json.dumps(data, indent=2) + "\n")
 
 
 @contextlib.contextmanager
@@ -30,6 +31,8 @@ def staged_folder(out_dir: Path, overwrite: bool):
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise KDistillError(f"export: {out_dir} exists and is not empty; choose a new folder or pass overwrite=True.")
     staging = out_dir.with_name(out_dir.name + ".incomplete")
+    for path in (out_dir, staging, out_dir.with_name(out_dir.name + ".old")):  # each replaced or removed below
+        no_links(path)
     if staging.exists():
         shutil.rmtree(staging)  # left over from an export that failed half-way
     staging.mkdir(parents=True)

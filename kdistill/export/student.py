@@ -14,6 +14,7 @@ from kdistill.data.preprocess import Preprocess
 from kdistill.errors import KDistillError
 from kdistill.export.onnx import _eval_mode, export_onnx
 from kdistill.models.weights import save_weights
+from kdistill.paths import no_links, write_own
 
 FORMATS = ("safetensors", "onnx", "torchscript")
 EXTENSIONS = {"safetensors": "safetensors", "onnx": "onnx", "torchscript": "pt"}
@@ -27,7 +28,9 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # written under temporary names and renamed once checked: a failed export leaves nothing
-    tmp, tmp_json = out / f".{target.name}.tmp", out / ".student.json.tmp"
+    tmp, tmp_json = no_links(out / f".{target.name}.tmp"), no_links(out / ".student.json.tmp")
+    for final in (target, out / "student.json"):  # replaced by the renames below: refused if a link
+        no_links(final)
     try:
         if fmt == "safetensors":
             save_weights(student, tmp, {"recipe": meta["recipe"], **(preprocess.to_metadata() if preprocess else {})})
@@ -47,7 +50,7 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
             traced.save(str(tmp))
             meta["max_abs_diff"] = diff
         meta["path"] = str(target)
-        tmp_json.write_text(json.dumps(meta, indent=2), encoding="utf8")
+        write_own(tmp_json, json.dumps(meta, indent=2))
         tmp.replace(target)
         tmp_json.replace(out / "student.json")
     except BaseException:

@@ -40,6 +40,7 @@ from kdistill.models.hf import (
 from kdistill.models.subnet import _prune_linear, _set_module, pick_layers, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.zoo import register
+from kdistill.paths import no_links
 
 WHAT = "model 'hf_causal'"
 PER_LAYER = ("layer_types", "no_rope_layers")  # config lists holding one entry per decoder layer
@@ -415,7 +416,7 @@ def export_causal_lm(model: CausalLM, folder: str | Path) -> Path:
     for ``AutoModelForCausalLM.from_pretrained``. The files are written to a temporary sibling
     first and renamed into place, so no half-written folder is left; an existing export is replaced.
     Returns ``folder``."""
-    folder = Path(folder)
+    folder = no_links(folder)  # replaced below: never a link's target
     if folder.exists() and not folder.is_dir():
         raise KDistillError(f"export: {folder} is a file; give a folder to write the model to.")
     hf_model = model.model

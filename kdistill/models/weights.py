@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.paths import user_path
+from kdistill.paths import naming, no_links, open_own, user_path
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
@@ -23,10 +23,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     size = int.from_bytes(raw[:8], "little")
     header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    path = Path(path)
+    path = no_links(path)  # a link there is refused, not replaced
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:  # open() honours the umask, unlike safetensors' own writer (0600)
-        f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    try:
+        with naming(path), open_own(tmp, "wb") as f:  # honours the umask, unlike safetensors' own writer (0600)
+            f.write(len(header).to_bytes(8, "little") + header + raw[8 + size :])
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: the part written is not left taking space
+        raise
     os.replace(tmp, path)
 
 

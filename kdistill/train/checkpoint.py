@@ -21,6 +21,7 @@ from torch.nn.parameter import is_lazy
 
 from kdistill.data.fingerprint import file_sum
 from kdistill.errors import KDistillWarning
+from kdistill.paths import naming, no_links, open_own, write_own
 
 PATTERN = "ckpt-*.pt"
 SIDECAR = ".blake2b"  # the checksum file of ckpt-....pt is ckpt-....pt.blake2b
@@ -42,15 +43,21 @@ def _checksum(path: Path) -> str:
 
 
 def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -> Path:
-    folder = Path(folder)
+    folder = no_links(folder)  # a run's own folder, never one a link leads to
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp, sidecar = folder / f".{name}.tmp", folder / (name + SIDECAR)
-    torch.save(state, tmp)
-    # the sidecar first: a checkpoint written here always has one (a crash between the two
-    # leaves a sidecar without its checkpoint, which the pruning below removes)
     sidecar_tmp = folder / f".{sidecar.name}.tmp"
-    sidecar_tmp.write_text(_checksum(tmp), encoding="utf8")
+    try:
+        with naming(path), open_own(tmp, "wb") as f:
+            torch.save(state, f)
+        # the sidecar first: a checkpoint written here always has one (a crash between the two
+        # leaves a sidecar without its checkpoint, which the pruning below removes)
+        write_own(sidecar_tmp, _checksum(tmp))
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk: the part written is not left taking space
+        sidecar_tmp.unlink(missing_ok=True)
+        raise
     os.replace(sidecar_tmp, sidecar)
     os.replace(tmp, path)  # atomic: the final name only ever holds a whole file
     for old in sorted(folder.glob(PATTERN))[:-keep]:
