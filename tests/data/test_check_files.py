@@ -25,8 +25,8 @@ def test_a_run_skips_unreadable_files_when_told(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("kdistill.runner.write_report", lambda *a, **k: None)
     root = photos(tmp_path / "pics")
     result = run(recipe(root, "skip", skip_unreadable=True), runs_dir=tmp_path / "runs", progress=False)
-    out = capsys.readouterr().out
-    warned = [line for line in out.splitlines() if "unreadable" in line]
+    said = capsys.readouterr().err  # information lines go to stderr
+    warned = [line for line in said.splitlines() if "unreadable" in line]
     assert len(warned) == 1 and "skipped 3 unreadable image files of 15" in warned[0]
     assert "skipped_files.txt" in warned[0]
     listed = (result.run_dir / "skipped_files.txt").read_text(encoding="utf8").splitlines()
