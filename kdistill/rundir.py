@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from kdistill.train.checkpoint import has_checkpoint
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
 
 MARKER = ".kdistill-run"  # written first into every run directory kdistill creates
@@ -26,10 +26,10 @@ def check_run_name(name: str) -> str:
            or "\0" in name or (os.altsep and os.altsep in name) or name != name.strip()
            or len(os.fsencode(name)) > 200)  # room for ".incomplete" within a 255-byte file name
     if bad:
-        raise KDistillError(f"name: {name!r} is not a run name; give one folder name without '/', e.g. "
+        raise KDistillError(f"name: {shown(name)} is not a run name; give one folder name without '/', e.g. "
                             "name=my-run (runs are written to RUNS_DIR/<name>).")
     if name.endswith(INCOMPLETE):
-        raise KDistillError(f"name: {name!r} ends in {INCOMPLETE!r}, which marks unfinished runs; "
+        raise KDistillError(f"name: {shown(name)} ends in {INCOMPLETE!r}, which marks unfinished runs; "
                             "choose another name.")
     return name
 
