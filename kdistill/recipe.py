@@ -560,6 +560,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise KDistillError(f"override {shown(text)}: write it as key.sub=value, e.g. stages.distil.epochs=3")
     key, _, raw = text.partition("=")
+    if key.count(".") >= MAX_DEPTH:
+        raise KDistillError(f"override {shown(text)}: a key of more than {MAX_DEPTH} parts; a recipe nests a few")
     try:
         value = read_yaml(raw, f"override {shown(text)}") if raw else None
     except _NotYaml:
@@ -658,6 +660,7 @@ def read_recipe_file(path: Path) -> Any:
 MAX_RECIPE_BYTES = 1 << 20
 MAX_OVERRIDE_CHARS = 10_000
 MAX_VALUES = 5_000  # scalars, lists and mappings, aliases expanded (YAML reads 5,000 in half a second)
+MAX_DEPTH = 50  # lists and mappings inside each other (a recipe nests 6 deep; Python recursion ends near 1000)
 
 
 class _NotYaml(Exception):
@@ -672,7 +675,7 @@ class _BoundedLoader(yaml.SafeLoader):
 
     def __init__(self, stream):
         super().__init__(stream)
-        self.values = 0
+        self.values = self.depth = 0
         self.sizes: dict[int, tuple[yaml.Node, int]] = {}  # id(node) -> (node, values it expands to)
 
     def compose_node(self, parent, index):
@@ -686,7 +689,11 @@ class _BoundedLoader(yaml.SafeLoader):
                 self._count(self.sizes[id(target)][1])
             return super().compose_node(parent, index)
         before = self.values
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _TooBig(f"nests lists and mappings more than {MAX_DEPTH} levels deep; a recipe nests a few")
         node = super().compose_node(parent, index)
+        self.depth -= 1
         self._count(1)
         self.sizes[id(node)] = (node, self.values - before)
         return node
@@ -732,6 +739,9 @@ def _check_values(tree: Any) -> None:
         if count > MAX_VALUES:
             raise KDistillError(f"recipe: holds more than {MAX_VALUES:,} values; a recipe holds a few hundred "
                                 "(data is passed as run(recipe, data=...) or named by data.path)")
+        if len(todo) > MAX_DEPTH:
+            raise KDistillError(f"recipe: nests lists and mappings more than {MAX_DEPTH} levels deep; a recipe "
+                                "nests a few")
         if isinstance(value, dict):
             todo.append(itertools.chain.from_iterable(value.items()))
         elif isinstance(value, (list, tuple)):

@@ -205,3 +205,13 @@ def test_overrides_are_capped_and_echoed_shortened():
 def test_shown_is_bounded():
     assert shown("x" * 10**7) == "'" + "x" * 76 + "..." and len(shown(list(range(10**6)))) <= 80
     assert shown(10**5000) == "<an integer of 16,610 bits>" and shown("kd") == "'kd'" and shown(2**62) == str(2**62)
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error():
+    deep: list = []
+    for _ in range(3000):
+        deep = [deep]
+    for source, overrides in [(dict(_tree(), seed=deep), []), (_tree(), ["seed=" + "[" * 3000 + "]" * 3000]),
+                              (_tree(), ["teacher.args." + "a." * 3000 + "b=1"])]:
+        message, _ = _timed_error(source, overrides)
+        assert "more than 50" in message and "\n" not in message
