@@ -1690,3 +1690,61 @@ def test_unsafe_values_in_a_subprocess(case, tmp_path):
     if result.returncode == 2:
         assert last_line(result.stderr).startswith("error: ") and "Traceback" not in result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["fuzz.yaml"], "an error left a trace"
+
+
+# ----------------------------------------------------------------------------- two runs of one name at once
+
+RACER = """
+import os, pathlib, sys, time
+import kdistill.runner as runner
+from kdistill import cli
+from matplotlib.figure import Figure
+
+PNG = bytes.fromhex(sys.argv[2])  # the figures are built, not rasterised (as in process: fake_savefig)
+Figure.savefig = lambda self, fname, *args, **kwargs: pathlib.Path(fname).write_bytes(PNG)
+
+real_fit = getattr(runner, "fit", None)
+if real_fit is not None:  # a window in which the other process runs into this one's run directory
+    def slow_fit(*args, **kwargs):
+        time.sleep(3)
+        return real_fit(*args, **kwargs)
+    runner.fit = slow_fit
+go = pathlib.Path(sys.argv[1])
+(go.parent / f"ready-{os.getpid()}").touch()
+while not go.exists():  # both processes imported: start together
+    time.sleep(0.005)
+sys.argv = ["kdistill", *sys.argv[3:]]
+cli.main()
+"""
+
+
+def test_two_runs_of_one_name_at_once(tmp_path):
+    """Two ``kdistill run kd.yaml --overwrite`` started together into one runs folder: exactly one
+    runs (exit 0, a complete run directory), the other exits 2 with one line naming the run it
+    ran into, and neither deletes nor mixes into the other's directory."""
+    (tmp_path / "kd.yaml").write_text(dump(BASELINES["kd"]), encoding="utf8")
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", RACER, str(go), TINY_PNG.hex(), "run", "kd.yaml", "--runs-dir", "runs",
+            "--overwrite", "-q"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline and all(
+            p.poll() is None for p in procs):
+        time.sleep(0.05)  # both have imported kdistill and torch
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        results.append((proc.returncode, out, err))
+    codes = sorted(code for code, _, _ in results)
+    shown = "\n".join(f"exit {code}: {err[-1500:]}" for code, _, err in results)
+    assert codes == [0, 2], f"not exactly one run and one refusal:\n{shown}"
+    loser = next(err for code, _, err in results if code == 2)
+    assert last_line(loser).startswith("error: ") and "Traceback" not in loser, shown
+    assert sum(line.startswith("error: ") for line in loser.splitlines()) == 1, shown
+    assert re.search(r"runs/kd\b|kd\.incomplete", last_line(loser)), f"the refusal does not name the run:\n{shown}"
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir()) if (tmp_path / "runs").is_dir() else []
+    assert runs == ["kd"], f"the runs folder holds {runs}, not one finished kd\n{shown}"
+    assert (tmp_path / "runs" / "kd" / "summary.json").is_file(), shown
