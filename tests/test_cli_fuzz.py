@@ -42,6 +42,35 @@ input size is not the data's, a runs path that is a file, a damaged ``prediction
 given to ``report``, a NaN loss weight, ``name: ..`` with ``--overwrite``, ...) run every time
 as ``test_cli_known_case``, whatever hypothesis draws.
 
+Issue 29 added six families, each with the checks above and a rule of its own where the
+contract says more:
+
+* ``symlink``: a finished run's report.md / report.html / metrics.jsonl / summary.json /
+  student.safetensors / plots / export, or the stopped run's metrics.jsonl / checkpoints, made a
+  link into ``outside/`` (its file, a copy of what was there, a folder, a dangling name), then
+  ``report`` / ``export`` / ``eval`` / ``run --resume``: nothing outside may change (exit 2 is
+  the expected answer; exit 0 only if nothing outside changed);
+* ``cache``: the template's run ``cached`` (a cache stage, its teacher outputs in ``cache/``) with
+  a shard zeroed past its header, bytes flipped, truncated or deleted, or ``meta.json`` damaged,
+  then ``run`` / ``cache`` / ``cache --verify``: a ``run`` or ``--verify`` that exits 0 must have
+  rebuilt (or removed) the damaged file, not used it (``Case.refuse_damaged``);
+* ``checkpoint``: every checkpoint of ``stopped.incomplete`` with bytes of its tensor data
+  flipped, truncated or zeroed: ``--resume`` must refuse (``Case.must_refuse``);
+* ``huge``: an alias bomb (3, 5 or 9 levels of ``&b [*a, *a, ...]``), a string or list of up to
+  900,000 characters, 3000 levels of nesting, a 5000-digit integer or a file over 1 MB, in the
+  recipe or as an override: the error line at most 600 characters, the call at most 30 s;
+* ``labels``: nan, inf, 1.5, 'cat', 1e9, 2**62, -5, 10, True in one row or every row of an
+  ``npy`` label file (train or test) or an ``image_folder`` CSV list, run under a cap on the
+  address space (4 GiB above what the process holds), so a label that sizes a 32 GB layer
+  fails at once (as a crash, exit 1) instead of taking the machine;
+* ``disk_full``: ``run`` / ``report`` / ``export`` / ``run --resume`` with the folder they write
+  on a small tmpfs (16 to 400 KB free; only where this process may mount one: root) or with every
+  write to one file (summary.json, report.md, a checkpoint, ...) failing with ENOSPC through a
+  patched ``open`` / ``torch.save``.
+
+``test_two_runs_of_one_name_at_once`` (a plain test, two subprocesses) starts two
+``run kd.yaml --overwrite`` together: exactly one runs, the other exits 2 naming the run.
+
 In CI mode matplotlib's ``Figure.savefig`` writes a 1x1 PNG instead of rasterising (the figures
 are still built from the run's data): it halves the cost of every run that gets to its report.
 
@@ -53,8 +82,9 @@ names a folder, written to ``fuzz-sites.txt`` there.
 
 Modes
 -----
-* CI (default): derandomised, a fixed number of examples per family (``CI_EXAMPLES``, about 350
-  cases); the file takes about 45 s on 2 cores when nothing fails. A failure costs more
+* CI (default): derandomised, a fixed number of examples per family (``CI_EXAMPLES``, about 380
+  cases); the file took about 45 s on 2 cores when nothing failed, before issue 29's families
+  (about 30 cases, a cached run in the template and the two-process test) were added. A failure costs more
   (hypothesis shrinks it and keeps looking for other bugs a while): about 70 s with the bugs
   of the day it was written. ``pytest tests/test_cli_fuzz.py [-s]``
 * Long: ``KDISTILL_FUZZ_MINUTES=10 pytest tests/test_cli_fuzz.py -s``: random (not
@@ -1528,7 +1558,7 @@ FAMILIES = {
 }
 # examples per family in CI mode (derandomised): about a minute for the file when nothing fails
 CI_EXAMPLES = {"recipe_field": 100, "override": 60, "path": 50, "resume": 30, "eval": 30, "export": 30, "report": 30,
-               "symlink": 8, "cache": 5, "checkpoint": 4, "huge": 10, "labels": 6, "disk_full": 6}
+               "symlink": 6, "cache": 4, "checkpoint": 3, "huge": 8, "labels": 5, "disk_full": 5}
 
 COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink])
