@@ -656,7 +656,7 @@ def write_labelled_files(files: Path) -> None:
     for i in range(120):
         Image.fromarray(x[i, 0]).save(files / "img" / f"{i}.png")
         rows.append(f"{i}.png,{y[i]}")
-    (files / "img" / "list.csv").write_text("\n".join(rows) + "\n")
+    (files / "img" / "list.csv").write_text("\n".join(rows) + "\n", encoding="utf8")
 
 
 def build_template(base: Path) -> Template:
@@ -1170,7 +1170,7 @@ def link_to_outside(path: Path, target: str, example: Path) -> None:
     ``outside/``: the file every case has, a copy of what ``path`` held, a folder, or nothing."""
     outside = example / "outside"
     (outside / "dir").mkdir(exist_ok=True)
-    (outside / "dir" / "inside.txt").write_text("must survive too\n")
+    (outside / "dir" / "inside.txt").write_text("must survive too\n", encoding="utf8")
     if target == "a copy in outside/":
         dest = outside / f"copy-{path.name}"
         if path.is_dir():
@@ -1266,11 +1266,11 @@ def damage_state(path: Path, how: str) -> None:
     elif how == "n changed":
         meta = json.loads(data)
         meta["n"] = meta.get("n", 0) + 1
-        path.write_text(json.dumps(meta))
+        path.write_text(json.dumps(meta), encoding="utf8")
     elif how == "shard list emptied":
         meta = json.loads(data)
         meta["files"] = {k: [] for k in meta.get("files", {})}
-        path.write_text(json.dumps(meta))
+        path.write_text(json.dumps(meta), encoding="utf8")
     else:
         damage(path, how, path.parent)
 
@@ -1410,10 +1410,10 @@ def labels_case(draw) -> Case:
             y = [value] * len(y) if rows == "every row" else [value] + y[1:]
             np.save(path, np.array(y))  # numpy picks the dtype: float, int64, uint64, <U3 or bool
         else:
-            lines = path.read_text().splitlines()
+            lines = path.read_text(encoding="utf8").splitlines()
             body = [ln.rsplit(",", 1)[0] + f",{value}" for ln in lines[1:]]
             body = body if rows == "every row" else body[:1] + lines[2:]
-            path.write_text("\n".join([lines[0], *body]) + "\n")
+            path.write_text("\n".join([lines[0], *body]) + "\n", encoding="utf8")
     case.setup.append(setup)
     case.run_dirs = [("out", "labels")]
     case.memory_cap = True
