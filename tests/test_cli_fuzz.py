@@ -1558,7 +1558,7 @@ FAMILIES = {
 }
 # examples per family in CI mode (derandomised): about a minute for the file when nothing fails
 CI_EXAMPLES = {"recipe_field": 100, "override": 60, "path": 50, "resume": 30, "eval": 30, "export": 30, "report": 30,
-               "symlink": 6, "cache": 4, "checkpoint": 3, "huge": 8, "labels": 5, "disk_full": 5}
+               "symlink": 5, "cache": 4, "checkpoint": 3, "huge": 6, "labels": 4, "disk_full": 4}
 
 COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink])
