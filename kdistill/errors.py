@@ -1,8 +1,36 @@
-"""The one exception type for errors a user can cause."""
+"""The one exception type for errors a user can cause, and how a user's value is shown in one."""
+
+import reprlib
 
 
 class KDistillError(Exception):
     """Bad input from the user: the message names the field, the value and the fix."""
+
+
+SHOWN_CHARS = 80  # an echoed value is shown in at most this many characters
+
+
+class _Bounded(reprlib.Repr):
+    """reprlib's repr, bounded: a few items of a few levels, never the whole value."""
+
+    def repr_int(self, x, level):  # the digits of a huge integer cost time (and past 4300, an error)
+        return super().repr_int(x, level) if x.bit_length() <= 256 else f"<an integer of {x.bit_length():,} bits>"
+
+
+_REPR = _Bounded()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 8, 8, 6, 6
+_REPR.maxstring = _REPR.maxother = _REPR.maxlong = SHOWN_CHARS + 2
+
+
+def shown(value, limit: int = SHOWN_CHARS) -> str:
+    """``repr(value)`` in at most ``limit`` characters (cut with '...'), in time that does not
+    grow with the value: a 50 MB string or a list of millions of items is shown by its start."""
+    return cut(repr(value[: limit + 1]) if isinstance(value, str) else _REPR.repr(value), limit)
+
+
+def cut(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` itself (no quotes) in at most ``limit`` characters, cut with '...'."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class KDistillWarning(UserWarning):

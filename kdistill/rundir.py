@@ -27,7 +27,7 @@ import unicodedata
 from pathlib import Path
 
 from kdistill.train.checkpoint import has_checkpoint
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import naming, no_links, no_links_under, open_own, user_path, write_own
 
 try:
@@ -45,16 +45,16 @@ def check_run_name(name: str) -> str:
     """A run name is one folder name: no separators, not empty, not ``.`` or ``..``, printable
     characters that UTF-8 can write (the weight files' metadata and the summary hold it)."""
     if isinstance(name, str) and (not _utf8(name) or any(unicodedata.category(c) == "Cc" for c in name)):
-        raise KDistillError(f"name: {ascii(name)[:80]} holds a control character or bytes that are not UTF-8 text; "
+        raise KDistillError(f"name: {shown(name)} holds a control character or bytes that are not UTF-8 text; "
                             "give a name of printable characters, e.g. name=my-run.")
     bad = (not isinstance(name, str) or name.strip() in ("", ".", "..") or "/" in name or "\\" in name
            or "\0" in name or (os.altsep and os.altsep in name) or name != name.strip()
            or len(os.fsencode(name)) > 200)  # room for ".incomplete" within a 255-byte file name
     if bad:
-        raise KDistillError(f"name: {name!r} is not a run name; give one folder name without '/', e.g. "
+        raise KDistillError(f"name: {shown(name)} is not a run name; give one folder name without '/', e.g. "
                             "name=my-run (runs are written to RUNS_DIR/<name>).")
     if name.endswith(INCOMPLETE):
-        raise KDistillError(f"name: {name!r} ends in {INCOMPLETE!r}, which marks unfinished runs; "
+        raise KDistillError(f"name: {shown(name)} ends in {INCOMPLETE!r}, which marks unfinished runs; "
                             "choose another name.")
     return name
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from kdistill.data import Preprocess
@@ -23,7 +22,7 @@ from kdistill.models.weights import classes_metadata, save_tensors, save_weights
 from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
 from kdistill.pipeline import Pipeline, build_pipeline
-from kdistill.recipe import Recipe, dump_recipe, load_recipe
+from kdistill.recipe import Recipe, dump_recipe, load_recipe, read_recipe_file
 from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
 from kdistill.train import distributed
 from kdistill.train.checkpoint import has_checkpoint, load_latest
@@ -102,8 +101,8 @@ def _started_as(recipe_path: Path) -> list[str]:
     """Overrides that keep the meaning a run's recipe.yaml had when the run started: one written
     before weight decay left out biases and normalisation weights decayed them too."""
     try:
-        tree = yaml.safe_load(recipe_path.read_text(encoding="utf8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        tree = read_recipe_file(recipe_path)  # within the limits on a recipe's size
+    except (OSError, KDistillError):
         return []  # load_recipe says what is wrong with it
     stages = tree.get("stages") if isinstance(tree, dict) else None
     return [f"stages.{i}.optimizer.decay_bias_and_norm=true" for i, stage in enumerate(stages or [])

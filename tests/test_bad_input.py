@@ -391,6 +391,17 @@ CASES = {
         lambda tmp: report(tmp, str(tmp / "runs" / "bad"), "--out", str(tmp / "cmp")),
         "exists; choose another --out, or pass --overwrite"),
     "export over the user's student.json": (lambda tmp: export_over_user_file(tmp), "student.json exists"),
+    # input size limits (issue 29): refused before they are read whole, walked or echoed
+    "a recipe file over the size limit": (lambda tmp: load_recipe(tmp / "big.yaml"),
+                                          "bytes, over the 1,048,576 a recipe may have"),
+    "a YAML alias bomb in the recipe": (lambda tmp: load_recipe(tmp / "bomb.yaml"), "holds more than 5,000 values"),
+    "a YAML alias inside the block it names": (lambda tmp: load_recipe(tmp / "cycle.yaml"),
+                                               "the alias *a is inside the block it names"),
+    "a recipe holding a huge list": (lambda tmp: run(recipe(zzz=list(range(10**6))), runs_dir=tmp, progress=False),
+                                     "recipe: holds more than 5,000 values"),
+    "an override over the size limit": (lambda tmp: run(BASE, ["name=" + "x" * 20_000], runs_dir=tmp, progress=False),
+                                        "20,005 characters, over the 10,000 an override may have"),
+    "a huge value echoed in an error": (lambda tmp: load_recipe(recipe(seed="9" * 10**6)), "(got '" + "9" * 76 + "...)"),
 }
 
 
@@ -530,6 +541,20 @@ SETUP.update({
     "report --out over an earlier comparison": comparison_there,
     "export over the user's student.json": user_student_json,
 })
+
+
+
+def write_size_limit_recipes(tmp):
+    (tmp / "big.yaml").write_text("name: " + "x" * (1 << 20) + "\n", encoding="utf8")
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]"
+                                                        for i in range(1, 9)]
+    (tmp / "bomb.yaml").write_text("\n".join(levels) + "\nstages: [{name: s}]\n", encoding="utf8")
+    (tmp / "cycle.yaml").write_text("name: &a [*a]\nstages: [{name: s}]\n", encoding="utf8")
+
+
+SETUP.update({case: write_size_limit_recipes for case in ("a recipe file over the size limit",
+                                                          "a YAML alias bomb in the recipe",
+                                                          "a YAML alias inside the block it names")})
 
 
 def message(case: str, tmp: Path) -> str:

@@ -42,6 +42,35 @@ input size is not the data's, a runs path that is a file, a damaged ``prediction
 given to ``report``, a NaN loss weight, ``name: ..`` with ``--overwrite``, ...) run every time
 as ``test_cli_known_case``, whatever hypothesis draws.
 
+Issue 29 added six families, each with the checks above and a rule of its own where the
+contract says more:
+
+* ``symlink``: a finished run's report.md / report.html / metrics.jsonl / summary.json /
+  student.safetensors / plots / export, or the stopped run's metrics.jsonl / checkpoints, made a
+  link into ``outside/`` (its file, a copy of what was there, a folder, a dangling name), then
+  ``report`` / ``export`` / ``eval`` / ``run --resume``: nothing outside may change (exit 2 is
+  the expected answer; exit 0 only if nothing outside changed);
+* ``cache``: the template's run ``cached`` (a cache stage, its teacher outputs in ``cache/``) with
+  a shard zeroed past its header, bytes flipped, truncated or deleted, or ``meta.json`` damaged,
+  then ``run`` / ``cache`` / ``cache --verify``: a ``run`` or ``--verify`` that exits 0 must have
+  rebuilt (or removed) the damaged file, not used it (``Case.refuse_damaged``);
+* ``checkpoint``: every checkpoint of ``stopped.incomplete`` with bytes of its tensor data
+  flipped, truncated or zeroed: ``--resume`` must refuse (``Case.must_refuse``);
+* ``huge``: an alias bomb (3, 5 or 9 levels of ``&b [*a, *a, ...]``), a string or list of up to
+  900,000 characters, 3000 levels of nesting, a 5000-digit integer or a file over 1 MB, in the
+  recipe or as an override: the error line at most 600 characters, the call at most 30 s;
+* ``labels``: nan, inf, 1.5, 'cat', 1e9, 2**62, -5, 10, True in one row or every row of an
+  ``npy`` label file (train or test) or an ``image_folder`` CSV list, run under a cap on the
+  address space (4 GiB above what the process holds), so a label that sizes a 32 GB layer
+  fails at once (as a crash, exit 1) instead of taking the machine;
+* ``disk_full``: ``run`` / ``report`` / ``export`` / ``run --resume`` with the folder they write
+  on a small tmpfs (16 to 400 KB free; only where this process may mount one: root) or with every
+  write to one file (summary.json, report.md, a checkpoint, ...) failing with ENOSPC through a
+  patched ``open`` / ``torch.save``.
+
+``test_two_runs_of_one_name_at_once`` (a plain test, two subprocesses) starts two
+``run kd.yaml --overwrite`` together: exactly one runs, the other exits 2 naming the run.
+
 In CI mode matplotlib's ``Figure.savefig`` writes a 1x1 PNG instead of rasterising (the figures
 are still built from the run's data): it halves the cost of every run that gets to its report.
 
@@ -53,8 +82,9 @@ names a folder, written to ``fuzz-sites.txt`` there.
 
 Modes
 -----
-* CI (default): derandomised, a fixed number of examples per family (``CI_EXAMPLES``, about 350
-  cases); the file takes about 45 s on 2 cores when nothing fails. A failure costs more
+* CI (default): derandomised, a fixed number of examples per family (``CI_EXAMPLES``, about 380
+  cases); the file took about 45 s on 2 cores when nothing failed, before issue 29's families
+  (about 30 cases, a cached run in the template and the two-process test) were added. A failure costs more
   (hypothesis shrinks it and keeps looking for other bugs a while): about 70 s with the bugs
   of the day it was written. ``pytest tests/test_cli_fuzz.py [-s]``
 * Long: ``KDISTILL_FUZZ_MINUTES=10 pytest tests/test_cli_fuzz.py -s``: random (not
@@ -81,12 +111,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -533,6 +565,14 @@ class Case:
     writes: list[str] = field(default_factory=list)
     run_dirs: list[tuple[str, str]] = field(default_factory=list)  # (runs dir, name) of a 'run'
     must_finish: bool = True  # exit 0 of a 'run': RUNS/<name> exists, no .incomplete
+    patches: list = field(default_factory=list)  # functions (monkeypatch, example) active during the call
+    tmpfs: tuple[str, str] | None = None  # (folder of the sandbox, size): a small tmpfs mounted there
+    damaged: list[str] = field(default_factory=list)  # files damaged on purpose (absolute, set by setup)
+    refuse_damaged: bool = False  # exit 0 only if every damaged file was rebuilt (changed) or removed
+    must_refuse: bool = False  # the damage cannot be worked around: exit 2 is the only right answer
+    max_message: int | None = None  # the error line's length at most (echoed values shortened)
+    max_seconds: float | None = None  # the call's time at most (no minutes spent on a huge value)
+    memory_cap: bool = False  # run under a cap on the address space (a label of 1e9 must not allocate)
 
     def _repr_pretty_(self, printer, cycle) -> None:  # what hypothesis prints for the drawn case
         printer.text(self.describe())
@@ -596,6 +636,27 @@ def write_support_files(sb: Path) -> None:
     if not ROOT:
         (files / "ro").mkdir()
         (files / "ro").chmod(0o555)
+    write_labelled_files(files)
+
+
+def write_labelled_files(files: Path) -> None:
+    """Digits as .npy arrays with .npy labels, and as 8x8 PNGs listed in a CSV (path,label): the
+    label files the labels family spoils."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x, y = (x[:200] * 255 / 16).astype(np.uint8).reshape(-1, 1, 8, 8), y[:200].astype(np.int64)
+    np.save(files / "x.npy", x[:150])
+    np.save(files / "y.npy", y[:150])
+    np.save(files / "xt.npy", x[150:])
+    np.save(files / "yt.npy", y[150:])
+    (files / "img").mkdir()
+    rows = ["path,label"]
+    for i in range(120):
+        Image.fromarray(x[i, 0]).save(files / "img" / f"{i}.png")
+        rows.append(f"{i}.png,{y[i]}")
+    (files / "img" / "list.csv").write_text("\n".join(rows) + "\n", encoding="utf8")
 
 
 def build_template(base: Path) -> Template:
@@ -620,7 +681,24 @@ def build_template(base: Path) -> Template:
     assert not problems, "the valid baseline recipes must run: " + "; ".join(problems)
     (sb / "stopped.yaml").write_text(dump(STOPPED), encoding="utf8")
     stopped_ok = stop_after_first_epoch(sb, problems)
+    build_cache_run(sb, problems)
     return Template(root, base, stopped_ok, problems)
+
+
+def build_cache_run(sb: Path, problems: list[str]) -> None:
+    """The finished run ``cached`` (its stage's teacher outputs in ``sb/cache/<key>/``), and a
+    check that running its recipe again reads that same cache (the cache family's premise)."""
+    (sb / "cached.yaml").write_text(dump(CACHED), encoding="utf8")
+    result = invoke(["run", "cached.yaml", "--runs-dir", "runs", "-q"], sb, timeout=300)
+    folders = list((sb / "cache").glob("*")) if (sb / "cache").is_dir() else []
+    if result.code != 0 or len(folders) != 1:
+        problems.append(f"the cached run exited {result.code} ({last_line(result.stderr)!r}) with {len(folders)} caches")
+        return
+    before = snapshot(sb / "cache")
+    again = invoke(["cache", "cached.yaml", "-q"], sb, timeout=300)
+    if again.code != 0 or snapshot(sb / "cache") != before:
+        problems.append(f"'kdistill cache cached.yaml' exited {again.code} or did not reuse the run's cache")
+    assert not problems, "the cached run must build one cache and reuse it: " + "; ".join(problems)
 
 
 def stop_after_first_epoch(sb: Path, problems: list[str]) -> bool:
@@ -680,14 +758,20 @@ def fail(kind: str, case: Case, example: Path, outcome: Outcome, detail: str, ca
 def run_case(case: Case, template: Template) -> None:
     example = template.new_example()
     sb = example / "sb"
+    mounted = None
     try:
         for step in case.setup:
             step(example)
         case.argv = [concrete(a, example) for a in case.argv]
         case.writes = [concrete(w, example) for w in case.writes]
         case.run_dirs = [(concrete(r, example), n) for r, n in case.run_dirs]
+        if case.tmpfs is not None:
+            mounted = mount_tmpfs(sb / case.tmpfs[0], case.tmpfs[1])
         before = snapshot(example)
-        outcome = invoke(case.argv, sb)
+        with pytest.MonkeyPatch.context() as mp, address_space_cap(case.memory_cap):
+            for patch in case.patches:
+                patch(mp, example)
+            outcome = invoke(case.argv, sb)
         SLOWEST.append((outcome.seconds, f"exit {outcome.code} " + case.describe(example).splitlines()[0]
                         + " | " + "; ".join(n.splitlines()[0] for n in case.notes)))
         SLOWEST.sort(key=lambda t: -t[0])
@@ -695,10 +779,47 @@ def run_case(case: Case, template: Template) -> None:
         after = snapshot(example)
         check(case, example, outcome, before, after)
     finally:
+        if mounted is not None:
+            subprocess.run(["umount", "-l", str(mounted)], check=False)
         shutil.rmtree(example, ignore_errors=True)
         if example.exists():  # a folder made unwritable
             subprocess.run(["chmod", "-R", "u+rwx", str(example)], check=False)
             shutil.rmtree(example, ignore_errors=True)
+
+
+def mount_tmpfs(folder: Path, extra: str) -> Path:
+    """A tmpfs at ``folder`` holding what ``folder`` held, with ``extra`` bytes ("16k") free."""
+    held = Path(tempfile.mkdtemp())
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(folder, held / "x", symlinks=True)
+    shutil.rmtree(folder)
+    folder.mkdir()
+    pages = sum(-(-(p.stat().st_size) // 4096) + 1 for p in (held / "x").rglob("*"))  # a page per inode too
+    size = 4096 * (pages + 2) + int(extra.removesuffix("k")) * 1024
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    shutil.copytree(held / "x", folder, symlinks=True, dirs_exist_ok=True)
+    shutil.rmtree(held)
+    return folder
+
+
+@contextlib.contextmanager
+def address_space_cap(on: bool):
+    """With ``on``: this process's address space capped at 4 GiB more than it holds now (Linux),
+    so an allocation sized by a label of 1e9 fails at once instead of swapping the machine."""
+    status = Path("/proc/self/status")
+    if not on or not status.exists():
+        yield
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    held = int(re.search(r"VmSize:\s+(\d+) kB", status.read_text()).group(1)) * 1024
+    cap = held + (4 << 30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def tally(case: Case, what: str) -> None:
@@ -757,6 +878,23 @@ def check(case: Case, example: Path, outcome: Outcome, before: dict, after: dict
         kind = "TRACE LEFT ON DISK after exit 2" if outcome.code == 2 else "WROTE OUTSIDE ITS OUTPUT on exit 0"
         fail(kind, case, example, outcome, f"  allowed: {[os.path.relpath(r, example) for r in regions]}\n"
              f"  changes:\n{shown}", cause)
+    if outcome.code == 0 and case.must_refuse:
+        tally(case, "failure")
+        fail("WORKED ON FROM DAMAGED INPUT on exit 0", case, example, outcome,
+             "  the damage cannot be worked around: exit 2 naming the damaged file is the only right answer", None)
+    unchanged = [p for p in case.damaged if p in after and after[p] == before.get(p)]
+    if outcome.code == 0 and case.refuse_damaged and unchanged:
+        tally(case, "failure")
+        fail("USED A DAMAGED FILE on exit 0", case, example, outcome, "  still damaged, neither rebuilt nor refused: "
+             + ", ".join(os.path.relpath(p, example) for p in unchanged), None)
+    message = str(outcome.error or "")
+    if case.max_message is not None and len(message) > case.max_message:
+        tally(case, "failure")
+        fail(f"MESSAGE TOO LONG ({len(message):,} characters; at most {case.max_message})", case, example, outcome,
+             f"  the message starts: {message[:300]!r}", cause)
+    if case.max_seconds is not None and outcome.seconds > case.max_seconds:
+        tally(case, "failure")
+        fail(f"TOO SLOW ({outcome.seconds:.0f} s; at most {case.max_seconds:.0f})", case, example, outcome, "", cause)
     if outcome.code == 0 and case.must_finish:
         for runs, name in case.run_dirs:
             final = sb / runs / name if single_component(name) else None
@@ -1014,6 +1152,352 @@ def finished_run_case(draw, command: str) -> Case:
     return case
 
 
+# ----------------------------------------------------------------------------- issue 29's families
+#
+# symlinks in a run folder, damaged caches and checkpoints, huge input, odd labels and a full
+# disk. Each is a family like the ones above (exit 0, or exit 2 with one line and no trace);
+# some add a rule of their own (Case.refuse_damaged, Case.must_refuse, Case.max_message).
+
+LINKED = {  # a finished run's file or folder (replaced by a link), and commands reading / writing it
+    "report.md": "file", "report.html": "file", "metrics.jsonl": "file", "summary.json": "file", "plots": "folder",
+    "export": "folder", "student.safetensors": "file",
+}
+LINK_TARGETS = ["outside/keep.txt", "a copy in outside/", "outside/dir", "outside/nothing (dangling)"]
+
+
+def link_to_outside(path: Path, target: str, example: Path) -> None:
+    """Replace ``path`` (a file or folder of the sandbox, or nothing) by a link to ``target`` in
+    ``outside/``: the file every case has, a copy of what ``path`` held, a folder, or nothing."""
+    outside = example / "outside"
+    (outside / "dir").mkdir(exist_ok=True)
+    (outside / "dir" / "inside.txt").write_text("must survive too\n", encoding="utf8")
+    if target == "a copy in outside/":
+        dest = outside / f"copy-{path.name}"
+        if path.is_dir():
+            shutil.copytree(path, dest, symlinks=True)
+        elif path.is_file():
+            shutil.copyfile(path, dest)
+        else:
+            dest.mkdir()
+    else:
+        dest = outside / target.split(" ")[0].removeprefix("outside/")
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.symlink_to(dest)
+
+
+@st.composite
+def symlink_case(draw) -> Case:
+    """A link inside a run folder to something in ``outside/``: whatever the command does with
+    the run, nothing outside may change (exit 2 is the expected answer)."""
+    unfinished = draw(st.integers(0, 3), label="unfinished run?") == 0
+    target = draw(st.sampled_from(LINK_TARGETS), label="link to")
+    if unfinished:
+        part = draw(st.sampled_from(["metrics.jsonl", "checkpoints"]), label="linked")
+        run_dir = "runs/stopped.incomplete"
+        case = Case("symlink", ["run", "--resume", run_dir, "-q"], [f"{run_dir}/{part} -> {target}"])
+        case.run_dirs = [("runs", "stopped")]
+    else:
+        part = draw(st.sampled_from(list(LINKED)), label="linked")
+        run_dir = "runs/kd"
+        command = draw(st.sampled_from(["report", "export", "export --overwrite", "eval"]), label="command")
+        argv = {"report": ["report", run_dir], "export": ["export", run_dir], "eval": ["eval", run_dir, "--no-latency"],
+                "export --overwrite": ["export", run_dir, "--overwrite"]}[command]
+        case = Case("symlink", argv, [f"{run_dir}/{part} -> {target}"], must_finish=False)
+        case.writes = {"report": [run_dir], "export": [f"{run_dir}/export"], "eval": [],
+                       "export --overwrite": [f"{run_dir}/export"]}[command]
+        if part == "export":  # an export folder there before: made by an earlier export
+            case.setup.append(lambda ex: invoke(["export", "runs/kd"], ex / "sb"))
+    case.setup.append(lambda ex, p=f"{run_dir}/{part}", t=target: link_to_outside(ex / "sb" / p, t, ex))
+    return case
+
+
+CACHED = _recipe("cached", [{**KD, "cache": {"dir": "cache"}}])  # its cache: sb/cache/<key>/
+
+
+def _npy_data_offset(path: Path) -> int:
+    """Where the array's bytes start in an .npy file (after its header)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        {(1, 0): np.lib.format.read_array_header_1_0}.get(version, np.lib.format.read_array_header_2_0)(f)
+        return f.tell()
+
+
+def _zip_member_data(path: Path) -> tuple[int, int]:
+    """(start, length) of the largest stored member of a zip (torch.save's tensor data)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    raw = path.read_bytes()
+    name_len, extra_len = int.from_bytes(raw[info.header_offset + 26: info.header_offset + 28], "little"), \
+        int.from_bytes(raw[info.header_offset + 28: info.header_offset + 30], "little")
+    return info.header_offset + 30 + name_len + extra_len, info.compress_size
+
+
+def flip_bytes(path: Path, start: int, length: int, count: int = 8) -> None:
+    """Flip ``count`` bytes (every bit) spread over ``[start, start + length)``."""
+    data = bytearray(path.read_bytes())
+    for k in range(count):
+        data[start + (k * length) // count] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def damage_state(path: Path, how: str) -> None:
+    """Damage a cache shard (.npy), its meta.json, or a checkpoint (.pt, a zip) in place."""
+    data = path.read_bytes()
+    if how == "truncate to half":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "truncate by 16 bytes":
+        path.write_bytes(data[:-16])
+    elif how == "all zero bytes":
+        path.write_bytes(b"\0" * len(data))
+    elif how == "data zeroed, header kept":
+        start = _npy_data_offset(path)
+        path.write_bytes(data[:start] + b"\0" * (len(data) - start))
+    elif how == "data bytes flipped":
+        if path.suffix == ".npy":
+            start = _npy_data_offset(path)
+            flip_bytes(path, start, len(data) - start)
+        else:
+            flip_bytes(path, *_zip_member_data(path))
+    elif how == "n changed":
+        meta = json.loads(data)
+        meta["n"] = meta.get("n", 0) + 1
+        path.write_text(json.dumps(meta), encoding="utf8")
+    elif how == "shard list emptied":
+        meta = json.loads(data)
+        meta["files"] = {k: [] for k in meta.get("files", {})}
+        path.write_text(json.dumps(meta), encoding="utf8")
+    else:
+        damage(path, how, path.parent)
+
+
+SHARD_DAMAGE = ["data zeroed, header kept", "data bytes flipped", "all zero bytes", "truncate to half",
+                "truncate by 16 bytes", "delete"]
+META_DAMAGE = ["truncate to half", "delete", "{}", "[]", "n changed", "shard list emptied", "not json"]
+
+
+@st.composite
+def cache_case(draw) -> Case:
+    """A damaged teacher cache under a recipe with a cache stage: a run or ``cache --verify``
+    must not train on it or call it good; rebuilding it (exit 0) or refusing (exit 2) are right."""
+    part = draw(st.sampled_from(["shard", "shard", "meta.json"]), label="part")
+    how = draw(st.sampled_from(SHARD_DAMAGE if part == "shard" else META_DAMAGE), label="damage")
+    command = draw(st.sampled_from(["run", "run", "cache --verify", "cache"]), label="command")
+    argv = {"run": ["run", "cached.yaml", "--runs-dir", "out", "-q"], "cache": ["cache", "cached.yaml", "-q"],
+            "cache --verify": ["cache", "cached.yaml", "--verify", "-q"]}[command]
+    case = Case("cache", argv, [f"the cache's {part}: {how}"])
+    case.writes = ["cache"]
+    case.run_dirs = [("out", "cached")] if command == "run" else []
+    if command != "cache" and how != "delete":  # plain 'cache' may trust a finished cache's files
+        case.refuse_damaged = True
+
+    def hurt(ex, part=part, how=how):
+        folder = next((ex / "sb" / "cache").iterdir())
+        path = folder / "meta.json" if part == "meta.json" else sorted(
+            p for p in folder.glob("*.npy") if p.name != "params.npy")[0]
+        case.damaged.append(str(path))
+        damage_state(path, how)
+    case.setup.append(hurt)
+    return case
+
+
+@st.composite
+def checkpoint_case(draw) -> Case:
+    """Every checkpoint of the stopped run damaged: --resume must refuse (exit 2), not train on
+    from damaged weights (nor start again silently)."""
+    how = draw(st.sampled_from(["data bytes flipped", "truncate by 16 bytes", "truncate to half", "all zero bytes"]),
+               label="damage")
+    case = Case("checkpoint", ["run", "--resume", "runs/stopped.incomplete", "-q"],
+                [f"every runs/stopped.incomplete/checkpoints/ckpt-*.pt: {how}"])
+    case.run_dirs = [("runs", "stopped")]
+    case.must_refuse = True
+
+    def hurt(ex, how=how):
+        for ckpt in sorted((ex / "sb" / "runs" / "stopped.incomplete" / "checkpoints").glob("ckpt-*.pt")):
+            damage_state(ckpt, how)
+    case.setup.append(hurt)
+    return case
+
+
+def alias_bomb(levels: int) -> str:
+    """YAML lines defining ``&b0 .. &b<levels-1>``, each a list of 9 aliases of the one before."""
+    lines = ["bomb0: &b0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"bomb{i}: &b{i} [{', '.join([f'*b{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+HUGE_KINDS = ["alias bomb (unknown key)", "alias bomb (a field)", "string", "list", "deep nesting", "file over 1 MB",
+              "5000-digit integer"]
+HUGE_SIZES = [10_000, 300_000, 900_000]
+
+
+@st.composite
+def huge_case(draw) -> Case:
+    """An alias bomb, a huge value or a huge file, as the recipe or as an override: exit 2 (or
+    0) at once, with one short line (echoed values shortened), never a hang."""
+    base = draw(st.sampled_from(["kd", "cnn", "teach"]), label="baseline")
+    tree = BASELINES[base]
+    where = draw(st.sampled_from(["recipe", "override"]), label="where")
+    kind = draw(st.sampled_from(HUGE_KINDS), label="kind")
+    size = draw(st.sampled_from(HUGE_SIZES), label="size")
+    levels = draw(st.sampled_from([3, 5, 9]), label="alias levels")
+    # where a value goes: not under the models' args (a list there sizes a network)
+    paths = [p for p in all_paths(tree) if not ({"args", "epochs"} & {k for k in p if isinstance(k, str)})]
+    path = draw(st.sampled_from(paths), label="path")
+    key = ".".join(map(str, path))
+    value = {"string": "'" + "x" * size + "'", "list": "[" + "1, " * (size // 3) + "1]",
+             "deep nesting": "[" * (size // 300) + "]" * (size // 300), "5000-digit integer": "9" * 5000,
+             "alias bomb (a field)": f"*b{levels - 1}", "alias bomb (unknown key)": "1",
+             "file over 1 MB": "1"}[kind]
+    note = f"{kind} ({size:,} characters, {levels} alias levels) at {key}"
+    runs = "out"
+    if where == "override":
+        flow = "{" + alias_bomb(levels).replace("\n", ", ") + "}"
+        override = {"alias bomb (a field)": f"{key}={flow}", "alias bomb (unknown key)": f"zzz={flow}",
+                    "file over 1 MB": f"{key}=" + "x" * (1 << 20)}.get(kind, f"{key}={value}")
+        case = Case("huge", ["run", f"{base}.yaml", override, "--runs-dir", runs, "-q"], [f"override: {note}"])
+    else:
+        placed = copy.deepcopy(tree)
+        if kind not in ("alias bomb (unknown key)", "file over 1 MB"):
+            node(placed, path[:-1])[path[-1]] = "@@VALUE@@"
+        text = dump(placed).replace("'@@VALUE@@'", value).replace("@@VALUE@@", value)
+        if kind.startswith("alias bomb"):
+            text = alias_bomb(levels) + "\n" + text  # its anchors first: unknown keys, unless refused before
+        elif kind == "file over 1 MB":
+            text = "# " + "x" * (1 << 20) + "\n" + text
+        case = Case("huge", ["run", "fuzz.yaml", "--runs-dir", runs, "-q"], [f"fuzz.yaml: {note}"])
+        case.setup.append(lambda ex, t=text: (ex / "sb" / "fuzz.yaml").write_text(t, encoding="utf8"))
+    case.run_dirs = [(runs, expected_name(tree) if path != ("name",) else None)]
+    case.max_message = 600
+    case.max_seconds = 30
+    return case
+
+
+ODD_LABELS = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "1.5": 1.5, "'cat'": "cat",
+              "1e9": 1e9, "2**62": 2**62, "-5": -5, "10 (one past the classes)": 10, "True": True}
+
+
+@st.composite
+def labels_case(draw) -> Case:
+    """Odd labels in an npy label file or an image_folder CSV list: exit 2 naming the file, or
+    exit 0 (a label that is a whole number of a class), never a crash or a huge allocation
+    (these run under a cap on the address space)."""
+    odd = draw(st.sampled_from(list(ODD_LABELS)), label="label")
+    fmt = draw(st.sampled_from(["npy", "csv"]), label="file")
+    rows = draw(st.sampled_from(["one row", "every row"]), label="rows")
+    which = draw(st.sampled_from(["train", "test"]), label="which set") if fmt == "npy" else "train"
+    value = ODD_LABELS[odd]
+    tree = _recipe("labels", [KD])
+    if fmt == "npy":
+        tree["data"] = {"source": "npy", "path": "files/x.npy", "labelled": 40,
+                        "files": {"labels": "files/y.npy", "test_path": "files/xt.npy", "test_labels": "files/yt.npy"}}
+        target = "files/y.npy" if which == "train" else "files/yt.npy"
+    else:
+        tree["data"] = {"source": "image_folder", "path": "files/img/list.csv", "labelled": 40,
+                        "images": {"mode": "grayscale"}, "files": {"test": 0.25}}
+        target = "files/img/list.csv"
+    case = Case("labels", ["run", "fuzz.yaml", "--runs-dir", "out", "-q"], [f"{target}: {odd} in {rows}"])
+
+    def setup(ex, tree=tree, target=target, value=value, rows=rows):
+        (ex / "sb" / "fuzz.yaml").write_text(dump(tree), encoding="utf8")
+        path = ex / "sb" / target
+        if target.endswith(".npy"):
+            y = np.load(path).tolist()
+            y = [value] * len(y) if rows == "every row" else [value] + y[1:]
+            np.save(path, np.array(y))  # numpy picks the dtype: float, int64, uint64, <U3 or bool
+        else:
+            lines = path.read_text(encoding="utf8").splitlines()
+            body = [ln.rsplit(",", 1)[0] + f",{value}" for ln in lines[1:]]
+            body = body if rows == "every row" else body[:1] + lines[2:]
+            path.write_text("\n".join([lines[0], *body]) + "\n", encoding="utf8")
+    case.setup.append(setup)
+    case.run_dirs = [("out", "labels")]
+    case.memory_cap = True
+    return case
+
+
+DISK_FULL_FILES = ["summary.json", "report.md", "report.html", "metrics.jsonl", "recipe.yaml", ".kdistill-run",
+                   "student.safetensors", "predictions.safetensors", "student.json", "a checkpoint"]
+
+
+def full_disk_patch(name: str):
+    """A patch making every write to a file whose name holds ``name`` (temporary names too) fail
+    as on a full disk: ``open`` (and pathlib's) for Python's own writes, ``torch.save`` for
+    checkpoints. Writes through ``os.open`` or a C library's own are not reached."""
+    import builtins
+    import errno
+    import io
+
+    real_open = builtins.open
+    real_save = torch.save
+
+    def full(file):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fsdecode(file))
+
+    def opener(file, mode="r", *args, **kwargs):
+        if (isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+")
+                and name in os.path.basename(os.fsdecode(file))):
+            raise full(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def save(obj, f, *args, **kwargs):
+        if name == "ckpt" and isinstance(f, (str, os.PathLike)):
+            raise full(f)
+        return real_save(obj, f, *args, **kwargs)
+
+    def apply(mp, example):
+        mp.setattr(builtins, "open", opener)
+        mp.setattr(io, "open", opener)
+        mp.setattr(torch, "save", save)
+    return apply
+
+
+def tmpfs_available() -> bool:
+    """Whether this process may mount a tmpfs (root, and allowed to): a real full disk."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        return False
+    probe = Path(tempfile.mkdtemp())
+    try:
+        ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(probe)],
+                            capture_output=True).returncode == 0
+        if ok:
+            subprocess.run(["umount", str(probe)], check=False)
+        return ok
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+
+
+TMPFS = tmpfs_available()
+TMPFS_SIZES = ["16k", "48k", "96k", "160k", "400k"]
+
+
+@st.composite
+def disk_full_case(draw) -> Case:
+    """The disk fills up while a command writes: exit 2 with one line, and the trace a refusal
+    may leave (none, or a resumable run that says so). A real small tmpfs where this process may
+    mount one, else a patched writer."""
+    how = draw(st.sampled_from(["tmpfs", "patched"] if TMPFS else ["patched"]), label="how")
+    command = draw(st.sampled_from(["run", "report", "export", "resume"]), label="command")
+    argv = {"run": ["run", "kd.yaml", "--runs-dir", "runs2", "-q"], "report": ["report", "runs/kd"],
+            "export": ["export", "runs/kd"], "resume": ["run", "--resume", "runs/stopped.incomplete", "-q"]}[command]
+    case = Case("disk full", argv, [], must_finish=command in ("run", "resume"))
+    case.writes = {"report": ["runs/kd"], "export": ["runs/kd/export"]}.get(command, [])
+    case.run_dirs = {"run": [("runs2", "kd")], "resume": [("runs", "stopped")]}.get(command, [])
+    if how == "tmpfs":
+        size = draw(st.sampled_from(TMPFS_SIZES), label="size")
+        case.notes.append(f"{'runs2' if command == 'run' else 'runs'} on a tmpfs of {size}")
+        case.tmpfs = ("runs2" if command == "run" else "runs", size)
+    else:
+        name = draw(st.sampled_from(DISK_FULL_FILES), label="file")
+        case.notes.append(f"writing {name}: ENOSPC")
+        case.patches.append(full_disk_patch("ckpt" if name == "a checkpoint" else name))
+    return case
+
+
 TEMPLATE_RECIPES: dict[str, str] = {}  # name -> the recipe.yaml a finished baseline run wrote
 
 # ----------------------------------------------------------------------------- the tests
@@ -1065,9 +1549,16 @@ FAMILIES = {
     "eval": finished_run_case("eval"),
     "export": finished_run_case("export"),
     "report": finished_run_case("report"),
+    "symlink": symlink_case(),
+    "cache": cache_case(),
+    "checkpoint": checkpoint_case(),
+    "huge": huge_case(),
+    "labels": labels_case(),
+    "disk_full": disk_full_case(),
 }
 # examples per family in CI mode (derandomised): about a minute for the file when nothing fails
-CI_EXAMPLES = {"recipe_field": 100, "override": 60, "path": 50, "resume": 30, "eval": 30, "export": 30, "report": 30}
+CI_EXAMPLES = {"recipe_field": 100, "override": 60, "path": 50, "resume": 30, "eval": 30, "export": 30, "report": 30,
+               "symlink": 5, "cache": 4, "checkpoint": 3, "huge": 6, "labels": 4, "disk_full": 4}
 
 COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=False,
               phases=[Phase.explicit, Phase.generate, Phase.shrink])
@@ -1099,6 +1590,12 @@ test_cli_resume = _family_test("resume")
 test_cli_eval = _family_test("eval")
 test_cli_export = _family_test("export")
 test_cli_report = _family_test("report")
+test_cli_symlink = _family_test("symlink")
+test_cli_cache = _family_test("cache")
+test_cli_checkpoint = _family_test("checkpoint")
+test_cli_huge = _family_test("huge")
+test_cli_labels = _family_test("labels")
+test_cli_disk_full = _family_test("disk_full")
 
 
 def _long_round(family: str, template: Template):
@@ -1223,3 +1720,61 @@ def test_unsafe_values_in_a_subprocess(case, tmp_path):
     if result.returncode == 2:
         assert last_line(result.stderr).startswith("error: ") and "Traceback" not in result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["fuzz.yaml"], "an error left a trace"
+
+
+# ----------------------------------------------------------------------------- two runs of one name at once
+
+RACER = """
+import os, pathlib, sys, time
+import kdistill.runner as runner
+from kdistill import cli
+from matplotlib.figure import Figure
+
+PNG = bytes.fromhex(sys.argv[2])  # the figures are built, not rasterised (as in process: fake_savefig)
+Figure.savefig = lambda self, fname, *args, **kwargs: pathlib.Path(fname).write_bytes(PNG)
+
+real_fit = getattr(runner, "fit", None)
+if real_fit is not None:  # a window in which the other process runs into this one's run directory
+    def slow_fit(*args, **kwargs):
+        time.sleep(3)
+        return real_fit(*args, **kwargs)
+    runner.fit = slow_fit
+go = pathlib.Path(sys.argv[1])
+(go.parent / f"ready-{os.getpid()}").touch()
+while not go.exists():  # both processes imported: start together
+    time.sleep(0.005)
+sys.argv = ["kdistill", *sys.argv[3:]]
+cli.main()
+"""
+
+
+def test_two_runs_of_one_name_at_once(tmp_path):
+    """Two ``kdistill run kd.yaml --overwrite`` started together into one runs folder: exactly one
+    runs (exit 0, a complete run directory), the other exits 2 with one line naming the run it
+    ran into, and neither deletes nor mixes into the other's directory."""
+    (tmp_path / "kd.yaml").write_text(dump(BASELINES["kd"]), encoding="utf8")
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-c", RACER, str(go), TINY_PNG.hex(), "run", "kd.yaml", "--runs-dir", "runs",
+            "--overwrite", "-q"]
+    procs = [subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline and all(
+            p.poll() is None for p in procs):
+        time.sleep(0.05)  # both have imported kdistill and torch
+    go.touch()
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        results.append((proc.returncode, out, err))
+    codes = sorted(code for code, _, _ in results)
+    shown = "\n".join(f"exit {code}: {err[-1500:]}" for code, _, err in results)
+    assert codes == [0, 2], f"not exactly one run and one refusal:\n{shown}"
+    loser = next(err for code, _, err in results if code == 2)
+    assert last_line(loser).startswith("error: ") and "Traceback" not in loser, shown
+    assert sum(line.startswith("error: ") for line in loser.splitlines()) == 1, shown
+    assert re.search(r"runs/kd\b|kd\.incomplete", last_line(loser)), f"the refusal does not name the run:\n{shown}"
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir()) if (tmp_path / "runs").is_dir() else []
+    assert runs == ["kd"], f"the runs folder holds {runs}, not one finished kd\n{shown}"
+    assert (tmp_path / "runs" / "kd" / "summary.json").is_file(), shown

@@ -1,7 +1,9 @@
+import time
+
 import pytest
 
-from kdistill.errors import KDistillError
-from kdistill.recipe import apply_override, load_recipe
+from kdistill.errors import KDistillError, shown
+from kdistill.recipe import MAX_RECIPE_BYTES, apply_override, load_recipe
 
 
 def _tree():
@@ -116,3 +118,109 @@ def test_keep_best_needs_a_validation_set():
     with pytest.raises(KDistillError, match=r"stages\.0\.keep_best: .*set data\.val"):
         load_recipe({"student": {"model": "mlp"}, "stages": [stage]})
     assert load_recipe({"student": {"model": "mlp"}, "data": {"val": 50}, "stages": [stage]}).stages[0].keep_best
+
+
+# ----------------------------------------------------------------------------- size limits
+
+
+def _alias_bomb(levels: int, width: int = 9) -> str:
+    """``levels`` lines of ``&aN [*aN-1, *aN-1, ...]``: a few hundred bytes that expand to
+    width**levels values for whatever walks them."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines)
+
+
+def _timed_error(source, overrides=()) -> tuple[str, float]:
+    started = time.perf_counter()
+    with pytest.raises(KDistillError) as err:
+        load_recipe(source, list(overrides))
+    return str(err.value), time.perf_counter() - started
+
+
+@pytest.mark.parametrize("where", ["unknown key", "typed field", "override"])
+def test_alias_bomb_is_refused_at_once(tmp_path, where):
+    bomb = _alias_bomb(9)  # 9**9 values expanded: formatting it once never returned
+    path = tmp_path / "bomb.yaml"
+    if where == "unknown key":
+        path.write_text(bomb + "\nstages: [{name: s}]\n", encoding="utf8")
+        message, seconds = _timed_error(path)
+    elif where == "typed field":
+        path.write_text(bomb.replace("a8: &a8", "name: &a8") + "\nstages: [{name: s}]\n", encoding="utf8")
+        message, seconds = _timed_error(path)
+    else:
+        flow = "{" + bomb.replace("\n", ", ") + "}"
+        message, seconds = _timed_error(_tree(), ["seed=" + flow])
+    assert "holds more than 5,000 values" in message and "alias" in message
+    assert ("bomb.yaml" in message) != (where == "override") and "\n" not in message and len(message) < 300
+    assert seconds < 2
+
+
+def test_a_few_aliases_still_load(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("student: &m {model: mlp}\nteacher: *m\nstages:\n  - &s {name: a, loss: [{loss: kd}]}\n"
+                    "  - {<<: *s, name: b}\n", encoding="utf8")
+    recipe = load_recipe(path)
+    assert [s.name for s in recipe.stages] == ["a", "b"] and recipe.teacher.model == "mlp"
+
+
+def test_alias_inside_its_own_block_is_refused(tmp_path):
+    (tmp_path / "r.yaml").write_text("name: &a [*a]\nstages: [{name: a}]\n", encoding="utf8")
+    message, _ = _timed_error(tmp_path / "r.yaml")
+    assert "the alias *a is inside the block it names" in message
+
+
+def test_recipe_file_over_the_size_cap_is_refused_unread(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: " + "x" * MAX_RECIPE_BYTES + "\n", encoding="utf8")  # just over the cap
+    message, seconds = _timed_error(path)
+    assert f"is {path.stat().st_size:,} bytes, over the {MAX_RECIPE_BYTES:,}" in message and seconds < 1
+
+
+def test_long_list_in_a_file_under_the_cap_is_refused_quickly(tmp_path):
+    path = tmp_path / "long.yaml"  # 250,000 items in under 1 MB
+    path.write_text("stages: [{name: s, epochs: [" + "1," * 250_000 + "1]}]\n", encoding="utf8")
+    message, seconds = _timed_error(path)
+    assert "holds more than 5,000 values" in message and seconds < 2
+
+
+def test_huge_values_are_echoed_shortened_and_quickly():
+    big = "x" * 5_000_000
+    cases = [(dict(_tree(), name=big), "name"), (dict(_tree(), seed=big), "seed"), ({**_tree(), big: 1}, "unknown key"),
+             (dict(_tree(), seed=[[big] * 3] * 3), "seed"), (dict(_tree(), name=10**5000), "name"),
+             (dict(_tree(), stages=[{"name": "s", "loss": [{"loss": big}]}]), "unknown name")]
+    for tree, expected in cases:
+        message, seconds = _timed_error(tree)
+        assert expected in message and "x" * 80 not in message and len(message) < 400 and seconds < 1, message[:400]
+
+
+def test_huge_lists_given_as_a_dict_are_refused_unwalked():
+    many = list(range(25_000_000))  # the message came after minutes; now the count stops at the cap
+    for tree in (dict(_tree(), zzz=many), dict(_tree(), seed=many)):
+        message, seconds = _timed_error(tree)
+        assert "holds more than 5,000 values" in message and seconds < 1
+
+
+def test_overrides_are_capped_and_echoed_shortened():
+    message, seconds = _timed_error(_tree(), ["name=" + "x" * 5_000_000])
+    assert "5,000,005 characters, over the 10,000" in message and len(message) < 300 and seconds < 1
+    for override, expected in [("seed=" + "1" * 5000, "seed"), ("name=" + "y" * 9000, "not a run name"),
+                               ("stages." + "z" * 9000 + ".epochs=1", "no item"), ("seed=2001-13-01", "seed"),
+                               ("seed=!!timestamp 2001-01-01 99:00", "seed")]:
+        message, _ = _timed_error(_tree(), [override])
+        assert expected in message and "\n" not in message and len(message) < 400, message[:400]
+
+
+def test_shown_is_bounded():
+    assert shown("x" * 10**7) == "'" + "x" * 76 + "..." and len(shown(list(range(10**6)))) <= 80
+    assert shown(10**5000) == "<an integer of 16,610 bits>" and shown("kd") == "'kd'" and shown(2**62) == str(2**62)
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error():
+    deep: list = []
+    for _ in range(3000):
+        deep = [deep]
+    for source, overrides in [(dict(_tree(), seed=deep), []), (_tree(), ["seed=" + "[" * 3000 + "]" * 3000]),
+                              (_tree(), ["teacher.args." + "a." * 3000 + "b=1"])]:
+        message, _ = _timed_error(source, overrides)
+        assert "more than 50" in message and "\n" not in message

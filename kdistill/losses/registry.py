@@ -26,7 +26,7 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from torch import nn
 
 from kdistill.data.splits import UNLABELLED
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.taps import OUTPUT
 
 # what a loss value can be a mean over: kind -> count of those items in a batch (the model inputs as
@@ -154,9 +154,9 @@ def register(name: str, contract: Contract = Contract()):
 
 def check_loss_name(name: str) -> str:
     if name not in LOSSES:
-        close = difflib.get_close_matches(name, LOSSES, n=3)
+        close = difflib.get_close_matches(name, LOSSES, n=3) if len(name) <= 100 else []
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KDistillError(f"loss: unknown name {name!r}.{hint} Known: {', '.join(sorted(LOSSES))}.")
+        raise KDistillError(f"loss: unknown name {shown(name)}.{hint} Known: {', '.join(sorted(LOSSES))}.")
     return name
 
 
