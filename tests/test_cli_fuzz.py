@@ -1731,7 +1731,8 @@ from kdistill import cli
 from matplotlib.figure import Figure
 
 PNG = bytes.fromhex(sys.argv[2])  # the figures are built, not rasterised (as in process: fake_savefig)
-Figure.savefig = lambda self, fname, *args, **kwargs: pathlib.Path(fname).write_bytes(PNG)
+Figure.savefig = lambda self, fname, *args, **kwargs: (fname.write(PNG) if hasattr(fname, "write")
+                                                       else pathlib.Path(fname).write_bytes(PNG))
 
 real_fit = getattr(runner, "fit", None)
 if real_fit is not None:  # a window in which the other process runs into this one's run directory
