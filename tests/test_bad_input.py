@@ -582,5 +582,5 @@ if __name__ == "__main__":  # the docs table
     print("| bad input | message |\n|---|---|")
     for case in CASES:
         with tempfile.TemporaryDirectory() as tmp:
-            text = message(case, Path(tmp)).replace("|", "/").replace("`", "'")
+            text = message(case, Path(tmp)).replace(tmp, "/tmp/x").replace("|", "/").replace("`", "'")
             print(f"| {case} | `{text}` |")
