@@ -140,6 +140,18 @@ def options(debug: bool = typer.Option(False, "--debug", help="show the tracebac
     """Distil a teacher into a student."""
 
 
+MESSAGE_CHARS = 1000  # an error line is cut in the middle past this (a value no message shortened itself)
+
+
+def one_line(message: str) -> str:
+    """``message`` on one line of at most MESSAGE_CHARS characters: its start (what is wrong)
+    and its end (the fix) kept."""
+    message = " ".join(message.splitlines())
+    if len(message) <= MESSAGE_CHARS:
+        return message
+    return f"{message[:MESSAGE_CHARS * 2 // 3]} [...] {message[-(MESSAGE_CHARS // 3 - 7):]}"
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """kdistill's own warnings as one line on stderr, ``warning: ...``; others as Python shows them."""
     text = (f"warning: {message}\n" if issubclass(category, KDistillWarning)
@@ -157,7 +169,7 @@ def main() -> None:
     except KDistillError as err:
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
 
 

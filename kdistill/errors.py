@@ -1,5 +1,6 @@
 """The one exception type for errors a user can cause, and how a user's value is shown in one."""
 
+import itertools
 import reprlib
 
 
@@ -15,6 +16,15 @@ class _Bounded(reprlib.Repr):
 
     def repr_int(self, x, level):  # the digits of a huge integer cost time (and past 4300, an error)
         return super().repr_int(x, level) if x.bit_length() <= 256 else f"<an integer of {x.bit_length():,} bits>"
+
+    def repr_dict(self, x, level):  # in the order given (reprlib sorts the keys)
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        items = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}"
+                 for k, v in itertools.islice(x.items(), self.maxdict)]
+        return "{" + ", ".join(items + (["..."] if len(x) > self.maxdict else [])) + "}"
 
 
 _REPR = _Bounded()

@@ -8,7 +8,7 @@ import os
 import stat
 from pathlib import Path
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 NAME_MAX = 255  # bytes in one file name on the file systems we run on (ext4, xfs, apfs, ntfs)
 PATH_MAX = 4096
@@ -27,8 +27,8 @@ def user_path(value: str | os.PathLike, what: str) -> Path:
         raise KDistillError(f"{what}: the path {text[:60]!r} holds a NUL byte; give a real path.")
     long = next((part for part in Path(text).parts if len(os.fsencode(part)) > NAME_MAX), None)
     if long is not None or len(os.fsencode(text)) > PATH_MAX:
-        shown = (long or text)[:40]
-        raise KDistillError(f"{what}: the path {shown!r}... is too long for a file system (names up to {NAME_MAX} "
+        start = (long or text)[:40]
+        raise KDistillError(f"{what}: the path {start!r}... is too long for a file system (names up to {NAME_MAX} "
                             f"bytes, paths up to {PATH_MAX}); give a shorter path.")
     return Path(text)
 

@@ -17,7 +17,7 @@ from torch import nn
 from kdistill.data import Preprocess, Splits
 from kdistill.data.load import TEACHER_CHECK_SAMPLES, check_stage_data, prepare_data, stage_data
 from kdistill.data.samples import Inputs
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.evaluate.metrics import predict
 from kdistill.evaluate.teacher_check import judge_teacher, recorded_accuracy
 from kdistill.families import Family, family_of
@@ -128,7 +128,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KDistillError(f"device: {name!r} asked for but CUDA is not available; use device=cpu or auto.")
+        raise KDistillError(f"device: {shown(name)} asked for but CUDA is not available; use device=cpu or auto.")
     return torch.device(name)
 
 
@@ -283,6 +283,6 @@ def check_init_from(recipe: Recipe, models: dict) -> None:
         source = trained[stage.init_from]
         a, b = models[stage.train].state_dict(), models[source].state_dict()
         if {k: tuple(v.shape) for k, v in a.items()} != {k: tuple(v.shape) for k, v in b.items()}:
-            raise KDistillError(f"stages.{i}.init_from: stage {stage.init_from!r} trains the {source}, whose weights "
+            raise KDistillError(f"stages.{i}.init_from: stage {shown(stage.init_from)} trains the {source}, whose weights "
                                 f"do not fit the {stage.train} this stage trains; start from a stage that trains "
                                 f"the {stage.train} (or one of the same architecture).")

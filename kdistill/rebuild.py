@@ -10,7 +10,7 @@ from kdistill.data import Preprocess
 from kdistill.data.load import class_names
 from kdistill.data.preprocess import input_steps
 from kdistill.export.student import EXTENSIONS, FORMATS, write_student
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.weights import load_weights
 from kdistill.paths import no_links, user_path
 from kdistill.recipe import load_recipe
@@ -57,7 +57,7 @@ def rebuild_run(run_dir: str | Path, overrides: list[str] = (), roles=None,
             raise KDistillError(f"{run_dir}: its {role} was a Python module ({spec.model.split(' ', 1)[1]}), which "
                                 "cannot be rebuilt from the recipe; load student.safetensors into it in Python.")
         if spec is not None and spec.model and ":" in spec.model and not trust_code:
-            raise KDistillError(f"{run_dir}: its recipe builds the {role} with {spec.model!r}, which would import and "
+            raise KDistillError(f"{run_dir}: its recipe builds the {role} with {shown(spec.model)}, which would import and "
                                 "run that code; pass --trust-code (trust_code=True) if you trust this run directory.")
     pipeline = build_pipeline(recipe, preprocess=run_preprocess(run_dir), train=False)
     models = pipeline.models
@@ -109,7 +109,7 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     Returns: the JSON written, with ``path``.
     """
     if fmt not in FORMATS:
-        raise KDistillError(f"export: unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+        raise KDistillError(f"export: unknown format {shown(fmt)}; use one of {', '.join(FORMATS)}.")
     run_dir = user_path(run_dir, "export")
     out = user_path(out, "export --out") if out is not None else no_links(run_dir / "export", run_dir)
     target = out / f"student.{EXTENSIONS[fmt]}"

@@ -198,7 +198,7 @@ class DataSpec(Strict):
         if value is None:
             return value
         if info.data.get("source") in LM_SOURCES:
-            raise ValueError(f"does not apply to source {info.data.get('source')!r}, whose token sequences have "
+            raise ValueError(f"does not apply to source {shown(info.data.get('source'))}, whose token sequences have "
                              "no classes; drop data.classes")
         names = [name.strip() for name in value]
         if not names or any(not name for name in names):
@@ -223,7 +223,7 @@ class DataSpec(Strict):
         if value is not None and source in ("digits", "custom"):
             why = ("ships with scikit-learn" if source == "digits"
                    else "is passed from Python (run(recipe, data=(train, test)))")
-            raise ValueError(f"does not apply to source {source!r}, whose data {why}; drop data.path")
+            raise ValueError(f"does not apply to source {shown(source)}, whose data {why}; drop data.path")
         return value
 
     @field_validator("text")
@@ -233,10 +233,10 @@ class DataSpec(Strict):
         for name in _changed(value):
             if source not in TEXT_SOURCES:
                 raise ValueError(f"{name} applies only to the text sources ({', '.join(TEXT_SOURCES)}), "
-                                 f"not {source!r}; drop data.text.{name}")
+                                 f"not {shown(source)}; drop data.text.{name}")
             readers = TEXT_ONLY_FOR.get(name, TEXT_SOURCES)
             if source not in readers:
-                raise ValueError(f"{name} is read only by source {' and '.join(readers)}, not {source!r}; "
+                raise ValueError(f"{name} is read only by source {' and '.join(readers)}, not {shown(source)}; "
                                  f"drop data.text.{name}")
         return value
 
@@ -249,7 +249,7 @@ class DataSpec(Strict):
         changed = _changed(value)
         if changed and source not in readers:
             raise ValueError(f"{changed[0]} applies only to the {what} sources ({', '.join(readers)}), "
-                             f"not {source!r}; drop data.{info.field_name}.{changed[0]}")
+                             f"not {shown(source)}; drop data.{info.field_name}.{changed[0]}")
         return value
 
     @model_validator(mode="after")
@@ -260,7 +260,7 @@ class DataSpec(Strict):
         for name in _changed(self.lm):
             reader = LMSpec.READ_BY.get(name)
             if reader not in (None, self.source):
-                raise ValueError(f"data.lm.{name} applies only to source {reader!r}, not {self.source!r}; "
+                raise ValueError(f"data.lm.{name} applies only to source {shown(reader)}, not {shown(self.source)}; "
                                  f"drop data.lm.{name}")
             if name in ("pos", "examples") and self.path is not None:
                 raise ValueError(f"data.lm.{name} chooses WordNet's texts, read only when data.path is unset; "
@@ -272,7 +272,7 @@ class DataSpec(Strict):
         """Token sequences carry no class labels: nothing is held out as a labelled set."""
         if self.source in LM_SOURCES:
             if "labelled" in self.model_fields_set and self.labelled:
-                raise ValueError(f"labelled applies to class labels, which source {self.source!r} has none of; "
+                raise ValueError(f"labelled applies to class labels, which source {shown(self.source)} has none of; "
                                  "drop data.labelled (the held-out texts are data.lm.test)")
             self.labelled = 0
         return self
@@ -280,7 +280,7 @@ class DataSpec(Strict):
     @model_validator(mode="after")
     def _path_needed(self) -> "DataSpec":
         if self.source in FILE_SOURCES and self.path is None:
-            raise ValueError(f"source {self.source!r} reads files: set data.path")
+            raise ValueError(f"source {shown(self.source)} reads files: set data.path")
         return self
 
     @field_validator("normalize")
@@ -288,7 +288,7 @@ class DataSpec(Strict):
     def _normalize_applies(cls, value, info):
         source = info.data.get("source")
         if source in (*TEXT_SOURCES, *LM_SOURCES) and value in ("teacher", "data"):
-            raise ValueError(f"{value!r} does not apply to source {source!r}, whose inputs are token ids; "
+            raise ValueError(f"{shown(value)} does not apply to source {shown(source)}, whose inputs are token ids; "
                              "drop data.normalize")
         return value
 
@@ -503,7 +503,7 @@ class Recipe(Strict):
             self.task = ("embed" if self.data.source in TEXT_SOURCES else "generate" if self.data.source in LM_SOURCES
                          else "classify")
         if (self.task == "generate") != (self.data.source in LM_SOURCES):
-            raise ValueError(f"task {self.task!r} does not fit data.source {self.data.source!r}: causal language "
+            raise ValueError(f"task {shown(self.task)} does not fit data.source {shown(self.data.source)}: causal language "
                              f"models (task: generate) read token sequences ({', '.join(LM_SOURCES)}), and only they do")
         for role, spec in (("teacher", self.teacher), *((f"teachers.{n}", t) for n, t in self.teachers.items())):
             if spec is not None and spec.from_teacher is not None:
@@ -599,7 +599,7 @@ def _format_error(err: ValidationError) -> str:
         valid = _valid_keys(Recipe, loc[:-1])
         key = str(loc[-1])
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5) if len(key) <= 100 else []
-        fix = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(valid)}"
+        fix = f"did you mean {shown(close[0])}?" if close else f"valid keys: {', '.join(valid)}"
         return f"recipe: unknown key {shown(where)}; {fix}"
     message = first["msg"].removeprefix("Value error, ")
     got = f" (got {shown(first['input'])})" if first["type"] not in ("missing",) and "input" in first and not isinstance(first["input"], dict) else ""

@@ -54,7 +54,7 @@ def check_run_name(name: str) -> str:
         raise KDistillError(f"name: {shown(name)} is not a run name; give one folder name without '/', e.g. "
                             "name=my-run (runs are written to RUNS_DIR/<name>).")
     if name.endswith(INCOMPLETE):
-        raise KDistillError(f"name: {shown(name)} ends in {INCOMPLETE!r}, which marks unfinished runs; "
+        raise KDistillError(f"name: {shown(name)} ends in {shown(INCOMPLETE)}, which marks unfinished runs; "
                             "choose another name.")
     return name
 

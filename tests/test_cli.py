@@ -127,3 +127,12 @@ def test_kdistill_warnings_are_one_line_others_as_python_shows_them():
     cli._one_line_warning("something of torch's", UserWarning, "torch.py", 7, theirs)
     assert ours.getvalue() == "warning: cache: x.npy is damaged; building it again\n"
     assert "torch.py:7: UserWarning: something of torch's" in theirs.getvalue()
+
+
+def test_an_error_line_is_one_line_and_bounded_keeping_its_start_and_its_fix():
+    from kdistill.cli import MESSAGE_CHARS, one_line
+
+    line = one_line("model: unknown name '" + "x" * 50_000 + "'; give a name the zoo knows\nor a path")
+    assert len(line) <= MESSAGE_CHARS and "\n" not in line
+    assert line.startswith("model: unknown name 'xxx") and line.endswith("give a name the zoo knows or a path")
+    assert one_line("short; fix it") == "short; fix it"

@@ -14,7 +14,7 @@ from kdistill.data.preprocess import Preprocess, read_preprocess
 from kdistill.data.samples import Inputs, Samples
 from kdistill.data.source import Source
 from kdistill.data.splits import UNLABELLED, Splits, split
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 __all__ = ["ArraySource", "DatasetSource", "Inputs", "NpySource", "Preprocess", "Samples", "Source", "Splits",
            "UNLABELLED", "SOURCES", "load_source", "as_source", "normalize", "read_preprocess", "split"]
@@ -36,7 +36,7 @@ def load_source(source: str, path: str | None = None, spec=None, **options) -> t
     ``options``: what that source's loader takes besides (the language-model sources' ``seed``)."""
     if source not in SOURCES:
         raise KDistillError(
-            f"data.source: {source!r} needs the data passed from Python: run(recipe, data=(train, test))."
+            f"data.source: {shown(source)} needs the data passed from Python: run(recipe, data=(train, test))."
         )
     module, name = SOURCES[source].split(":")
     return getattr(importlib.import_module(module), name)(path, spec, **options)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from kdistill.data.check_files import SHOWN, check_sources
 from kdistill.data.load import load_sources
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.recipe import FILE_SOURCES, load_recipe
 
 
@@ -17,15 +17,15 @@ def check_recipe_data(recipe, overrides=(), echo=print, workers: int | None = No
     recipe = load_recipe(recipe, list(overrides))
     spec = recipe.data
     if spec.source not in FILE_SOURCES:
-        raise KDistillError(f"check-data: data.source {spec.source!r} is not read from files, so there is nothing to "
+        raise KDistillError(f"check-data: data.source {shown(spec.source)} is not read from files, so there is nothing to "
                             f"decode; check-data reads {', '.join(FILE_SOURCES)} data.")
     images = spec.images.model_copy(update={"skip_unreadable": False})  # see every file, skip none
     recipe = recipe.model_copy(update={"data": spec.model_copy(update={"images": images})})
     train, test = load_sources(recipe)
     count, total = check_sources({"train": train, "test": test}, workers or spec.loader.workers or None, echo=echo)
     if count:
-        shown = f"the first {SHOWN} listed above" if count > SHOWN else "listed above"
-        raise KDistillError(f"check-data: {count} of {total} samples cannot be read ({shown}); fix or remove them, "
+        where = f"the first {SHOWN} listed above" if count > SHOWN else "listed above"
+        raise KDistillError(f"check-data: {count} of {total} samples cannot be read ({where}); fix or remove them, "
                             "or set data.images.skip_unreadable: true to leave them out of a run.")
     echo(f"check-data: all {total} samples decode ({len(train)} training, {len(test)} test)")
     return total

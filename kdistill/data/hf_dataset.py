@@ -32,8 +32,8 @@ from kdistill.data.source import (
     hold_out,
     sample_generator,
 )
-from kdistill.data.labels import label_ids, shown
-from kdistill.errors import KDistillError
+from kdistill.data.labels import label_ids, names_shown
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
 
 EXTENSIONS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
@@ -94,7 +94,7 @@ class HFDatasetSource(Source):
         if isinstance(item, dict):
             item = item.get("bytes") or item.get("path")
         if item is None:
-            raise KDistillError(f"{self.name}: row {row} of column {self.column!r} holds no image; "
+            raise KDistillError(f"{self.name}: row {row} of column {shown(self.column)} holds no image; "
                                 "fill it, or drop the row from the dataset.")
         if isinstance(item, str):
             path = Path(item)
@@ -125,13 +125,13 @@ def load_hf_dataset_source(path: str, spec) -> tuple[Source, Source]:
         if test_part is None and files.test_path is not None:
             test_part, _ = open_dataset(files.test_path, files.test_split, None, "data.files.test_path")
         elif test_part is not None and files.test_path is not None:
-            raise KDistillError(f"data.files.test_path: {path} has a {files.test_split!r} split already; drop "
+            raise KDistillError(f"data.files.test_path: {path} has a {shown(files.test_split)} split already; drop "
                                 "test_path, or set data.files.test_split to a split that is not there.")
     if test_part is None:
         return hold_out(train, files.test, spec.split_seed or 0, "data.files.test")
     test = HFDatasetSource(*test_part, spec, classes=train.classes, name="hf_dataset (test set)")
     if train.kind != test.kind or (train.kind == "array" and train.dtype != test.dtype):
-        raise KDistillError(f"data: the test set's {train.column!r} column holds "
+        raise KDistillError(f"data: the test set's {shown(train.column)} column holds "
                             f"{_describe(test)} but the training set's {_describe(train)}; give both the same way.")
     train.num_classes = test.num_classes = max(train.num_classes, test.num_classes)
     return train, test
@@ -201,7 +201,7 @@ def _split_files(files: list[Path], root: Path, split: str, test_split: str | No
     train = named or [p for p in files if p not in test]
     if not train:
         raise KDistillError(f"data.path: every data file in {root} is named after the test split "
-                            f"{test_split!r}; add the training files, named after {split!r}.")
+                            f"{shown(test_split)}; add the training files, named after {shown(split)}.")
     return train, test
 
 
@@ -210,7 +210,7 @@ def _saved_dict(root: Path, split: str, test_split: str | None, what: str):
     names = list(dd.keys())
     if split not in dd:
         if test_split is not None or len(names) != 1:
-            raise KDistillError(f"{what}: {root} holds the splits {names} but no {split!r}; set "
+            raise KDistillError(f"{what}: {root} holds the splits {names} but no {shown(split)}; set "
                                 f"data.files.{'train' if test_split is not None else 'test'}_split to one of them.")
         split = names[0]  # a test_path holding one split: that one
     train = (dd[split], _saved_files(root, dd[split]), root)
@@ -253,8 +253,8 @@ def _read_files(kind: str, files: list[Path], what: str):
                   "csv": datasets.Dataset.from_csv}[kind]
         return reader(names)
     except (OSError, ValueError, pa.ArrowException, datasets.exceptions.DatasetsError) as err:
-        shown = names[0] if len(names) == 1 else f"{len(names)} {kind} files under {files[0].parent}"
-        raise KDistillError(f"{what}: cannot read {shown} as {kind} ({_short(err)}); check the files.") from None
+        which = names[0] if len(names) == 1 else f"{len(names)} {kind} files under {files[0].parent}"
+        raise KDistillError(f"{what}: cannot read {which} as {kind} ({_short(err)}); check the files.") from None
 
 
 @contextlib.contextmanager
@@ -281,7 +281,7 @@ def _short(err: BaseException) -> str:
 
 def _need_column(dataset, column: str, field: str, name: str) -> None:
     if column not in dataset.column_names:
-        raise KDistillError(f"{field}: {name} has no column {column!r}; its columns are "
+        raise KDistillError(f"{field}: {name} has no column {shown(column)}; its columns are "
                             f"{dataset.column_names}; set {field} to one of them.")
 
 
@@ -308,7 +308,7 @@ def _input_kind(dataset, column: str, name: str) -> tuple[str, np.dtype | None]:
         else:
             break
     if depth == 0 or not (pa.types.is_integer(value) or pa.types.is_floating(value) or pa.types.is_boolean(value)):
-        raise KDistillError(f"data.files.image_column: {name}'s column {column!r} holds {kind}; give images, "
+        raise KDistillError(f"data.files.image_column: {name}'s column {shown(column)} holds {kind}; give images, "
                             "or arrays of numbers per sample.")
     dtype = np.dtype(value.to_pandas_dtype())
     return "array", np.dtype(np.float32) if dtype.kind == "f" else dtype
@@ -327,19 +327,19 @@ def _array_batch(column, name: str, field: str) -> torch.Tensor:
             arr = arr.storage
         elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type):
             if arr.null_count:
-                raise KDistillError(f"{name}: a sample of column {field!r} is missing (null); fill or drop it.")
+                raise KDistillError(f"{name}: a sample of column {shown(field)} is missing (null); fill or drop it.")
             lengths = pc.list_value_length(arr)
             bounds = pc.min_max(lengths)
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
             if low != high:
-                raise KDistillError(f"{name}: the samples of column {field!r} have different shapes; give "
+                raise KDistillError(f"{name}: the samples of column {shown(field)} have different shapes; give "
                                     "arrays of one shape.")
             shape.append(low)
             arr = arr.flatten()
         else:
             break
     if arr.null_count:
-        raise KDistillError(f"{name}: column {field!r} holds missing (null) numbers; fill them first.")
+        raise KDistillError(f"{name}: column {shown(field)} holds missing (null) numbers; fill them first.")
     values = arr.to_numpy(zero_copy_only=False).reshape(shape)
     x = torch.from_numpy(np.array(values, dtype=values.dtype.newbyteorder("=")))  # a writable copy of the batch
     if x.is_floating_point() and x.dtype != torch.float32:
@@ -357,17 +357,17 @@ def _read_labels(dataset, column: str | None, classes: list[str] | None, name: s
     if column is None:
         return np.full(len(dataset), -1, dtype=np.int64), classes
     if column not in dataset.column_names:
-        raise KDistillError(f"data.files.label_column: {name} has no column {column!r}; its columns are "
+        raise KDistillError(f"data.files.label_column: {name} has no column {shown(column)}; its columns are "
                             f"{dataset.column_names}; set data.files.label_column to one of them, or to null "
                             "for unlabelled data.")
     feature = dataset.features[column]
     # the label column alone, as Arrow (the dataset's row order applied)
     values = dataset.select_columns([column]).with_format("arrow")[:].column(0)
-    kind, what = values.type, f"data.files.label_column: {name}'s column {column!r}"
+    kind, what = values.type, f"data.files.label_column: {name}'s column {shown(column)}"
     if isinstance(feature, datasets.ClassLabel):  # its ids name its own classes: mapped by name
         names = list(feature.names)
         if classes is not None and sorted(names) != sorted(classes):
-            raise KDistillError(f"{what} is a ClassLabel of {shown(names)}, but the classes are {shown(classes)} "
+            raise KDistillError(f"{what} is a ClassLabel of {names_shown(names)}, but the classes are {names_shown(classes)} "
                                 "(data.classes, or the training set's); give the same class names.")
         ids, _ = label_ids(pc.fill_null(values, -1).to_numpy(zero_copy_only=False), what, names)
         if classes is None:

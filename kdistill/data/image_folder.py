@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
-from kdistill.data.labels import UNLABELLED_NAMES, label_ids, shown
+from kdistill.data.labels import UNLABELLED_NAMES, label_ids, names_shown
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.data.rows import jsonl_rows
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
 
 LISTS = (".csv", ".jsonl")
@@ -165,8 +165,8 @@ def _from_folder(folder: Path, spec, what: str, classes: list[str] | None) -> Im
         raise KDistillError(f"{what}: {folder}: {hint}.")
     unknown = [n for n in names if classes is not None and n not in classes and not _INTEGER.fullmatch(n)]
     if unknown:
-        raise KDistillError(f"{what}: {folder} has class folder {unknown[0]!r}, not one of the classes "
-                            f"{shown(classes)} (its folders: {shown(names)}); "
+        raise KDistillError(f"{what}: {folder} has class folder {shown(unknown[0])}, not one of the classes "
+                            f"{names_shown(classes)} (its folders: {names_shown(names)}); "
                             f"{'add it to data.classes' if spec.classes else 'give both sets the same classes'}"
                             " or rename the folder.")
     paths, raw = [], []
@@ -203,14 +203,14 @@ def _from_list(path: Path, spec, what: str, classes: list[str] | None, num_class
     if not rows:
         raise KDistillError(f"{what}: {path} lists no images; give one row per image file.")
     if column not in rows[0]:
-        raise KDistillError(f"{what}: {path} has no column {column!r} (it has {', '.join(map(str, rows[0]))[:120]}); "
+        raise KDistillError(f"{what}: {path} has no column {shown(column)} (it has {', '.join(map(str, rows[0]))[:120]}); "
                             "name the image file column in data.files.path_column.")
     base = path.parent
     paths = []
     for number, row in enumerate(rows, 1):
         value = row.get(column)
         if value is None or not str(value).strip():
-            raise KDistillError(f"{what}: {path} row {number} has no file in column {column!r}; "
+            raise KDistillError(f"{what}: {path} row {number} has no file in column {shown(column)}; "
                                 "give every row an image file.")
         paths.append(str(base / os.path.expanduser(str(value).strip())))
     missing = [p for p in paths if not os.path.isfile(p)]

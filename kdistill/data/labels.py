@@ -37,7 +37,7 @@ def sample_row(i: int) -> str:
     return f"sample {i}"
 
 
-def shown(values: Sequence, limit: int = 80) -> str:
+def names_shown(values: Sequence, limit: int = 80) -> str:
     """A list of names for a message, shortened to about ``limit`` characters."""
     text = ", ".join(str(v) for v in values)
     return f"[{text if len(text) <= limit else text[:limit].rsplit(', ', 1)[0] + ', ...'}]"
@@ -139,7 +139,7 @@ def _mixed_ids(values: list, what: str, classes, row) -> tuple[np.ndarray, list[
         if unknown:
             found = sorted(set(names.values()))
             raise KDistillError(f"{what}: label {_short(names[unknown[0]])} at {row(unknown[0])} is not one of "
-                                f"the classes {shown(classes)} (the data's names: {shown(found)}); list it in "
+                                f"the classes {names_shown(classes)} (the data's names: {names_shown(found)}); list it in "
                                 "data.classes, or fix the label.")
     if names and first_id is not None:
         i = max(first_id, min(names))  # the first label of the kind that came second
@@ -208,4 +208,4 @@ def names_differ(found: Sequence[str], expected: Sequence[str]) -> str | None:
     if keys == wanted:
         return None
     how = "in another order" if sorted(keys) == sorted(wanted) else "different names"
-    return f"{how}: {shown(found)} vs {shown(expected)}"
+    return f"{how}: {names_shown(found)} vs {names_shown(expected)}"

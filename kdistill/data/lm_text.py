@@ -27,7 +27,7 @@ from kdistill.data.fingerprint import fingerprint_text
 from kdistill.data.source import UNLABELLED, Source
 from kdistill.data.text import _open_text, load_text_file, load_wordnet
 from kdistill.data.rows import jsonl_rows
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
 
 BATCH = 1024  # texts a tokenizer call
@@ -281,14 +281,14 @@ def _read_dataset(path: str, columns: dict[str, str]) -> dict[str, list[str]]:
 def _need_columns(existing: list[str], columns: dict[str, str], name) -> None:
     for column, option in columns.items():
         if column not in existing:
-            raise KDistillError(f"{option}: {name} has no column {column!r}; its columns are "
+            raise KDistillError(f"{option}: {name} has no column {shown(column)}; its columns are "
                                 f"{', '.join(map(repr, existing)) or 'none'}; set {option} to one of them.")
 
 
 def _as_text(value, column: str, name) -> str:
     if value is None or isinstance(value, str):
         return value or ""
-    raise KDistillError(f"data: {name}'s column {column!r} holds {type(value).__name__} values, not text; "
+    raise KDistillError(f"data: {name}'s column {shown(column)} holds {type(value).__name__} values, not text; "
                         "pick a column of strings.")
 
 
@@ -298,7 +298,7 @@ def held_out_rows(total: int, test: float, seed: int) -> tuple[np.ndarray, np.nd
     """(training rows, test rows) of ``total`` texts, each in the original order: ``test`` (a count,
     or a fraction in (0, 1), at least one) drawn by a permutation seeded with ``seed``."""
     if isinstance(test, bool) or not isinstance(test, (int, float)) or (isinstance(test, float) and not 0 < test < 1):
-        raise KDistillError(f"data.lm.test: {test!r} is neither a count nor a fraction in (0, 1); give e.g. 0.05 "
+        raise KDistillError(f"data.lm.test: {shown(test)} is neither a count nor a fraction in (0, 1); give e.g. 0.05 "
                             "or 100.")
     n = max(1, round(test * total)) if isinstance(test, float) else int(test)
     if not 0 < n < total:
@@ -331,7 +331,7 @@ def load_lm_text_source(path: str | None, spec, seed: int | None = None) -> tupl
         texts = read_columns(path, {lm.text_column: "data.lm.text_column"}, "lm_text")[lm.text_column]
     texts = [t for t in texts if t.strip()]
     if not texts:
-        raise KDistillError(f"data.path: {path} holds no text in column {lm.text_column!r}; give a corpus.")
+        raise KDistillError(f"data.path: {path} holds no text in column {shown(lm.text_column)}; give a corpus.")
     train_rows, test_rows = held_out_rows(len(texts), lm.test, split_seed)
     train = LMBlocks([texts[i] for i in train_rows], tokenizer, lm.block_size, name="lm_text")
     try:
@@ -355,8 +355,8 @@ def load_lm_pairs_source(path: str | None, spec, seed: int | None = None) -> tup
                                lm.response_column: "data.lm.response_column"}, "lm_pairs")
     prompts, responses = cols[lm.prompt_column], cols[lm.response_column]
     if not prompts:
-        raise KDistillError(f"data.path: {path} holds no pairs; give rows with a {lm.prompt_column!r} and a "
-                            f"{lm.response_column!r}.")
+        raise KDistillError(f"data.path: {path} holds no pairs; give rows with a {shown(lm.prompt_column)} and a "
+                            f"{shown(lm.response_column)}.")
     train_rows, test_rows = held_out_rows(len(prompts), lm.test, split_seed)
     made = []
     for rows, name in ((train_rows, "lm_pairs"), (test_rows, "lm_pairs (test set)")):

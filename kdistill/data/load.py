@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
-from kdistill.data.labels import names_differ, shown
+from kdistill.data.labels import names_differ, names_shown
 from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.weights import read_classes
 from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
 
@@ -51,7 +51,7 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
     splits = split(train, test, spec.labelled, spec.val, spec.transfer, seed=split_seed)
     if train.tokens:
         if spec.normalize in ("teacher", "data"):
-            raise KDistillError(f"data.normalize: {spec.normalize!r} does not apply to token ids; drop it "
+            raise KDistillError(f"data.normalize: {shown(spec.normalize)} does not apply to token ids; drop it "
                                 "or pass float inputs.")
         return splits, info
     info["inputs"] = input_scaling(train)
@@ -220,8 +220,8 @@ def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None
             if own is not None and list(own) != list(classes):  # names the source numbered its own way
                 missing = [str(n) for n in own if n not in classes]
                 if missing:
-                    raise KDistillError(f"data.classes: the {part} data's class {missing[0]!r} is not one of "
-                                        f"{shown(classes)} (the data's: {shown(own)}); list every class in "
+                    raise KDistillError(f"data.classes: the {part} data's class {shown(missing[0])} is not one of "
+                                        f"{names_shown(classes)} (the data's: {names_shown(own)}); list every class in "
                                         "data.classes.")
                 order = torch.tensor([list(classes).index(n) for n in own] + [UNLABELLED])
                 source.y, source.classes = order[source.y], list(classes)  # -1 indexes the last: stays -1
@@ -279,7 +279,7 @@ def _teacher_preprocess(recorded: Preprocess, train: Source, source: str) -> Pre
         return Preprocess(units, recorded.mean, recorded.std)
     if units != 1.0:
         raise KDistillError(f"data.normalize: the teacher was trained on inputs divided by {recorded.divide_by:g} "
-                            f"(recorded in teacher.weights), but source {source!r} divides them by "
+                            f"(recorded in teacher.weights), but source {shown(source)} divides them by "
                             f"{units:g}; train a teacher on this data, or set data.normalize: data.")
     if len(train) and max(float(x.abs().max()) for x in in_units(train)) <= 1.0:
         raise KDistillError(f"data: the teacher takes raw inputs divided by {recorded.divide_by:g} (recorded in "

@@ -18,7 +18,7 @@ from kdistill.data.fingerprint import fingerprint_text
 from kdistill.data.labels import label_ids
 from kdistill.data.source import Source
 from kdistill.data.splits import UNLABELLED, stratified_pick
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 WORDNET_DIR = "/usr/share/wordnet"
 WORDNET_HINT = "install it with 'sudo apt-get install wordnet-base' or set data.path to a folder holding"
@@ -91,7 +91,7 @@ def _pos_list(pos: str | tuple[str, ...]) -> list[str]:
     unknown = [p for p in chosen if p not in POS_FILES]
     if unknown or not chosen:
         raise KDistillError(
-            f"data.pos: {unknown[0] if unknown else pos!r} is not a WordNet part of speech; "
+            f"data.pos: {shown(unknown[0] if unknown else pos)} is not a WordNet part of speech; "
             f"use one of {', '.join(POS_FILES)}, a list of them, or 'all'."
         )
     return list(dict.fromkeys(chosen))
@@ -205,7 +205,7 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
             if name is not None and name not in columns:
                 fix = ", or set data.text.label_column: null for unlabelled texts" if role == "label_column" else ""
                 raise KDistillError(
-                    f"data.text.{role}: {path} has no column {name!r}; its columns are "
+                    f"data.text.{role}: {path} has no column {shown(name)}; its columns are "
                     f"{', '.join(map(repr, columns)) or 'none'}: set data.text.{role} to one of them{fix}."
                 )
         rows = []
@@ -214,7 +214,7 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
             rows.append(((row.get(text_column) or "").strip(), label.strip(), reader.line_num))
     rows = [row for row in rows if row[0]]
     if not rows:
-        raise KDistillError(f"data: CSV file {path} has no text in column {text_column!r}.")
+        raise KDistillError(f"data: CSV file {path} has no text in column {shown(text_column)}.")
     ids, names = label_ids([label for _, label, _ in rows], f"data.text.label_column: {path}", classes,
                            row=lambda i: f"line {rows[i][2]}")
     if names is None:  # class ids: the classes are named by their number
@@ -225,7 +225,7 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
 def _test_count(test: int | float, total: int) -> int:
     """How many of ``total`` texts go to the test set: a count, or a fraction in (0, 1)."""
     if isinstance(test, bool) or not isinstance(test, (int, float)):
-        raise KDistillError(f"data.test: {test!r} is not a number; give a count or a fraction in (0, 1).")
+        raise KDistillError(f"data.test: {shown(test)} is not a number; give a count or a fraction in (0, 1).")
     if isinstance(test, float):
         if not 0 < test < 1:
             raise KDistillError(f"data.test: {test} is not a fraction in (0, 1); give e.g. 0.2 or a count.")
@@ -266,7 +266,7 @@ def read_text_source(source: str, path: str | None, pos="noun", examples: bool =
     if source == "wordnet":
         return load_wordnet(path, tuple(pos) if isinstance(pos, list) else pos, examples)
     if path is None:
-        raise KDistillError(f"data.path: source {source!r} needs the file to read; set data.path=<file>.")
+        raise KDistillError(f"data.path: source {shown(source)} needs the file to read; set data.path=<file>.")
     if source == "text":
         return load_text_file(path)
     return load_csv(path, text_column, label_column, classes)

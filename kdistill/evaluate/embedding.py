@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from kdistill.data.samples import pick
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.evaluate.fewshot import few_label_accuracy
 from kdistill.evaluate.metrics import predict
 from kdistill.models.infer import eval_mode
@@ -108,7 +108,7 @@ def size_on_disk(path: str | Path) -> int:
     if path.is_file():
         return path.stat().st_size
     if not path.is_dir():
-        raise KDistillError(f"size_on_disk: {str(path)!r} is neither a file nor a folder; give a model's path.")
+        raise KDistillError(f"size_on_disk: {shown(str(path))} is neither a file nor a folder; give a model's path.")
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 

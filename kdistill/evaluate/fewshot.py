@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 METHODS = ("prototype", "knn", "logreg")
 
@@ -94,7 +94,7 @@ def check_methods(methods: tuple[str, ...] | str) -> tuple[str, ...]:
         raise KDistillError(f"few-label methods: none given; choose from {', '.join(METHODS)}.")
     for m in methods:
         if m not in METHODS:
-            raise KDistillError(f"few-label methods: unknown {m!r}; choose from {', '.join(METHODS)}.")
+            raise KDistillError(f"few-label methods: unknown {shown(m)}; choose from {', '.join(METHODS)}.")
     return methods
 
 

@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import no_links, write_own
 
 ROWS = {
@@ -134,7 +134,7 @@ def read_summary(run_dir: Path) -> dict:
     for role, metrics in summary["test"].items():
         bad = next((k for k in numeric & metrics.keys() if not _is_number(metrics[k])), None)
         if bad is not None:
-            raise KDistillError(f"report: {path}: test.{role}.{bad} is {metrics[bad]!r}, not a number; {RERUN}.")
+            raise KDistillError(f"report: {path}: test.{role}.{bad} is {shown(metrics[bad])}, not a number; {RERUN}.")
     if not all(_is_number(v) for v in summary.get("stage_seconds", {}).values()):
         raise KDistillError(f"report: {path}: stage_seconds holds a value that is not a number; {RERUN}.")
     return summary

@@ -97,7 +97,7 @@ class Contract:
     def __post_init__(self):
         unknown = [k for k in kinds_of(self.mean_over) if k not in COUNTS]
         if unknown:
-            raise ValueError(f"Contract.mean_over: unknown kind {unknown[0]!r}; known: {', '.join(COUNTS)} "
+            raise ValueError(f"Contract.mean_over: unknown kind {shown(unknown[0])}; known: {', '.join(COUNTS)} "
                              "(register_count adds one)")
 
 
@@ -172,7 +172,7 @@ def loss_parts(loss: nn.Module, contract: Contract, *args, **kwargs) -> dict[str
         stray = set(parts) - set(kinds_of(contract.mean_over))
         if stray:
             raise RuntimeError(f"{type(loss).__name__}.parts gave {sorted(stray)}, which its contract's "
-                               f"mean_over {contract.mean_over!r} does not name")
+                               f"mean_over {shown(contract.mean_over)} does not name")
         return parts
     (kind,) = kinds_of(contract.mean_over)
     return {kind: loss(*args, **kwargs)}
@@ -193,7 +193,7 @@ def check_loss_args(name: str, kwargs: dict) -> dict:
         signature.bind(**kwargs)
     except TypeError as err:
         known = [p for p in signature.parameters if p not in ("self", "args", "kwargs")]
-        raise KDistillError(f"loss {name!r}: bad arguments {kwargs}: {err}; it takes "
+        raise KDistillError(f"loss {shown(name)}: bad arguments {kwargs}: {err}; it takes "
                             f"{', '.join(known) or 'no arguments'}.") from None
     hints = typing.get_type_hints(cls.__init__)
     checked = {}
@@ -204,7 +204,7 @@ def check_loss_args(name: str, kwargs: dict) -> dict:
         try:
             checked[key] = TypeAdapter(hints[key], config=ConfigDict(allow_inf_nan=False)).validate_python(value)
         except ValidationError as err:
-            raise KDistillError(f"loss {name!r}: argument {key}={value!r}: {err.errors()[0]['msg']} "
+            raise KDistillError(f"loss {shown(name)}: argument {key}={shown(value)}: {err.errors()[0]['msg']} "
                                 f"({_type_name(hints[key])}).") from None
     return checked
 
@@ -221,4 +221,4 @@ def build_loss(name: str, **kwargs) -> nn.Module:
     try:
         return LOSSES[name].cls(**kwargs)
     except ValueError as err:
-        raise KDistillError(f"loss {name!r}: {err}") from None
+        raise KDistillError(f"loss {shown(name)}: {err}") from None

@@ -39,6 +39,7 @@ from torch import nn
 from kdistill.losses.registry import Contract, register, register_count
 from kdistill.models.hf_causal import prediction_mask, split_inputs
 from kdistill.models.taps import HEAD, OUTPUT
+from kdistill.errors import shown
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "tv")
 CHUNK_ELEMENTS = 1 << 22  # auto chunk: about this many logits (16 MB in float32) a chunk
@@ -70,7 +71,7 @@ def divergence(log_p_t: torch.Tensor, log_p_s: torch.Tensor, kind: str, beta: fl
         return _kl(first, first if skew == 1 else _mix(first, second, skew) if skew > 0 else second)
     if kind == "tv":
         return 0.5 * (log_p_t.exp() - log_p_s.exp()).abs().sum(-1)
-    raise ValueError(f"unknown divergence {kind!r}; use one of {', '.join(DIVERGENCES)}")
+    raise ValueError(f"unknown divergence {shown(kind)}; use one of {', '.join(DIVERGENCES)}")
 
 
 def counted_positions(inputs: torch.Tensor, length: int) -> torch.Tensor:
@@ -204,11 +205,11 @@ class TokenKD(nn.Module):
                  direction: str = "forward", temperature: float = 1.0, chunk: int = 0):
         super().__init__()
         if divergence not in DIVERGENCES:
-            raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, not {divergence!r}")
+            raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, not {shown(divergence)}")
         if not 0 <= beta <= 1 or not 0 <= skew < 1 or temperature <= 0 or chunk < 0:
             raise ValueError("beta must be in [0, 1], skew in [0, 1), temperature > 0 and chunk >= 0")
         if direction not in ("forward", "reverse"):
-            raise ValueError(f"direction must be forward or reverse, not {direction!r}")
+            raise ValueError(f"direction must be forward or reverse, not {shown(direction)}")
         self.kind, self.beta, self.skew, self.direction = divergence, beta, skew, direction
         self.temperature, self.chunk = temperature, chunk
 

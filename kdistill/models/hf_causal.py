@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.hf import (
     _first_line,
     _load_config,
@@ -154,7 +154,7 @@ def hf_causal(path: str | None = None, config: dict | None = None, tokenizer: st
     try:
         model = _load(transformers, resolve_path(path, WHAT)) if path is not None else _fresh(transformers, config)
     except (OSError, ValueError) as err:
-        raise KDistillError(f"{WHAT}: cannot load {path or config!r}: {_first_line(err)}") from None
+        raise KDistillError(f"{WHAT}: cannot load {shown(path or config)}: {_first_line(err)}") from None
     tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
     return CausalLM(model, tok)
 
@@ -170,13 +170,13 @@ def _fresh(transformers, config: dict):
     config = dict(config)
     model_type = config.pop("model_type", "llama")
     built = transformers.AutoConfig.for_model(model_type, **config)
-    _check_causal(transformers, built, f"config of model_type {model_type!r}")
+    _check_causal(transformers, built, f"config of model_type {shown(model_type)}")
     return transformers.AutoModelForCausalLM.from_config(built)
 
 
 def _check_causal(transformers, config, where: str) -> None:
     if type(config) not in transformers.AutoModelForCausalLM._model_mapping:
-        raise KDistillError(f"{WHAT}: {where} describes a {config.model_type!r} model, which is not a causal "
+        raise KDistillError(f"{WHAT}: {where} describes a {shown(config.model_type)} model, which is not a causal "
                             "language model; give a decoder LM (gpt2, llama, qwen2, ...), or use model: hf for "
                             "text encoders.")
 

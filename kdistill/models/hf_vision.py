@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.hf import _first_line, _pretrained, _transformers, resolve_path
 from kdistill.models.zoo import register
 
@@ -62,5 +62,5 @@ def hf_vision(path: str | None = None, config: dict | None = None) -> HFImageCla
             model_type = config.pop("model_type", "vit")
             model = auto.from_config(transformers.AutoConfig.for_model(model_type, **config))
     except (OSError, ValueError) as err:
-        raise KDistillError(f"model 'hf_vision': cannot load {path or config!r}: {_first_line(err)}") from None
+        raise KDistillError(f"model 'hf_vision': cannot load {shown(path or config)}: {_first_line(err)}") from None
     return HFImageClassifier(model)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import eval_mode
 from kdistill.models.projection import fit_pca
 from kdistill.models.zoo import register
@@ -183,7 +183,7 @@ def kept_tokens(tokenizer, skip_tokens: str | None) -> tuple[torch.Tensor, int]:
     try:
         pattern = re.compile(skip_tokens) if skip_tokens else None
     except re.error as err:
-        raise KDistillError(f"student.args.skip_tokens: {skip_tokens!r} is not a regular expression ({err}); "
+        raise KDistillError(f"student.args.skip_tokens: {shown(skip_tokens)} is not a regular expression ({err}); "
                             r"give one such as '\[unused\d+\]', or null to keep every token.") from None
     special = set(tokenizer.all_special_ids)
     ids = sorted(i for token, i in vocab.items()
@@ -246,12 +246,12 @@ def static_vectors(token_vectors: torch.Tensor, width: int, sif_coefficient: flo
 def _check_args(width, teacher_width: int, kept: int, sif_coefficient) -> int:
     """The student's width, once ``width`` and ``sif_coefficient`` are known to be sound."""
     if sif_coefficient is not None and (isinstance(sif_coefficient, bool) or not 0 < sif_coefficient < 1):
-        raise KDistillError(f"student.args.sif_coefficient: {sif_coefficient!r} is not in (0, 1); give e.g. 1e-4 "
+        raise KDistillError(f"student.args.sif_coefficient: {shown(sif_coefficient)} is not in (0, 1); give e.g. 1e-4 "
                             "(model2vec's default), or null for no weighting.")
     if width is None:
         return teacher_width
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise KDistillError(f"student.args.width: {width!r} is not a positive whole number; give e.g. 256, or "
+        raise KDistillError(f"student.args.width: {shown(width)} is not a positive whole number; give e.g. 256, or "
                             f"leave it out for the teacher's width ({teacher_width}).")
     if width > teacher_width:
         raise KDistillError(f"student.args.width: {width} is wider than the teacher's embeddings ({teacher_width}); "
@@ -287,11 +287,11 @@ def static_encoder(teacher: nn.Module | None = None, width: int | None = None,
                             "share; build it from a text encoder that has one (model: hf with a path).")
     ids, size = kept_tokens(tokenizer, skip_tokens)
     if not len(ids):
-        raise KDistillError(f"student.args.skip_tokens: {skip_tokens!r} leaves none of the teacher's tokens; "
+        raise KDistillError(f"student.args.skip_tokens: {shown(skip_tokens)} leaves none of the teacher's tokens; "
                             "give a narrower pattern, or null.")
     prefix, suffix = special_frame(tokenizer)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise KDistillError(f"student.args.batch_size: {batch_size!r} is not a positive whole number; give e.g. 512.")
+        raise KDistillError(f"student.args.batch_size: {shown(batch_size)} is not a positive whole number; give e.g. 512.")
     outputs = teacher_token_vectors(teacher, ids[:1], prefix, suffix)  # one token first: the width, cheaply
     width = _check_args(width, outputs.shape[1], len(ids), sif_coefficient)
     outputs = teacher_token_vectors(teacher, ids, prefix, suffix, batch_size)  # (N, H)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.taps import resolve_module
 
 
@@ -32,7 +32,7 @@ def pick_layers(n: int, count: int, how: str = "even") -> list[int]:
     if how == "first":
         return list(range(count))
     if how not in ("even", "first_last"):
-        raise KDistillError(f"student.from_teacher: unknown pick {how!r}; use even, first_last or first.")
+        raise KDistillError(f"student.from_teacher: unknown pick {shown(how)}; use even, first_last or first.")
     if count == 1:
         return [n - 1]
     if how == "first_last":
@@ -50,11 +50,11 @@ def keep_blocks(model: nn.Module, path: str, indices: list[int]) -> None:
     """Keep only ``indices`` (in order) of the ``nn.Sequential``/``nn.ModuleList`` at ``path``."""
     stack = resolve_module(model, path, "student.from_teacher")
     if not isinstance(stack, (nn.Sequential, nn.ModuleList)):
-        raise KDistillError(f"student.from_teacher: {path!r} is a {type(stack).__name__}, not a stack of "
+        raise KDistillError(f"student.from_teacher: {shown(path)} is a {type(stack).__name__}, not a stack of "
                             "blocks (nn.Sequential or nn.ModuleList).")
     bad = [i for i in indices if not 0 <= i < len(stack)]
     if bad or not indices or len(set(indices)) != len(indices):
-        raise KDistillError(f"student.from_teacher: keep {indices} of {path!r}, which has blocks "
+        raise KDistillError(f"student.from_teacher: keep {indices} of {shown(path)}, which has blocks "
                             f"0..{len(stack) - 1}; give distinct indices in that range.")
     blocks = [stack[i] for i in sorted(indices)]
     _set_module(model, path, nn.Sequential(*blocks) if isinstance(stack, nn.Sequential) else nn.ModuleList(blocks))
@@ -111,9 +111,9 @@ def layer_parts(model_type: str | None, what: str) -> LayerParts:
     known = ", ".join(sorted(name for name, each in LAYER_PARTS.items() if what == "ffn" or each.self_attention))
     if parts is None:
         raise KDistillError(f"student.from_teacher.{what}: pruning {what} is known for the {known} families, not "
-                            f"{model_type or 'this model'!r}; drop {what} and cut layers only (layers or keep).")
+                            f"{shown(model_type or 'this model')}; drop {what} and cut layers only (layers or keep).")
     if what == "heads" and parts.self_attention is None:
-        raise KDistillError(f"student.from_teacher.heads: attention heads of {model_type!r} cannot be pruned "
+        raise KDistillError(f"student.from_teacher.heads: attention heads of {shown(model_type)} cannot be pruned "
                             f"({parts.why_not_heads}); drop heads and cut layers (layers or keep), or narrow ffn.")
     return parts
 

@@ -13,7 +13,7 @@ import difflib
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 OUTPUT = "logits"
 WEIGHTS = "weights"  # not a module either: the trainable parameters, for losses on the weights
@@ -25,9 +25,9 @@ def resolve_module(model: nn.Module, name: str, owner: str = "model") -> nn.Modu
     modules = dict(model.named_modules())
     if name not in modules:
         valid = [n for n in modules if n]
-        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.4)
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.4) if len(name) <= 100 else []
         hint = f" Closest: {', '.join(close)}." if close else f" Valid: {', '.join(valid[:12])} ..."
-        raise KDistillError(f"{owner}: no module named {name!r}.{hint}")
+        raise KDistillError(f"{owner}: no module named {shown(name)}.{hint}")
     return modules[name]
 
 
@@ -69,7 +69,7 @@ class FeatureTaps:
         self._sources = [n for n in dict.fromkeys(sources) if n not in (WEIGHTS, HEAD)]
         self._head = model if HEAD in names else None
         if self._head is not None and not hasattr(model, "output_head"):
-            raise KDistillError(f"{owner}: a loss reads its {HEAD!r} (the output projection), which only models "
+            raise KDistillError(f"{owner}: a loss reads its {shown(HEAD)} (the output projection), which only models "
                                 f"with output_head() have (model: hf_causal), not {type(model).__name__}.")
         # a model that holds several models (a teacher ensemble) maps tap names to its own paths
         tap_path = getattr(model, "tap_path", lambda name: name)

@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.paths import naming, no_links, open_own, user_path
 
 
@@ -91,7 +91,7 @@ def read_classes(path: str | Path, owner: str = "teacher") -> list[str] | None:
     except ValueError:
         names = None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise KDistillError(f"{owner}.weights: {path} records unreadable class names under {CLASSES_KEY!r}; "
+        raise KDistillError(f"{owner}.weights: {path} records unreadable class names under {shown(CLASSES_KEY)}; "
                             "rewrite the weights' metadata or train the model again.")
     return names
 

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -36,17 +36,17 @@ def build_model(name: str, **kwargs) -> nn.Module:
     if ":" in name:
         return _from_import_path(name, **kwargs)
     if name not in MODELS:
-        close = difflib.get_close_matches(name, MODELS, n=3)
+        close = difflib.get_close_matches(name, MODELS, n=3) if len(name) <= 100 else []  # difflib is slow on huge strings
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise KDistillError(
-            f"model: unknown name {name!r}.{hint} Known: {', '.join(sorted(MODELS))}, "
+            f"model: unknown name {shown(name)}.{hint} Known: {', '.join(sorted(MODELS))}, "
             "or give 'package.module:callable'."
         )
     try:
         return MODELS[name](**kwargs)
     except (TypeError, ValueError) as err:  # a builder refusing its arguments (missing, unknown, out of range)
-        shown = {k: f"<{type(v).__name__}>" if isinstance(v, nn.Module) else v for k, v in kwargs.items()}
-        raise KDistillError(f"model {name!r}: bad arguments {shown}: {err}") from None
+        given = {k: f"<{type(v).__name__}>" if isinstance(v, nn.Module) else v for k, v in kwargs.items()}
+        raise KDistillError(f"model {shown(name)}: bad arguments {shown(given, 300)}: {err}") from None
 
 
 def builds_from_teacher(name: str | None) -> bool:
@@ -73,14 +73,14 @@ def _from_import_path(path: str, **kwargs) -> nn.Module:
         module = importlib.import_module(module_name)
     except ImportError as err:
         raise KDistillError(
-            f"model: cannot import {module_name!r} from {path!r} ({err}); "
+            f"model: cannot import {shown(module_name)} from {shown(path)} ({err}); "
             "check the module is on PYTHONPATH."
         ) from None
     if not hasattr(module, attr):
-        raise KDistillError(f"model: {module_name!r} has no attribute {attr!r} (from {path!r}).")
+        raise KDistillError(f"model: {shown(module_name)} has no attribute {shown(attr)} (from {shown(path)}).")
     model = getattr(module, attr)(**kwargs)
     if not isinstance(model, nn.Module):
-        raise KDistillError(f"model: {path!r} returned {type(model).__name__}, not an nn.Module.")
+        raise KDistillError(f"model: {shown(path)} returned {type(model).__name__}, not an nn.Module.")
     return model
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.adapters import adapter_key, build_adapters
 from kdistill.models.infer import dry_features
 from kdistill.models.taps import HEAD, OUTPUT
@@ -65,7 +65,7 @@ def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, tas
         if HEAD in students and HEAD in teachers:
             vs, vt = s_feats[HEAD][0].shape[0], t_feats[HEAD][0].shape[0]
             if vs != vt:
-                raise KDistillError(f"loss {term.name!r}: the teacher predicts over {vt} tokens but the student "
+                raise KDistillError(f"loss {shown(term.name)}: the teacher predicts over {vt} tokens but the student "
                                     f"over {vs}; token losses need one vocabulary: give the student the "
                                     "teacher's tokenizer (a sub-network of the teacher, or a config with its vocab_size).")
             continue
@@ -76,10 +76,10 @@ def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, tas
                 continue
             ks, kt = s_feats[OUTPUT].shape[-1], t_feats[t].shape[-1]
             if ks != kt:
-                who = "teacher" if t == OUTPUT else f"teacher {t.split(':')[0]!r}"
+                who = "teacher" if t == OUTPUT else f"teacher {shown(t.split(':')[0])}"
                 if task == "embed":
-                    raise KDistillError(f"loss {term.name!r}: the {who}'s embeddings are {kt} wide but the student's "
+                    raise KDistillError(f"loss {shown(term.name)}: the {who}'s embeddings are {kt} wide but the student's "
                                         f"{ks}; a narrower student reads a teacher feature of its width (teacher: "
                                         "projected, for a static student), or give the student the teacher's width.")
-                raise KDistillError(f"loss {term.name!r}: the {who} outputs {kt} classes but the student {ks}; "
+                raise KDistillError(f"loss {shown(term.name)}: the {who} outputs {kt} classes but the student {ks}; "
                                     f"give the student num_classes={kt} (model args).")

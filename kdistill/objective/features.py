@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 
 
 @dataclass
@@ -54,7 +54,7 @@ class StageContext:
             return self.initial
         if start in self.ends:
             return self.ends[start]
-        raise KDistillError(f"loss {term!r}: start {start!r} is not init, stage or an earlier stage ({list(self.ends)}).")
+        raise KDistillError(f"loss {shown(term)}: start {shown(start)} is not init, stage or an earlier stage ({list(self.ends)}).")
 
 
 class FeatureProvider(nn.Module):

@@ -41,7 +41,7 @@ from kdistill.train import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.data.fingerprint import file_sum, fingerprint
 from kdistill.data.samples import fingerprint_of, pick
-from kdistill.errors import KDistillError, KDistillWarning
+from kdistill.errors import KDistillError, KDistillWarning, shown
 from kdistill.models.infer import forward_batches, progress_bar
 from kdistill.models.taps import OUTPUT
 
@@ -380,6 +380,6 @@ def verify_cache(cache: TeacherCache, teacher: nn.Module, x: torch.Tensor, devic
         worst[n] = (a - b).abs().max().item()
         bad = ((a - b).abs() > atol + rtol * b.abs()).any().item()
         if bad or math.isnan(worst[n]):
-            raise KDistillError(f"cache --verify: tap {n!r} differs from the live teacher by up to {worst[n]:.3g} "
+            raise KDistillError(f"cache --verify: tap {shown(n)} differs from the live teacher by up to {worst[n]:.3g} "
                                 f"on {len(index)} samples; the cache at {cache.folder} is stale or corrupt: delete it.")
     return worst

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
 from kdistill.data.samples import Inputs, as_inputs
-from kdistill.errors import KDistillError
+from kdistill.errors import KDistillError, shown
 from kdistill.models.taps import FeatureTaps
 from kdistill.objective.core import Objective
 from kdistill.recipe import LoaderSpec
@@ -223,7 +223,7 @@ def _read(sums: dict[str, torch.Tensor], bad: torch.Tensor, desc: str, epoch: in
     if not all(math.isfinite(v) for v in values):
         name = next((k for k in keys if k != "loss" and not math.isfinite(totals[k])), "loss")
         when = f"step {int(first)}" if first >= 0 else "a step of another process"
-        raise KDistillError(f"{desc}: loss term {name!r} became {totals[name]:.3g} at epoch {epoch + 1}, {when}; "
+        raise KDistillError(f"{desc}: loss term {shown(name)} became {totals[name]:.3g} at epoch {epoch + 1}, {when}; "
                             "lower the learning rate or that term's weight")
     return totals
 

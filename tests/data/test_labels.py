@@ -10,7 +10,7 @@ from PIL import Image
 from kdistill.data import ArraySource, DatasetSource
 from kdistill.data.arrays import read_labels
 from kdistill.data.image_folder import load_image_folder_source
-from kdistill.data.labels import label_ids, names_differ, shown
+from kdistill.data.labels import label_ids, names_differ, names_shown
 from kdistill.data.text import load_csv
 from kdistill.errors import KDistillError
 from kdistill.recipe import DataSpec
@@ -64,7 +64,7 @@ def test_names_must_be_in_data_classes():
 
 
 def test_messages_shorten_long_lists():
-    text = shown([f"class_{i}" for i in range(100)])
+    text = names_shown([f"class_{i}" for i in range(100)])
     assert len(text) < 100 and text.endswith(", ...]")
     assert names_differ(["a", "b"], ["a", "b"]) is None
     assert names_differ(["b", "a"], ["a", "b"]).startswith("in another order")
