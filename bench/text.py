@@ -42,7 +42,7 @@ from kdistill import run
 from kdistill.evaluate.embedding import encoding_speed, evaluate_embedders, size_on_disk
 from kdistill.export.onnx import export_onnx
 from kdistill.recipe import load_recipe
-from kdistill.models.hf import resolve_path
+from kdistill.data.tokenizer import resolve_path
 from kdistill.pipeline import build_pipeline
 from kdistill.rebuild import rebuild_run
 

@@ -16,15 +16,17 @@ from pathlib import Path
 
 from torch import nn
 
+from kdistill.closeness import mean_cosine, neighbour_overlap
 from kdistill.errors import KDistillError
-from kdistill.evaluate.embedding import evaluate_embedders, mean_cosine, neighbour_overlap
-from kdistill.evaluate.metrics import evaluate_model, predict
+from kdistill.evaluate.embedding import evaluate_embedders
+from kdistill.evaluate.metrics import evaluate_model
 from kdistill.export.static import export_static
 from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
 from kdistill.evaluate.lm import continuations, generation_speeds, prompts_from, token_metrics
 from kdistill.models.hf import HFEncoder
 from kdistill.models.hf_causal import CausalLM, export_causal_lm
+from kdistill.models.infer import predict
 from kdistill.models.static import StaticEncoder
 from kdistill.models.zoo import count_params
 

@@ -14,16 +14,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from kdistill import distributed
 from kdistill.data import Preprocess, Splits
 from kdistill.data.load import TEACHER_CHECK_SAMPLES, check_stage_data, prepare_data, stage_data
 from kdistill.data.samples import Inputs
 from kdistill.errors import KDistillError, shown
-from kdistill.evaluate.metrics import predict
 from kdistill.evaluate.teacher_check import judge_teacher, recorded_accuracy
 from kdistill.families import Family, family_of
 from kdistill.models.ensemble import TeacherEnsemble, main_teacher
 from kdistill.models.hf import set_max_length
-from kdistill.models.infer import freeze
+from kdistill.models.infer import freeze, predict
 from kdistill.models.subnet import pick_layers, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.weights import load_weights
@@ -32,7 +32,6 @@ from kdistill.objective.build import build_providers, build_stage_objectives
 from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
 from kdistill.recipe import TEXT_SOURCES, Recipe
-from kdistill.train import distributed
 from kdistill.train.teacher import TeacherMemo
 
 

@@ -17,8 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kdistill.errors import KDistillError, cut, shown
 from kdistill.losses.registry import build_loss, check_loss_name, contract_of
-from kdistill.paths import user_path
-from kdistill.rundir import check_run_name
+from kdistill.paths import check_run_name, user_path
 
 
 class Strict(BaseModel):

@@ -14,17 +14,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kdistill import distributed
 from kdistill.data import Preprocess
 from kdistill.errors import KDistillError
 from kdistill.evaluate.report import write_report
 from kdistill.data.load import class_names, known_class_names
-from kdistill.models.weights import classes_metadata, save_tensors, save_weights
+from kdistill.data.weights_meta import classes_metadata
+from kdistill.models.weights import save_tensors, save_weights
 from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
 from kdistill.pipeline import Pipeline, build_pipeline
 from kdistill.recipe import Recipe, dump_recipe, load_recipe, read_recipe_file
 from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
-from kdistill.train import distributed
 from kdistill.train.checkpoint import has_checkpoint, load_latest
 from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, check_same_recipe, fit
 from kdistill.train.signals import stop_on_signals

@@ -450,7 +450,8 @@ def _labelled_photos(tmp, folders=("bag", "coat"), listed=None):
 
 
 def _teacher_with_reversed_names(tmp):
-    from kdistill.models.weights import classes_metadata, save_weights
+    from kdistill.data.weights_meta import classes_metadata
+    from kdistill.models.weights import save_weights
     from kdistill.models.zoo import build_model
 
     teacher = build_model("mlp", in_features=64, hidden=[16], num_classes=10)

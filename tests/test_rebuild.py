@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from kdistill import run
 from kdistill.errors import KDistillError
-from kdistill.models.weights import read_classes
+from kdistill.data.weights_meta import read_classes
 from kdistill.rebuild import evaluate_run, export_run
 
 

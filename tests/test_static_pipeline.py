@@ -12,7 +12,7 @@ pytest.importorskip("transformers")
 
 from kdistill import run  # noqa: E402
 from kdistill.errors import KDistillError  # noqa: E402
-from kdistill.evaluate.embedding import mean_cosine  # noqa: E402
+from kdistill.closeness import mean_cosine  # noqa: E402
 from kdistill.models.static import static_encoder  # noqa: E402
 from kdistill.rebuild import export_run  # noqa: E402
 

@@ -5,7 +5,7 @@ unlabelled sentences, judged by agreement with the teacher and few-label accurac
 import pytest
 
 from kdistill import run
-from kdistill.evaluate.embedding import mean_cosine
+from kdistill.closeness import mean_cosine
 from kdistill.models.subnet import sub_network
 from kdistill.errors import KDistillError
 from kdistill.recipe import load_recipe

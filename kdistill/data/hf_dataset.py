@@ -119,7 +119,7 @@ class HFDatasetSource(Source):
 def load_hf_dataset_source(path: str, spec) -> tuple[Source, Source]:
     """(train, test) sources of the ``hf_dataset`` source; ``spec``: the recipe's ``data`` section."""
     files = spec.files
-    with _offline_and_quiet():
+    with offline_and_quiet():
         train_part, test_part = open_dataset(path, files.train_split, files.test_split, "data.path")
         train = HFDatasetSource(*train_part, spec, classes=spec.classes, name="hf_dataset")
         if test_part is None and files.test_path is not None:
@@ -258,7 +258,7 @@ def _read_files(kind: str, files: list[Path], what: str):
 
 
 @contextlib.contextmanager
-def _offline_and_quiet():
+def offline_and_quiet():
     """No download, no progress bars, while ``datasets`` opens local files."""
     import datasets
 

@@ -25,7 +25,7 @@ import torch
 
 from kdistill.data.fingerprint import fingerprint_text
 from kdistill.data.source import UNLABELLED, Source
-from kdistill.data.text import _open_text, load_text_file, load_wordnet
+from kdistill.data.text import open_text, load_text_file, load_wordnet
 from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
@@ -253,7 +253,7 @@ def read_columns(path: str | None, columns: dict[str, str], what: str) -> dict[s
 
 
 def _read_csv(file: Path, columns: dict[str, str]) -> dict[str, list[str]]:
-    with _open_text(file, "CSV file") as f:
+    with open_text(file, "CSV file") as f:
         reader = csv.DictReader(f)
         _need_columns(list(reader.fieldnames or []), columns, file)
         rows = list(reader)
@@ -261,7 +261,7 @@ def _read_csv(file: Path, columns: dict[str, str]) -> dict[str, list[str]]:
 
 
 def _read_jsonl(file: Path, columns: dict[str, str]) -> dict[str, list[str]]:
-    with _open_text(file, "JSONL file") as f:
+    with open_text(file, "JSONL file") as f:
         rows = jsonl_rows(f, file, "data.path")
     seen = {key: None for row in rows for key in row}
     _need_columns(list(seen), columns, file)
@@ -269,9 +269,9 @@ def _read_jsonl(file: Path, columns: dict[str, str]) -> dict[str, list[str]]:
 
 
 def _read_dataset(path: str, columns: dict[str, str]) -> dict[str, list[str]]:
-    from kdistill.data.hf_dataset import _offline_and_quiet, open_dataset
+    from kdistill.data.hf_dataset import offline_and_quiet, open_dataset
 
-    with _offline_and_quiet():
+    with offline_and_quiet():
         (dataset, _, _), _ = open_dataset(path, "train", None, "data.path")
     _need_columns(list(dataset.column_names), columns, path)
     table = dataset.select_columns(list(columns)).with_format("arrow")[:]  # the dataset's row order applied
@@ -310,7 +310,7 @@ def held_out_rows(total: int, test: float, seed: int) -> tuple[np.ndarray, np.nd
 
 def _setup(spec, seed: int | None):
     """(tokenizer, split seed) of a recipe's ``data`` section."""
-    from kdistill.models.hf import load_tokenizer
+    from kdistill.data.tokenizer import load_tokenizer
 
     if spec.lm.tokenizer is None:
         raise KDistillError(f"data.lm.tokenizer: not set; give the folder or model id of the tokenizer that "

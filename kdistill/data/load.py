@@ -15,8 +15,8 @@ from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source
 from kdistill.data.labels import names_differ, names_shown
 from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
+from kdistill.data.weights_meta import read_classes
 from kdistill.errors import KDistillError, shown
-from kdistill.models.weights import read_classes
 from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
 
 
@@ -92,7 +92,7 @@ def scaling_line(entry: dict) -> str:
 def _say(line: str) -> None:
     """An information line about the data, on stderr (stdout is the command's answer: with
     ``--quiet``, the run directory alone)."""
-    from kdistill.train import distributed
+    from kdistill import distributed
 
     if distributed.is_main():
         print(line, file=sys.stderr, flush=True)
@@ -291,7 +291,7 @@ def _teacher_preprocess(recorded: Preprocess, train: Source, source: str) -> Pre
 def load_text_data(recipe: Recipe) -> tuple[Source, Source]:
     """(train, test) of a text source, tokenised with the teacher's tokenizer (or data.text.tokenizer)."""
     from kdistill.data.text import TokenSource, read_text_source, split_texts
-    from kdistill.models.hf import load_tokenizer
+    from kdistill.data.tokenizer import load_tokenizer
 
     spec, text = recipe.data, recipe.data.text
     name = text.tokenizer or (recipe.teacher.args.get("path") or recipe.teacher.args.get("tokenizer")

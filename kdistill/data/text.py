@@ -167,7 +167,9 @@ def load_wordnet(
     return TextSet(texts, labels, [lexnames[lex] for lex in used])
 
 
-def _open_text(path: str | Path, what: str):
+def open_text(path: str | Path, what: str):
+    """The text file at ``path``, open for reading (UTF-8, a byte-order mark dropped, newlines as
+    written, for ``csv``), or a one-line error naming ``what`` (``"CSV file"``) when it is not found."""
     file = Path(path)
     if not file.is_file():
         raise KDistillError(f"data: {what} {file} not found; set data.path to an existing file.")
@@ -177,7 +179,7 @@ def _open_text(path: str | Path, what: str):
 
 def load_text_file(path: str | Path) -> TextSet:
     """One text a line (surrounding spaces stripped, blank lines skipped), unlabelled."""
-    with _open_text(path, "text file") as f:
+    with open_text(path, "text file") as f:
         texts = [line.strip() for line in f if line.strip()]
     if not texts:
         raise KDistillError(f"data: text file {path} holds no text; write one sentence a line.")
@@ -198,7 +200,7 @@ def load_csv(path: str | Path, text_column: str = "text", label_column: str | No
         label_column: the column holding class names or ids; None for an unlabelled set.
         classes: the class names in order, or None.
     """
-    with _open_text(path, "CSV file") as f:
+    with open_text(path, "CSV file") as f:
         reader = csv.DictReader(f)
         columns = list(reader.fieldnames or [])
         for name, role in ((text_column, "text_column"), (label_column, "label_column")):

@@ -8,16 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kdistill.models.infer import eval_mode, forward_batches
+from kdistill.models.infer import eval_mode, predict
 from kdistill.models.zoo import count_params
-
-
-def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512,
-            progress: bool = False, desc: str = "outputs") -> torch.Tensor:
-    """Outputs of ``model`` (in eval mode) for inputs ``x`` ``(N, ...)``, float32 on the CPU ``(N, K)``;
-    ``progress``: a bar named ``desc`` for a pass of more than a few seconds."""
-    return forward_batches(model, x, device, batch_size=batch_size, each=lambda out: out.float().cpu(),
-                           progress=progress, desc=desc)
 
 
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:

@@ -18,7 +18,7 @@ from kdistill.models.infer import eval_mode
 
 
 @contextmanager
-def _eval_mode(model: nn.Module, untrim: bool = False):
+def export_mode(model: nn.Module, untrim: bool = False):
     """Eval mode (and, with ``untrim``, every ``HFEncoder`` untrimmed: a static graph); the
     modules' own modes are restored afterwards."""
     trims = {m: m.trim for m in model.modules() if isinstance(m, HFEncoder)} if untrim else {}
@@ -135,7 +135,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path, check:
     sample = sample.to(device)
     inputs = graph_inputs(sample)
     graph = TokenInputs(model) if len(inputs) > 1 else model
-    with _eval_mode(model, untrim=True), torch.no_grad():
+    with export_mode(model, untrim=True), torch.no_grad():
         outputs, axes = _dynamic_axes(inputs, len(_as_tensors(model(sample))), dynamic_batch)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks; the check below decides
@@ -144,7 +144,7 @@ def export_onnx(model: nn.Module, sample: torch.Tensor, path: str | Path, check:
                               output_names=outputs, dynamic_axes=axes)
     diff = float("nan")
     if check:
-        with _eval_mode(model), torch.no_grad():
+        with export_mode(model), torch.no_grad():
             expected = _as_tensors(model(sample))  # the model as given (trimmed, if it trims)
         diff = _max_abs_diff(expected, _run_onnx(path, inputs))
         if not diff <= atol:

@@ -12,7 +12,7 @@ import torch
 
 from kdistill.data.preprocess import Preprocess
 from kdistill.errors import KDistillError
-from kdistill.export.onnx import _eval_mode, export_onnx
+from kdistill.export.onnx import export_mode, export_onnx
 from kdistill.models.weights import save_weights
 from kdistill.paths import no_links, write_own
 
@@ -39,7 +39,7 @@ def write_student(student: torch.nn.Module, sample: torch.Tensor, meta: dict, fm
             # a text student's graph takes input_ids and attention_mask, not the packed (N, 2, L)
             meta["max_abs_diff"], meta["onnx_inputs"] = result["max_abs_diff"], result["inputs"]
         else:
-            with _eval_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
+            with export_mode(student, untrim=True), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 traced = torch.jit.trace(student, sample[:2])
             with torch.no_grad():

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill.data.lm_batch import prediction_mask, split_inputs
 from kdistill.losses.registry import Contract, register, register_count
-from kdistill.models.hf_causal import prediction_mask, split_inputs
 from kdistill.models.taps import HEAD, OUTPUT
 from kdistill.errors import shown
 

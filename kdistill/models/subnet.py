@@ -41,7 +41,8 @@ def pick_layers(n: int, count: int, how: str = "even") -> list[int]:
     return [round((i + 1) * step) - 1 for i in range(count)]
 
 
-def _set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
+    """Put ``module`` in ``model`` at the dotted ``path`` (``encoder.layer``), replacing what was there."""
     parent, _, name = path.rpartition(".")
     setattr(resolve_module(model, parent) if parent else model, name, module)
 
@@ -57,10 +58,10 @@ def keep_blocks(model: nn.Module, path: str, indices: list[int]) -> None:
         raise KDistillError(f"student.from_teacher: keep {indices} of {shown(path)}, which has blocks "
                             f"0..{len(stack) - 1}; give distinct indices in that range.")
     blocks = [stack[i] for i in sorted(indices)]
-    _set_module(model, path, nn.Sequential(*blocks) if isinstance(stack, nn.Sequential) else nn.ModuleList(blocks))
+    set_module(model, path, nn.Sequential(*blocks) if isinstance(stack, nn.Sequential) else nn.ModuleList(blocks))
 
 
-def _prune_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+def prune_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     """A copy of ``linear`` with only the output (dim 0) or input (dim 1) units ``keep``."""
     weight = linear.weight.index_select(dim, keep)
     out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None)
@@ -124,8 +125,8 @@ def narrow_ffn(layer: nn.Module, width: int, parts: LayerParts = BERT_LAYER) -> 
     if not 1 <= width <= up.out_features:
         raise KDistillError(f"student.from_teacher: ffn {width} must be between 1 and {up.out_features}.")
     keep = down.weight.norm(dim=0).topk(width).indices.sort().values
-    _set_module(layer, parts.ffn_in, _prune_linear(up, keep, 0))
-    _set_module(layer, parts.ffn_out, _prune_linear(down, keep, 1))
+    set_module(layer, parts.ffn_in, prune_linear(up, keep, 0))
+    set_module(layer, parts.ffn_out, prune_linear(down, keep, 1))
 
 
 def head_importance(layer: nn.Module, num_heads: int, parts: LayerParts = BERT_LAYER) -> torch.Tensor:
@@ -171,8 +172,8 @@ def prune_heads(layer: nn.Module, keep: torch.Tensor, parts: LayerParts = BERT_L
     size = attn.attention_head_size
     units = (keep.unsqueeze(1) * size + torch.arange(size, device=keep.device)).flatten()  # the kept heads' rows
     for name in parts.qkv:
-        setattr(attn, name, _prune_linear(getattr(attn, name), units, 0))
-    _set_module(layer, parts.attention_out, _prune_linear(resolve_module(layer, parts.attention_out), units, 1))
+        setattr(attn, name, prune_linear(getattr(attn, name), units, 0))
+    set_module(layer, parts.attention_out, prune_linear(resolve_module(layer, parts.attention_out), units, 1))
     attn.num_attention_heads, attn.all_head_size = len(keep), len(keep) * size
 
 

@@ -11,7 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from kdistill.errors import KDistillError, shown
+from kdistill.errors import KDistillError
 from kdistill.paths import naming, no_links, open_own, user_path
 
 
@@ -61,39 +61,6 @@ def make_readable(folder: str | Path) -> None:
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write the model's state dict (parameters and buffers) to a .safetensors file."""
     save_tensors(model.state_dict(), path, metadata)
-
-
-CLASSES_KEY = "classes"  # the metadata key of the class names, one JSON list, in the order of the outputs
-
-
-def classes_metadata(names: list[str] | None) -> dict[str, str]:
-    """The metadata that records a model's class names (nothing when they are not known)."""
-    return {CLASSES_KEY: json.dumps(list(names), ensure_ascii=False)} if names else {}
-
-
-def read_classes(path: str | Path, owner: str = "teacher") -> list[str] | None:
-    """The class names a .safetensors file records (``classes_metadata``), or None when it records
-    none (or is not a readable .safetensors file: loading the weights says what is wrong)."""
-    from safetensors import safe_open
-
-    path = user_path(path, f"{owner}.weights")
-    if path.suffix != ".safetensors" or not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            text = (f.metadata() or {}).get(CLASSES_KEY)
-    except (SafetensorError, OSError):
-        return None
-    if text is None:
-        return None
-    try:
-        names = json.loads(text)
-    except ValueError:
-        names = None
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise KDistillError(f"{owner}.weights: {path} records unreadable class names under {shown(CLASSES_KEY)}; "
-                            "rewrite the weights' metadata or train the model again.")
-    return names
 
 
 def load_weights(model: nn.Module, path: str | Path, owner: str = "model") -> nn.Module:

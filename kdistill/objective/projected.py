@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from kdistill.evaluate.embedding import mean_cosine
-from kdistill.evaluate.metrics import predict
+from kdistill.closeness import mean_cosine
 from kdistill.models.ensemble import main_teacher
+from kdistill.models.infer import predict
 from kdistill.models.static import StaticEncoder
 from kdistill.models.taps import OUTPUT
 from kdistill.objective.features import FeatureProvider, StageContext

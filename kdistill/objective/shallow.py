@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from kdistill.data.samples import pick
-from kdistill.evaluate.fewshot import few_label_accuracy
+from kdistill.fewshot import few_label_accuracy
 from kdistill.models.adapters import adapter_key, build_adapter
 from kdistill.models.infer import dry_features, eval_mode, forward_batches
 from kdistill.models.projection import PCAProjection, fit_pca

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdistill.train import distributed
+from kdistill import distributed
 from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.data.fingerprint import file_sum, fingerprint
 from kdistill.data.samples import fingerprint_of, pick

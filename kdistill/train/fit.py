@@ -8,12 +8,12 @@ import torch
 import yaml
 from torch import nn
 
+from kdistill import distributed
 from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
 from kdistill.recipe import dump_recipe
-from kdistill.train import distributed
 from kdistill.train.checkpoint import checkpoint_name, load_module_state, module_state, save_checkpoint
 from kdistill.train.loop import Hooks, train_stage
 

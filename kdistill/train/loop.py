@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdistill import distributed
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
 from kdistill.data.samples import Inputs, as_inputs
@@ -25,7 +26,6 @@ from kdistill.errors import KDistillError, shown
 from kdistill.models.taps import FeatureTaps
 from kdistill.objective.core import Objective
 from kdistill.recipe import LoaderSpec
-from kdistill.train import distributed
 from kdistill.train.checkpoint import rng_state, set_rng_state
 from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
 from kdistill.train.teacher import TeacherMemo, TeacherSource, autocast, teacher_source

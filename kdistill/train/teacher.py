@@ -21,12 +21,12 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from kdistill import distributed
 from kdistill.data.augment import random_shift_flip, shift_flip
 from kdistill.errors import KDistillError
 from kdistill.models.infer import eval_mode, forward_batches
 from kdistill.models.taps import HEAD, OUTPUT, FeatureTaps, apply_derived
 from kdistill.data.samples import fingerprint_of
-from kdistill.train import distributed
 from kdistill.train.cache import TeacherCache, build_cache, fingerprint
 
 

@@ -14,7 +14,7 @@ from kdistill.data.lm_text import (
     load_lm_text_source,
 )
 from kdistill.errors import KDistillError
-from kdistill.models.hf import load_tokenizer
+from kdistill.data.tokenizer import load_tokenizer
 from kdistill.recipe import DataSpec
 
 

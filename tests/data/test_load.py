@@ -203,7 +203,7 @@ def test_the_demo_teacher_records_the_fashion_mnist_names_and_natural_folders_mu
     from types import SimpleNamespace
 
     from kdistill.data.load import FASHION_MNIST_CLASSES, check_teacher_classes
-    from kdistill.models.weights import read_classes
+    from kdistill.data.weights_meta import read_classes
 
     assert read_classes(RECIPES / "fmnist_teacher.safetensors") == FASHION_MNIST_CLASSES
     check_teacher_classes(load_recipe(RECIPES / "demo.yaml"), SimpleNamespace(classes=None))  # its own data

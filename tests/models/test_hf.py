@@ -165,7 +165,7 @@ def test_a_mistyped_folder_says_it_does_not_exist(name, offline_hub, tmp_path, m
     """A name that could be a model id too (no './' in front) fails as a missing folder first,
     not as a hub error; so does its tokenizer (a text run loads it first)."""
     pytest.importorskip("transformers")
-    from kdistill.models.hf import load_tokenizer
+    from kdistill.data.tokenizer import load_tokenizer
 
     # the environment variable is read when huggingface_hub is first imported (maybe by an earlier test)
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)

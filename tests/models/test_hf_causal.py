@@ -12,7 +12,6 @@ from kdistill.models.hf_causal import (
     export_causal_lm,
     fix_after_layer_cut,
     hf_causal,
-    prediction_mask,
     prune_width,
     rank_block_drop,
 )
@@ -112,12 +111,6 @@ def test_builder_errors(tmp_path, folders):
     assert "\n" not in str(err.value)
     with pytest.raises(KDistillError, match=r"shape \(2, 4, 3\)"):
         hf_causal(path=str(folders["llama"]))(torch.zeros(2, 4, 3, dtype=torch.long))
-
-
-def test_prediction_mask_is_the_loss_mask_shifted_left():
-    x = torch.tensor([[[5, 6, 7, 0], [1, 1, 1, 0], [0, 0, 1, 0]]])  # only token 2 is a target
-    assert prediction_mask(x).tolist() == [[False, True, False, False]]
-    assert prediction_mask(x[:, :2]).tolist() == [[True, True, False, False]]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

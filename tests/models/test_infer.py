@@ -208,7 +208,7 @@ def texts(tiny_bert):
 
     from kdistill.data.samples import Inputs
     from kdistill.data.text import TokenSource
-    from kdistill.models.hf import load_tokenizer
+    from kdistill.data.tokenizer import load_tokenizer
 
     lines = [" ".join(TINY_WORDS[(i + j) % len(TINY_WORDS)] for j in range(n)) for i, n in enumerate(LENGTHS)]
     source = TokenSource(lines, torch.zeros(len(lines)), load_tokenizer(str(tiny_bert)), max_length=32)

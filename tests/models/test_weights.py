@@ -200,17 +200,3 @@ def test_tied_weights_are_saved_and_load_back(tmp_path):
     other = Tied()
     load_weights(other, tmp_path / "t.safetensors")
     assert torch.equal(other.embed.weight, model.embed.weight) and other.out.weight is other.embed.weight
-
-
-def test_class_names_are_recorded_in_the_metadata_and_read_back(tmp_path):
-    from kdistill.errors import KDistillError
-    from kdistill.models.weights import classes_metadata, read_classes, save_weights
-
-    model = small_cnn(0)
-    save_weights(model, tmp_path / "named.safetensors", {"recipe": "r", **classes_metadata(["Bag", "T-shirt/top", "é"])})
-    assert read_classes(tmp_path / "named.safetensors") == ["Bag", "T-shirt/top", "é"]
-    save_weights(model, tmp_path / "plain.safetensors", {"recipe": "r", **classes_metadata(None)})
-    assert read_classes(tmp_path / "plain.safetensors") is None and read_classes(tmp_path / "missing.safetensors") is None
-    save_weights(model, tmp_path / "bad.safetensors", {"classes": "[1, 2]"})
-    with pytest.raises(KDistillError, match="records unreadable class names under 'classes'"):
-        read_classes(tmp_path / "bad.safetensors")

@@ -92,7 +92,7 @@ def pairs(folder, accumulate: int = 1):
 
 def gradients(student, objective, x, y, stage, teacher, index=None) -> dict[str, torch.Tensor]:
     """The gradients of one step on samples ``index`` (all: None), this process's share of them."""
-    from kdistill.train import distributed
+    from kdistill import distributed
 
     t = loop.setup(student, objective, x, y, stage, CPU, teacher)
     try:

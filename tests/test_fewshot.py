@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from kdistill.errors import KDistillError
-from kdistill.evaluate.fewshot import (balanced_accuracy, few_label_accuracy, knn_predict, logreg_predict,
+from kdistill.fewshot import (balanced_accuracy, few_label_accuracy, knn_predict, logreg_predict,
                                        majority_rate, prototype_logits, prototypes)
 
 
