@@ -23,13 +23,8 @@ from kdistill.data import UNLABELLED
 from kdistill.errors import KDistillError, shown
 from kdistill.evaluate.embedding import evaluate_embedders, mean_cosine, neighbour_overlap
 from kdistill.evaluate.metrics import evaluate_model, predict
-from kdistill.export.static import export_static
-from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
 from kdistill.evaluate.lm import continuations, generation_speeds, prompts_from, token_metrics
-from kdistill.models.hf import HFEncoder
-from kdistill.models.hf_causal import CausalLM, export_causal_lm
-from kdistill.models.static import StaticEncoder
 from kdistill.models.taps import HEAD, OUTPUT
 from kdistill.models.zoo import count_params
 from kdistill.objective.build import check_outputs_match, widths_differ
@@ -90,7 +85,12 @@ class Family:
         return [role for role in ROLES if role in models and (role != "student" or recipe.trains("student"))]
 
     def export(self, student: nn.Module, folder: Path) -> None:
-        """Write what this family's users load besides the weights into the run's ``folder``."""
+        """Write what this family's users load besides the weights into the run's ``folder``: what
+        the student writes of itself, when it has an ``export(folder)`` (a transformers encoder its
+        ``student_hf/``, a static-embedding student its ``student_static/``, a causal language
+        model its ``student_hf/``)."""
+        if callable(getattr(student, "export", None)):
+            student.export(folder)
 
 
 class Classifier(Family):
@@ -161,13 +161,6 @@ class Encoder(Family):
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, splits.test_set.x,
                                            splits.test_set.y, device, shots, recipe.seed, progress=progress)}
 
-    def export(self, student, folder):
-        if isinstance(student, StaticEncoder):  # a folder model2vec and sentence-transformers load
-            export_static(student, folder / "student_static", overwrite=True)
-        if isinstance(student, HFEncoder) and not getattr(student, "pruned_heads", None):
-            # a folder transformers.AutoModel and sentence_transformers.SentenceTransformer load as it is
-            export_sentence_transformer(student, folder / "student_hf", overwrite=True)  # a resumed run's too
-
 
 class LanguageModel(Family):
     """Causal language models: perplexity, agreement and token KL with the teacher, generation
@@ -230,10 +223,6 @@ class LanguageModel(Family):
             if base and "tokens_per_s_b16" in metrics:
                 metrics["speedup_b16"] = metrics["tokens_per_s_b16"] / base
         return {"test": results, "samples": samples}
-
-    def export(self, student, folder):
-        if isinstance(student, CausalLM):
-            export_causal_lm(student, folder / "student_hf")  # AutoModelForCausalLM and its tokenizer load it
 
 
 FAMILIES: dict[str, Family] = {"classify": Classifier(), "embed": Encoder(), "generate": LanguageModel()}

@@ -19,6 +19,7 @@ from torch import nn
 
 from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import forward_batches
+from kdistill.models.text_encoder_folder import export_sentence_transformer
 from kdistill.models.zoo import register
 
 # model ids that resolve to a local copy installed from PyPI, so nothing is downloaded
@@ -160,6 +161,14 @@ class HFEncoder(nn.Module):
         device = next(self.parameters()).device
         return forward_batches(self, list(texts), device, batch_size=batch_size, each=lambda out: out.cpu(),
                                transform=lambda batch, where: self.tokenize(batch).to(device))
+
+    def export(self, folder: Path) -> Path | None:
+        """Write this encoder beside a run: ``folder/student_hf``, a folder ``transformers.AutoModel``
+        and ``sentence_transformers.SentenceTransformer`` load as it is (a resumed run's replaces
+        it); nothing for one with pruned attention heads, which a transformers config cannot describe."""
+        if getattr(self, "pruned_heads", None):
+            return None
+        return export_sentence_transformer(self, Path(folder) / "student_hf", overwrite=True)
 
 
 def set_max_length(model: nn.Module, max_length: int) -> None:

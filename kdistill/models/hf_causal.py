@@ -116,6 +116,11 @@ class CausalLM(nn.Module):
         ids, attention = split_inputs(x)
         return self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits
 
+    def export(self, folder: Path) -> Path:
+        """Write this model beside a run: ``folder/student_hf``, which ``AutoModelForCausalLM`` and
+        its tokenizer load (``export_causal_lm``)."""
+        return export_causal_lm(self, Path(folder) / "student_hf")
+
     def cut(self, spec, calib: torch.Tensor | None) -> "CausalLM":
         """The sub-network a recipe's ``student.from_teacher`` (``SubnetSpec``) describes, started
         from these weights: decoder layers kept (``keep``, or ``layers`` picked ``even`` /
