@@ -6,8 +6,11 @@ agreement with the teacher. ``generate``: causal language models, judged by perp
 agreement with the teacher and generation speed, and written as a transformers folder. ``embed``: sentence encoders output embeddings; they are judged by
 closeness to the teacher, few-label accuracy and speed, and a transformers encoder is also
 written as a sentence-transformers folder (a static-embedding student as a folder model2vec and
-sentence-transformers load). A new family (a causal language model, say) is a
-``Family`` subclass here and a line in ``FAMILIES``; the recipe's ``task`` names it.
+sentence-transformers load). A family also owns the rules of its kind: the data it needs
+(``check_data``), what the data tells its models (``model_args``), how a term's outputs must fit
+(``check_terms``) and what a teacher cache may keep (``check_cache``). A new family is a
+``Family`` subclass (here or in the user's own module) and one line, ``FAMILIES["name"] =
+MyFamily()``; the recipe's ``task`` names it.
 """
 
 from __future__ import annotations
@@ -16,19 +19,17 @@ from pathlib import Path
 
 from torch import nn
 
+from kdistill.data import UNLABELLED
+from kdistill.errors import KDistillError, shown
 from kdistill.closeness import mean_cosine, neighbour_overlap
-from kdistill.errors import KDistillError
 from kdistill.evaluate.embedding import evaluate_embedders
 from kdistill.evaluate.metrics import evaluate_model
-from kdistill.export.static import export_static
-from kdistill.export.text_encoder import export_sentence_transformer
 from kdistill.models.ensemble import main_teacher
 from kdistill.evaluate.lm import continuations, generation_speeds, prompts_from, token_metrics
-from kdistill.models.hf import HFEncoder
-from kdistill.models.hf_causal import CausalLM, export_causal_lm
 from kdistill.models.infer import predict
-from kdistill.models.static import StaticEncoder
+from kdistill.models.taps import HEAD, OUTPUT
 from kdistill.models.zoo import count_params
+from kdistill.objective.build import check_outputs_match, widths_differ
 
 
 ROLES = ("teacher", "cut", "baseline", "student")  # the order the models are judged and reported in
@@ -36,6 +37,27 @@ ROLES = ("teacher", "cut", "baseline", "student")  # the order the models are ju
 
 class Family:
     """The interface every family fills."""
+
+    outputs_classes = False  # its models output class logits: the teacher's accuracy is judged, class names exported
+
+    def check_data(self, splits) -> None:
+        """Refuse, before any model is built, data this family cannot judge its models on."""
+
+    def model_args(self, splits) -> dict:
+        """What the data tells this family's models besides its inputs' shape (``num_classes``,
+        say): a registered model built without weights takes those its arguments leave out."""
+        return {}
+
+    def check_terms(self, objective, s_feats: dict, t_feats: dict) -> None:
+        """Refuse a stage's terms whose student and teacher outputs (``s_feats``, ``t_feats``: one
+        dry forward pass's features) cannot be compared."""
+        check_outputs_match(objective, s_feats, t_feats, self.widths_differ)
+
+    widths_differ = staticmethod(widths_differ)  # the words for a term's outputs of two widths
+
+    def check_cache(self, recipe, objectives: dict) -> None:
+        """Refuse, before training, a stage's teacher cache (``cache:``) that cannot hold what its
+        ``objectives`` (by stage name) read of the teacher."""
 
     def check_models(self, models: dict) -> None:
         """Refuse, before any data reaches them, models that cannot be judged together."""
@@ -65,11 +87,29 @@ class Family:
         return [role for role in ROLES if role in models and (role != "student" or recipe.trains("student"))]
 
     def export(self, student: nn.Module, folder: Path) -> None:
-        """Write what this family's users load besides the weights into the run's ``folder``."""
+        """Write what this family's users load besides the weights into the run's ``folder``: what
+        the student writes of itself, when it has an ``export(folder)`` (a transformers encoder its
+        ``student_hf/``, a static-embedding student its ``student_static/``, a causal language
+        model its ``student_hf/``)."""
+        if callable(getattr(student, "export", None)):
+            student.export(folder)
 
 
 class Classifier(Family):
     """Class logits: accuracy, ECE, agreement and KL with the teacher, latency."""
+
+    outputs_classes = True
+
+    def check_data(self, splits):
+        """The test set is scored by its labels, so it needs them all."""
+        test = splits.test_set
+        unlabelled = int((test.y == UNLABELLED).sum())
+        if unlabelled:
+            raise KDistillError(f"data: {unlabelled} of the {len(test)} test labels are -1 (unlabelled), but a classify "
+                                "run scores the test set by its labels; label them, or move them into the training set.")
+
+    def model_args(self, splits):
+        return {"num_classes": max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)}
 
     def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
         test = splits.test_set
@@ -91,6 +131,14 @@ class Classifier(Family):
 
 class Encoder(Family):
     """Sentence embeddings: cosine to the teacher, neighbour overlap, few-label accuracy, speed."""
+
+    @staticmethod
+    def widths_differ(term, tap, who, ours, theirs):
+        if tap != OUTPUT:
+            return widths_differ(term, tap, who, ours, theirs)
+        return (f"loss {shown(term)}: the {who}'s embeddings are {theirs} wide but the student's {ours}; a narrower "
+                "student reads a teacher feature of its width (teacher: projected, for a static student), or give "
+                "the student the teacher's width.")
 
     def epoch_metrics(self, model, teacher, eval_set, device):
         if teacher is None:  # the teacher itself trains: judged as a classifier
@@ -115,13 +163,6 @@ class Encoder(Family):
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, splits.test_set.x,
                                            splits.test_set.y, device, shots, recipe.seed, progress=progress)}
 
-    def export(self, student, folder):
-        if isinstance(student, StaticEncoder):  # a folder model2vec and sentence-transformers load
-            export_static(student, folder / "student_static", overwrite=True)
-        if isinstance(student, HFEncoder) and not getattr(student, "pruned_heads", None):
-            # a folder transformers.AutoModel and sentence_transformers.SentenceTransformer load as it is
-            export_sentence_transformer(student, folder / "student_hf", overwrite=True)  # a resumed run's too
-
 
 class LanguageModel(Family):
     """Causal language models: perplexity, agreement and token KL with the teacher, generation
@@ -141,6 +182,18 @@ class LanguageModel(Family):
                             f"({len(vocab[0]())} tokens); token distillation needs one vocabulary: cut the student "
                             "from the teacher (student.from_teacher), or build it with the teacher's tokenizer "
                             "(args.tokenizer: the teacher's folder).")
+
+    def check_cache(self, recipe, objectives):
+        """A disk cache's ``topk`` keeps the largest class logits: not the hidden states a
+        causal language model's output projection turns into token logits."""
+        for stage in recipe.stages:
+            objective = objectives.get(stage.name)
+            if (stage.cache is None or not stage.cache.topk or objective is None or not objective.uses_teacher
+                    or stage.train == "teacher" or HEAD not in objective.taps()[1]):
+                continue
+            raise KDistillError(f"stages ({stage.name}): cache.topk keeps the largest class logits, but this teacher "
+                                "outputs hidden states that its output projection turns into token logits as the loss "
+                                "needs them (a causal language model); drop cache.topk (the hidden states are cached).")
 
     def epoch_metrics(self, model, teacher, eval_set, device):
         judge = main_teacher(teacher) if teacher is not None else None
@@ -173,14 +226,14 @@ class LanguageModel(Family):
                 metrics["speedup_b16"] = metrics["tokens_per_s_b16"] / base
         return {"test": results, "samples": samples}
 
-    def export(self, student, folder):
-        if isinstance(student, CausalLM):
-            export_causal_lm(student, folder / "student_hf")  # AutoModelForCausalLM and its tokenizer load it
-
 
 FAMILIES: dict[str, Family] = {"classify": Classifier(), "embed": Encoder(), "generate": LanguageModel()}
 
 
 def family_of(recipe) -> Family:
-    return FAMILIES[recipe.task]
+    """The family the recipe's ``task`` names."""
+    family = FAMILIES.get(recipe.task)
+    if family is None:
+        raise KDistillError(f"task: {shown(recipe.task)} is not a model family; use one of {', '.join(FAMILIES)}.")
+    return family
 

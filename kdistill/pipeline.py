@@ -76,11 +76,12 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
     device = resolve_device(recipe.device)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
+    family = family_of(recipe)
     splits, info = prepare_data(recipe, data, preprocess)
-    models = build_models(recipe, teacher, student, device, data_model_args(recipe, splits),
+    family.check_data(splits)
+    models = build_models(recipe, teacher, student, device, data_model_args(family, splits),
                           lambda: calibration_batch(splits, device))
     match_text_length(recipe, models)
-    family = family_of(recipe)
     family.check_models(models)
     made_from_teacher = recipe.student is not None and (recipe.student.from_teacher is not None
                                                         or builds_from_teacher(recipe.student.model))
@@ -91,14 +92,15 @@ def build_pipeline(recipe: Recipe, teacher: nn.Module | None = None, student: nn
         return pipeline
     check_stage_data(recipe, splits)
     check_init_from(recipe, models)
-    check_teacher_preprocess(recipe, models, splits, info, device)  # its accuracy before / after preprocessing
+    check_teacher_preprocess(recipe, family, models, splits, info, device)  # its accuracy before / after preprocessing
     if "teacher" in models and not recipe.trains("teacher"):
         freeze(models["teacher"])
     sample = splits.test_set.x[:2].to(device)
     # the classes of the training data and of the test set (either may lack some by chance)
     num_classes = max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)
     pipeline.providers = build_providers(recipe, models, splits, device, sample, num_classes)
-    pipeline.objectives = build_stage_objectives(recipe, models, sample, pipeline.providers)
+    pipeline.objectives = build_stage_objectives(recipe, models, sample, pipeline.providers, family.check_terms)
+    family.check_cache(recipe, pipeline.objectives)
     return pipeline
 
 
@@ -131,7 +133,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info: dict, device) -> None:
+def check_teacher_preprocess(recipe: Recipe, family: Family, models: dict, splits: Splits, info: dict,
+                             device) -> None:
     """Judge a teacher this run does not train on up to 2,000 test inputs before and after the
     preprocessing, and print both: a drop shows inputs unlike those it was trained on. A teacher
     loaded from weights is also refused when it scores near chance on them, or far below the
@@ -139,11 +142,11 @@ def check_teacher_preprocess(recipe: Recipe, models: dict, splits: Splits, info:
 
     Adds ``teacher_accuracy: {samples, before, after}`` to ``info`` (prepare_data's data info)
     when the preprocessing changed the inputs; nothing is judged when there is no teacher, the
-    run trains it, or the task is embed.
+    run trains it, or the family's models output no classes (``Family.outputs_classes``).
     """
     before = splits.test_before_preprocess
     judged = loaded_teacher(recipe) and recipe.data.check_teacher
-    if ((before is None and not judged) or "teacher" not in models or recipe.task != "classify"
+    if ((before is None and not judged) or "teacher" not in models or not family.outputs_classes
             or recipe.trains("teacher")):
         return
     teacher = main_teacher(models["teacher"])
@@ -184,10 +187,11 @@ def calibration_batch(splits: Splits, device) -> torch.Tensor:
     return pool.batch(rows, device)
 
 
-def data_model_args(recipe: Recipe, splits: Splits) -> dict:
-    """What the data says of the models that fit it: ``num_classes`` (classify runs),
-    ``in_channels`` (images) and ``in_features`` (the flattened input size); a registered
-    model the recipe builds without weights takes those its arguments leave out."""
+def data_model_args(family: Family, splits: Splits) -> dict:
+    """What the data says of the models that fit it: ``in_channels`` (images), ``in_features``
+    (the flattened input size) and what the family adds (``Family.model_args``: ``num_classes``
+    of a classifier); a registered model the recipe builds without weights takes those its
+    arguments leave out."""
     test = splits.test_set
     if test is None or not len(test) or test.source.tokens:
         return {}
@@ -195,9 +199,7 @@ def data_model_args(recipe: Recipe, splits: Splits) -> dict:
     known = {"in_features": int(torch.Size(shape).numel())}
     if len(shape) == 3:
         known["in_channels"] = shape[0]
-    if recipe.task == "classify":
-        known["num_classes"] = max(s.num_classes for s in (splits.pool_set, test) if s is not None)
-    return known
+    return {**known, **family.model_args(splits)}
 
 
 def _build(spec, known: dict, teacher: nn.Module | None = None) -> nn.Module:

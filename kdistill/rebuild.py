@@ -134,6 +134,6 @@ def export_run(run_dir: str | Path, fmt: str = "safetensors", out: str | Path | 
     outputs = max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)  # as the models were built
     meta = {"format": fmt, "recipe": recipe.name, **input_steps(recipe, preprocess, input_shape),
             "input_shape": input_shape, "input_dtype": str(sample.dtype).removeprefix("torch."),
-            "classes": class_names(recipe, outputs, splits.test_set.source) if recipe.task == "classify" else None,
+            "classes": class_names(recipe, outputs, splits.test_set.source) if p.family.outputs_classes else None,
             "task": recipe.task}
     return write_student(student, sample, meta, fmt, out, target, preprocess)

@@ -461,8 +461,9 @@ class Recipe(Strict):
     # classify: models output class logits; embed: sentence-embedding models, judged by
     # agreement with the teacher and few-label accuracy. Default: embed for text sources.
     # generate: causal language models (data.source lm_text / lm_pairs), judged by perplexity,
-    # agreement with the teacher and generation speed.
-    task: Literal["classify", "embed", "generate"] | None = None
+    # agreement with the teacher and generation speed. Any family in families.FAMILIES (checked
+    # where the run looks it up: families.family_of).
+    task: str | None = None
 
     @field_validator("name")
     @classmethod

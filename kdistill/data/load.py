@@ -207,8 +207,8 @@ def check_finite(source: Source, part: str) -> None:
 def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None:
     """Labels are classes 0..K-1, or -1 for a training sample without a label (each source
     checked them by ``data/labels.py``'s rule); ``data.classes`` names every class the labels
-    use, and then sets the number of classes; a classify run's test set is scored by its labels,
-    so it needs them all."""
+    use, and then sets the number of classes (what a family needs of the labels besides:
+    ``Family.check_data``)."""
     for part, source in (("training", train), ("test", test)):
         if len(source) and int(source.y.min()) < UNLABELLED:
             raise KDistillError(f"data: a {part} label is {int(source.y.min())}; labels are classes 0..K-1, "
@@ -229,10 +229,6 @@ def _check_labels(recipe: Recipe, train: ArraySource, test: ArraySource) -> None
                 raise KDistillError(f"data.classes: names {len(classes)} classes but a {part} label is "
                                     f"{int(source.y.max())}; name every class (ids 0..{int(source.y.max())}).")
         train.num_classes = test.num_classes = len(classes)
-    unlabelled = int((test.y == UNLABELLED).sum())
-    if recipe.task == "classify" and unlabelled:
-        raise KDistillError(f"data: {unlabelled} of the {len(test)} test labels are -1 (unlabelled), but a classify "
-                            "run scores the test set by its labels; label them, or move them into the training set.")
 
 
 def choose_preprocess(recipe: Recipe, train: Source, custom: bool,

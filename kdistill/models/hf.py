@@ -19,6 +19,7 @@ from torch import nn
 from kdistill.data.tokenizer import first_line, import_transformers, load_tokenizer, not_found, resolve_path
 from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import forward_batches
+from kdistill.models.text_encoder_folder import export_sentence_transformer
 from kdistill.models.zoo import register
 
 PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -109,6 +110,14 @@ class HFEncoder(nn.Module):
         device = next(self.parameters()).device
         return forward_batches(self, list(texts), device, batch_size=batch_size, each=lambda out: out.cpu(),
                                transform=lambda batch, where: self.tokenize(batch).to(device))
+
+    def export(self, folder: Path) -> Path | None:
+        """Write this encoder beside a run: ``folder/student_hf``, a folder ``transformers.AutoModel``
+        and ``sentence_transformers.SentenceTransformer`` load as it is (a resumed run's replaces
+        it); nothing for one with pruned attention heads, which a transformers config cannot describe."""
+        if getattr(self, "pruned_heads", None):
+            return None
+        return export_sentence_transformer(self, Path(folder) / "student_hf", overwrite=True)
 
 
 def set_max_length(model: nn.Module, max_length: int) -> None:

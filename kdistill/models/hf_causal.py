@@ -30,6 +30,7 @@ from torch import nn
 from kdistill.data.lm_batch import prediction_mask, split_inputs
 from kdistill.data.tokenizer import first_line, import_transformers, load_tokenizer, resolve_path
 from kdistill.errors import KDistillError, shown
+from kdistill.models.decoder_arch import FRESH_MODEL_TYPE, Arch, arch_of
 from kdistill.models.hf import check_folder, load_config, load_pretrained
 from kdistill.models.subnet import pick_layers, prune_linear, set_module, sub_network
 from kdistill.models.taps import resolve_module
@@ -89,6 +90,11 @@ class CausalLM(nn.Module):
         ids, attention = split_inputs(x)
         return self.model(input_ids=ids, attention_mask=attention, use_cache=False).logits
 
+    def export(self, folder: Path) -> Path:
+        """Write this model beside a run: ``folder/student_hf``, which ``AutoModelForCausalLM`` and
+        its tokenizer load (``export_causal_lm``)."""
+        return export_causal_lm(self, Path(folder) / "student_hf")
+
     def cut(self, spec, calib: torch.Tensor | None) -> "CausalLM":
         """The sub-network a recipe's ``student.from_teacher`` (``SubnetSpec``) describes, started
         from these weights: decoder layers kept (``keep``, or ``layers`` picked ``even`` /
@@ -142,7 +148,7 @@ def _load(transformers, where: str):
 
 def _fresh(transformers, config: dict):
     config = dict(config)
-    model_type = config.pop("model_type", "llama")
+    model_type = config.pop("model_type", FRESH_MODEL_TYPE)
     built = transformers.AutoConfig.for_model(model_type, **config)
     _check_causal(transformers, built, f"config of model_type {shown(model_type)}")
     return transformers.AutoModelForCausalLM.from_config(built)
@@ -246,29 +252,10 @@ def _units(indices: torch.Tensor, size: int) -> torch.Tensor:
     return (indices.unsqueeze(1) * size + torch.arange(size, device=indices.device)).flatten()
 
 
-def _layer_kind(layer: nn.Module) -> str:
-    """``llama`` (q/k/v/o_proj; up/down_proj and maybe gate_proj) or ``gpt2`` (Conv1D c_attn/c_proj)."""
-    from transformers.pytorch_utils import Conv1D
-
-    attn, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
-    if (attn is not None and mlp is not None
-            and all(isinstance(getattr(attn, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
-            and all(isinstance(getattr(mlp, n, None), nn.Linear) for n in ("up_proj", "down_proj"))
-            and {n for n, m in mlp.named_children() if isinstance(m, nn.Linear)} <= {"gate_proj", "up_proj",
-                                                                                     "down_proj"}):
-        return "llama"
-    attn = getattr(layer, "attn", None)
-    if (attn is not None and mlp is not None and isinstance(getattr(attn, "c_proj", None), Conv1D)
-            and all(isinstance(getattr(mlp, n, None), Conv1D) for n in ("c_fc", "c_proj"))):
-        return "gpt2"
-    raise KDistillError(f"prune_width: does not know the decoder layer {type(layer).__name__}; it prunes "
-                        "Llama-style layers (q/k/v/o_proj, gate/up/down_proj: Llama, Qwen2, Mistral) and GPT-2.")
-
-
-def _activations(model: CausalLM, calib: torch.Tensor, kind: str) -> tuple[list, list]:
+def _activations(model: CausalLM, calib: torch.Tensor, arch: Arch) -> tuple[list, list]:
     """Per layer, over the calibration tokens: mean |input| of the MLP's output projection, one per
     unit ``(ffn,)``; and the summed norm of each query head's slice of the attention output
-    projection's input ``(heads,)`` (Llama-style layers only, else None)."""
+    projection's input ``(heads,)`` (layers whose heads can be pruned, ``Arch.heads_out``, else None)."""
     layers, heads = resolve_module(model, model.layer_stack), model.config.num_attention_heads
     real = split_inputs(calib)[1].bool()  # (B, L)
     units, head_norms, handles = [None] * len(layers), [None] * len(layers), []
@@ -280,10 +267,9 @@ def _activations(model: CausalLM, calib: torch.Tensor, kind: str) -> tuple[list,
         return record
 
     for i, layer in enumerate(layers):
-        handles.append((layer.mlp.down_proj if kind == "llama" else layer.mlp.c_proj)
-                       .register_forward_pre_hook(hook(units, i, False)))
-        if kind == "llama":
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(hook(head_norms, i, True)))
+        handles.append(arch.mlp_out(layer).register_forward_pre_hook(hook(units, i, False)))
+        if arch.heads_out is not None:
+            handles.append(arch.heads_out(layer).register_forward_pre_hook(hook(head_norms, i, True)))
     was_training = model.training
     try:
         with torch.no_grad():
@@ -295,19 +281,18 @@ def _activations(model: CausalLM, calib: torch.Tensor, kind: str) -> tuple[list,
     return units, head_norms
 
 
-def _check_width(model: CausalLM, kind: str, heads: int | None, ffn: int | None) -> None:
+def _check_width(model: CausalLM, arch: Arch, heads: int | None, ffn: int | None) -> None:
     config, layer = model.config, resolve_module(model, model.layer_stack)[0]
     if heads is None and ffn is None:
         raise KDistillError("prune_width: give heads, ffn or both (how many to keep in every layer).")
     if ffn is not None:
-        width = (layer.mlp.down_proj.in_features if kind == "llama" else layer.mlp.c_proj.weight.shape[0])
+        width = arch.mlp_width(layer)
         if not 1 <= ffn <= width:
             raise KDistillError(f"prune_width: ffn {ffn} must be between 1 and the MLP width {width}.")
     if heads is None:
         return
-    if kind == "gpt2":
-        raise KDistillError(f"prune_width: heads {heads}: a GPT-2 config derives the head size from n_embd / n_head, "
-                            "so it cannot express fewer heads; prune ffn or layers instead.")
+    if arch.heads_out is None:
+        raise KDistillError(f"prune_width: heads {heads}: {arch.no_heads}")
     total, (groups, group) = config.num_attention_heads, _kv_groups(config)
     allowed = list(range(group, total + 1, group))
     if heads not in allowed:
@@ -323,18 +308,18 @@ def prune_width(model: CausalLM, calib: torch.Tensor, heads: int | None = None, 
     The config stays a standard one (``num_attention_heads``, ``num_key_value_heads``, ``head_dim``,
     ``intermediate_size``; GPT-2 ``n_inner``), so the model exports."""
     layers = resolve_module(model, model.layer_stack)
-    kind = _layer_kind(layers[0])
+    arch = arch_of(layers[0])
     for layer in layers:
-        _layer_kind(layer)
-    _check_width(model, kind, heads, ffn)
-    units, head_norms = _activations(model, calib.to(model.output_head()[0].device), kind)
+        arch_of(layer)
+    _check_width(model, arch, heads, ffn)
+    units, head_norms = _activations(model, calib.to(model.output_head()[0].device), arch)
     for layer, unit_scores, head_scores in zip(layers, units, head_norms):
         if ffn is not None:
-            _narrow_mlp(layer.mlp, unit_scores.topk(ffn).indices.sort().values, kind)
+            arch.narrow_mlp(layer.mlp, unit_scores.topk(ffn).indices.sort().values)
         if heads is not None:
             _keep_groups(layer.self_attn, head_scores, heads, model.config)
     if ffn is not None:
-        setattr(model.config, "intermediate_size" if kind == "llama" else "n_inner", ffn)
+        setattr(model.config, arch.ffn_field, ffn)
     if heads is not None:
         config, group = model.config, _kv_groups(model.config)[1]
         config.head_dim = layers[0].self_attn.head_dim  # explicit: hidden_size // heads no longer gives it
@@ -345,29 +330,6 @@ def _kv_groups(config) -> tuple[int, int]:
     """Key/value groups, and query heads in each, of a (grouped-query) attention config."""
     groups = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     return groups, config.num_attention_heads // groups
-
-
-def _narrow_mlp(mlp: nn.Module, keep: torch.Tensor, kind: str) -> None:
-    if kind == "gpt2":
-        mlp.c_fc, mlp.c_proj = _prune_conv1d(mlp.c_fc, keep, outputs=True), _prune_conv1d(mlp.c_proj, keep, False)
-        return
-    for name in ("gate_proj", "up_proj"):
-        if hasattr(mlp, name):
-            setattr(mlp, name, prune_linear(getattr(mlp, name), keep, 0))
-    mlp.down_proj = prune_linear(mlp.down_proj, keep, 1)
-    if hasattr(mlp, "intermediate_size"):
-        mlp.intermediate_size = len(keep)
-
-
-def _prune_conv1d(conv: nn.Module, keep: torch.Tensor, outputs: bool) -> nn.Module:
-    """A copy of a GPT-2 ``Conv1D`` (weight ``(in, out)``) with only the output or input units ``keep``."""
-    from transformers.pytorch_utils import Conv1D
-
-    weight = conv.weight.index_select(1 if outputs else 0, keep)  # (in, out)
-    out = Conv1D(weight.shape[1], weight.shape[0])
-    out.weight.data.copy_(weight)
-    out.bias.data.copy_(conv.bias[keep] if outputs else conv.bias)
-    return out.to(conv.weight.device, conv.weight.dtype)
 
 
 def _keep_groups(attn: nn.Module, head_scores: torch.Tensor, heads: int, config) -> None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ from tqdm import tqdm
 from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import eval_mode
 from kdistill.models.projection import fit_pca
+from kdistill.models.static_folder import export_static
 from kdistill.models.zoo import register
 
 SKIP_TOKENS = r"\[unused\d+\]"  # BERT's placeholder tokens, which no text produces
@@ -97,6 +99,11 @@ class StaticEncoder(nn.Module):
         summed = (self.embedding(ids) * weights.unsqueeze(-1)).sum(1)  # (B, D)
         emb = summed / weights.sum(1, keepdim=True).clamp_min(1.0)
         return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def export(self, folder: Path) -> Path:
+        """Write this student beside a run: ``folder/student_static``, a folder model2vec and
+        sentence-transformers load (``models/static_folder.py``); a resumed run's replaces it."""
+        return export_static(self, Path(folder) / "student_static", overwrite=True)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """``texts`` as one ``(N, 2, L)`` int64 tensor, L the longest text: never truncated (a

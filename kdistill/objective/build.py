@@ -28,12 +28,14 @@ def build_providers(recipe, models: dict, splits, device, sample: torch.Tensor,
     return [p for p in found if p is not None]
 
 
-def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
-                           providers: list[FeatureProvider] = ()) -> dict[str, Objective]:
+def build_stage_objectives(recipe, models: dict, sample: torch.Tensor, providers: list[FeatureProvider] = (),
+                           check_terms=None) -> dict[str, Objective]:
     """One objective per stage, with taps checked and adapters built from one dry forward pass.
 
     Runs before any training, so a bad tap name fails early. Adapters are shared across stages
-    by (student tap, teacher tap), and with the providers' own adapters.
+    by (student tap, teacher tap), and with the providers' own adapters. ``check_terms(objective,
+    s_feats, t_feats)``: refuses terms whose outputs cannot be compared (the family's rule;
+    default ``check_outputs_match``).
     """
     shared = nn.ModuleDict()
     for provider in providers:
@@ -46,7 +48,7 @@ def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
         s_feats = dry_features(models[stage.train], s_names, "student", sample, objective.student_derived)
         if objective.uses_teacher and stage.train != "teacher":
             t_feats = dry_features(models["teacher"], t_names, "teacher", sample, objective.teacher_derived)
-            _check_outputs_match(objective, s_feats, t_feats, recipe.task)
+            (check_terms or check_outputs_match)(objective, s_feats, t_feats)
             pairs = objective.feature_pairs()
             for key, adapter in build_adapters(pairs, s_feats, t_feats).items():
                 if key not in shared:
@@ -56,18 +58,17 @@ def build_stage_objectives(recipe, models: dict, sample: torch.Tensor,
     return objectives
 
 
-def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, task: str | None = None) -> None:
-    """A term comparing the student's output with a teacher's needs the same classes (or, through
-    output projections, the same vocabulary) on both sides."""
+def output_mismatches(objective: Objective, s_feats: dict, t_feats: dict):
+    """``(term name, tap, who, student width, teacher width)`` of each term comparing a student's
+    output with a teacher's of another width: ``tap`` is ``HEAD`` (the output projections: a
+    vocabulary) or ``OUTPUT`` (classes, or embeddings); ``who``: which teacher."""
     for term in objective.terms:
         students = term.student if isinstance(term.student, tuple) else (term.student,)
         teachers = term.teacher if isinstance(term.teacher, tuple) else (term.teacher,)
         if HEAD in students and HEAD in teachers:
             vs, vt = s_feats[HEAD][0].shape[0], t_feats[HEAD][0].shape[0]
             if vs != vt:
-                raise KDistillError(f"loss {shown(term.name)}: the teacher predicts over {vt} tokens but the student "
-                                    f"over {vs}; token losses need one vocabulary: give the student the "
-                                    "teacher's tokenizer (a sub-network of the teacher, or a config with its vocab_size).")
+                yield term.name, HEAD, "teacher", vs, vt
             continue
         if OUTPUT not in students:
             continue
@@ -76,10 +77,22 @@ def _check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, tas
                 continue
             ks, kt = s_feats[OUTPUT].shape[-1], t_feats[t].shape[-1]
             if ks != kt:
-                who = "teacher" if t == OUTPUT else f"teacher {shown(t.split(':')[0])}"
-                if task == "embed":
-                    raise KDistillError(f"loss {shown(term.name)}: the {who}'s embeddings are {kt} wide but the student's "
-                                        f"{ks}; a narrower student reads a teacher feature of its width (teacher: "
-                                        "projected, for a static student), or give the student the teacher's width.")
-                raise KDistillError(f"loss {shown(term.name)}: the {who} outputs {kt} classes but the student {ks}; "
-                                    f"give the student num_classes={kt} (model args).")
+                yield term.name, OUTPUT, "teacher" if t == OUTPUT else f"teacher {shown(t.split(':')[0])}", ks, kt
+
+
+def widths_differ(term: str, tap: str, who: str, ours: int, theirs: int) -> str:
+    """The words for a term whose student output is ``ours`` wide and the teacher's ``theirs``
+    (a family whose outputs are not classes says its own)."""
+    if tap == HEAD:
+        return (f"loss {shown(term)}: the teacher predicts over {theirs} tokens but the student over {ours}; token "
+                "losses need one vocabulary: give the student the teacher's tokenizer (a sub-network of the "
+                "teacher, or a config with its vocab_size).")
+    return (f"loss {shown(term)}: the {who} outputs {theirs} classes but the student {ours}; give the student "
+            f"num_classes={theirs} (model args).")
+
+
+def check_outputs_match(objective: Objective, s_feats: dict, t_feats: dict, differ=widths_differ) -> None:
+    """A term comparing the student's output with a teacher's needs the same classes (or, through
+    output projections, the same vocabulary) on both sides; ``differ`` words the refusal."""
+    for mismatch in output_mismatches(objective, s_feats, t_feats):
+        raise KDistillError(differ(*mismatch))

@@ -25,7 +25,7 @@ from kdistill import distributed
 from kdistill.data.augment import random_shift_flip, shift_flip
 from kdistill.errors import KDistillError
 from kdistill.models.infer import eval_mode, forward_batches
-from kdistill.models.taps import HEAD, OUTPUT, FeatureTaps, apply_derived
+from kdistill.models.taps import OUTPUT, FeatureTaps, apply_derived
 from kdistill.data.samples import fingerprint_of
 from kdistill.train.cache import TeacherCache, build_cache, fingerprint
 
@@ -136,10 +136,6 @@ def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage,
                             "off for a cached stage (the stage's augment shift/flip is cached by views), or drop cache.")
     if decoded_at_random:  # a new view every epoch: the teacher sees each one live
         return source
-    if stage.cache is not None and stage.cache.topk and HEAD in names:
-        raise KDistillError(f"stages ({stage.name}): cache.topk keeps the largest class logits, but this teacher "
-                            "outputs hidden states that its output projection turns into token logits as the loss "
-                            "needs them (a causal language model); drop cache.topk (the hidden states are cached).")
     if stage.cache is not None or (stage.cache_teacher and not augment):
         source.taps.remove()  # outputs computed ahead: the hooks would only hold on to a batch
     if stage.cache is not None:

@@ -75,12 +75,16 @@ def test_more_labelled_than_labelled_rows_fails():
 def test_a_classify_test_set_needs_every_label(tmp_path):
     from kdistill.recipe import load_recipe
     from kdistill.data.load import prepare_data
+    from kdistill.families import family_of
 
     train, test = _source(), _source(10)
     test.y[3] = -1
     recipe = load_recipe({"data": {"source": "custom", "labelled": 10}, "stages": [{"name": "s"}]})
+    splits, _ = prepare_data(recipe, (train, test))  # the family's rule (families.Classifier.check_data)
     with pytest.raises(KDistillError, match="1 of the 50 test labels are -1"):
-        prepare_data(recipe, (train, test))
+        family_of(recipe).check_data(splits)
+    embed = load_recipe({"data": {"source": "custom", "labelled": 10}, "task": "embed", "stages": [{"name": "s"}]})
+    family_of(embed).check_data(splits)  # an encoder's test set needs no label
     train.y[0] = -3
     with pytest.raises(KDistillError, match="a training label is -3"):
         prepare_data(recipe, (train, _source(10)))

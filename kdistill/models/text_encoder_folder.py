@@ -2,7 +2,7 @@
 writes a folder that ``transformers.AutoModel`` / ``AutoTokenizer`` and
 ``sentence_transformers.SentenceTransformer`` both load as they are (the layout of
 all-MiniLM-L6-v2: the model and tokenizer at the root, then mean pooling and, when the encoder
-normalises, a Normalize module).
+normalises, a Normalize module). ``HFEncoder.export`` writes it beside a run.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ import torch
 from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.export.folder import (
+from kdistill.models.folder import (
     staged_folder,
     write_json,
     write_sentence_transformer_modules,
 )
-from kdistill.models.hf import HFEncoder
 
 
 def _check_exportable(encoder) -> None:
@@ -87,7 +86,7 @@ def _tokenizer_cut_at(tokenizer, max_length: int):
     return tokenizer
 
 
-def export_sentence_transformer(encoder: HFEncoder, out_dir: str | Path, overwrite: bool = False) -> Path:
+def export_sentence_transformer(encoder: nn.Module, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write ``encoder`` as a folder that ``transformers.AutoModel``/``AutoTokenizer`` and
     ``sentence_transformers.SentenceTransformer`` load, giving the same embeddings.
 

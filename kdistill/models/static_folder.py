@@ -1,4 +1,4 @@
-"""A static-embedding student (``models.static``) as one folder that both model2vec
+"""A static-embedding student (``models.static``; ``StaticEncoder.export`` writes it beside a run) as one folder that both model2vec
 (``StaticModel.from_pretrained``) and sentence-transformers (``SentenceTransformer``) load.
 
 The layout is model2vec's own (``model2vec/persistence``, version 0.10), which
@@ -22,17 +22,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from safetensors.torch import save_file
+from torch import nn
 
 from kdistill.errors import KDistillError
-from kdistill.export.folder import (
+from kdistill.models.folder import (
     staged_folder,
     write_json,
     write_sentence_transformer_modules,
 )
-from kdistill.models.static import StaticEncoder
 
 
-def _backend_tokenizer(encoder: StaticEncoder):
+def _backend_tokenizer(encoder: nn.Module):
     """A copy of the student's tokenizer as a ``tokenizers.Tokenizer`` that neither truncates nor pads."""
     from tokenizers import Tokenizer
 
@@ -47,7 +47,7 @@ def _backend_tokenizer(encoder: StaticEncoder):
     return tokenizer
 
 
-def export_static(encoder: StaticEncoder, out_dir: str | Path, overwrite: bool = False) -> Path:
+def export_static(encoder: nn.Module, out_dir: str | Path, overwrite: bool = False) -> Path:
     """Write ``encoder`` as a folder that ``model2vec.StaticModel.from_pretrained`` and
     ``sentence_transformers.SentenceTransformer`` load, giving its embeddings (module docstring).
 
@@ -57,7 +57,7 @@ def export_static(encoder: StaticEncoder, out_dir: str | Path, overwrite: bool =
         overwrite: replace an existing non-empty ``out_dir``.
     Returns: the folder's path.
     """
-    if not isinstance(encoder, StaticEncoder):
+    if not all(hasattr(encoder, n) for n in ("embedding", "counted", "tokenizer", "normalize")):
         raise KDistillError(f"export: {type(encoder).__name__} is not a static-embedding student (model: static); "
                             "only those export as a model2vec folder.")
     tokenizer = _backend_tokenizer(encoder)

@@ -1,4 +1,4 @@
-"""export_static (kdistill/export/static.py): a static-embedding student as one folder that model2vec
+"""export_static (kdistill/models/static_folder.py): a static-embedding student as one folder that model2vec
 and sentence-transformers load, giving the student's own embeddings; and the generic ONNX export."""
 
 import json
@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 
 from kdistill.errors import KDistillError  # noqa: E402
 from kdistill.export.onnx import export_onnx  # noqa: E402
-from kdistill.export.static import export_static  # noqa: E402
+from kdistill.models.static_folder import export_static  # noqa: E402
 from kdistill.models.hf import hf_encoder  # noqa: E402
 from kdistill.models.static import static_encoder  # noqa: E402
 

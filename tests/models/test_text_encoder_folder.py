@@ -1,4 +1,4 @@
-"""export_sentence_transformer (kdistill/export/text_encoder.py): a text-encoder student as a folder that
+"""export_sentence_transformer (kdistill/models/text_encoder_folder.py): a text-encoder student as a folder that
 plain transformers and sentence-transformers load, giving the student's own embeddings."""
 
 import json
@@ -10,7 +10,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from kdistill.errors import KDistillError  # noqa: E402
-from kdistill.export.text_encoder import export_sentence_transformer  # noqa: E402
+from kdistill.models.text_encoder_folder import export_sentence_transformer  # noqa: E402
 from kdistill.models.subnet import sub_network  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("offline_hub")

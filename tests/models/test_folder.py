@@ -1,11 +1,11 @@
-"""A model folder written whole or not at all (kdistill/export/folder.py)."""
+"""A model folder written whole or not at all (kdistill/models/folder.py)."""
 
 import json
 
 import pytest
 
 from kdistill.errors import KDistillError
-from kdistill.export.folder import staged_folder, write_sentence_transformer_modules
+from kdistill.models.folder import staged_folder, write_sentence_transformer_modules
 
 
 def test_a_staged_folder_replaces_the_old_one_only_when_the_block_ends(tmp_path):
