@@ -21,6 +21,7 @@ from kdistill.data.load import class_names, known_class_names
 from kdistill.models.weights import classes_metadata, save_tensors, save_weights
 from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
+from kdistill.progress import shown
 from kdistill.pipeline import Pipeline, build_pipeline
 from kdistill.recipe import Recipe, dump_recipe, load_recipe, read_recipe_file
 from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
@@ -84,6 +85,7 @@ def run(
         teacher, student: the user's own modules, used in place of the recipe's model names.
         data: the user's own ``(train, test)`` data (see ``kdistill.data.as_source``) or Splits.
         overwrite: replace an existing run directory of the same name.
+        progress: show bars and epoch lines (``kdistill.progress``) while the run lasts.
         resume: an unfinished run directory (``runs/<name>.incomplete``, or ``runs/<name>``):
             continue from its newest readable checkpoint, with the recipe it was started with.
     Returns:
@@ -91,7 +93,8 @@ def run(
     """
     created = distributed.init_from_env()  # launched by torchrun: join the process group
     try:
-        return _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume)
+        with shown(progress):
+            return _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, resume)
     finally:
         if created:
             torch.distributed.destroy_process_group()
@@ -110,7 +113,7 @@ def _started_as(recipe_path: Path) -> list[str]:
             and "decay_bias_and_norm" not in stage["optimizer"]]
 
 
-def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume) -> RunResult:
+def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, resume) -> RunResult:
     # modules passed from Python stand in for the recipe's teacher / student (a recipe may leave
     # them out); the resolved recipe records where they came from
     given = [f"{role}.model=(python) {type(m).__name__}" for role, m in (("teacher", teacher), ("student", student))
@@ -138,12 +141,12 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
     try:  # the run holds the lock on its name until it ends, however it ends
-        return _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress)
+        return _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started)
     finally:
         out.release()
 
 
-def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress) -> RunResult:
+def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started) -> RunResult:
     try:
         if checkpoint is None and distributed.is_main():
             out.write("recipe.yaml", dump_recipe(recipe))
@@ -153,7 +156,7 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
         if recipe.tensorboard and distributed.is_main():
             out.tensorboard()
         with stop_on_signals() as stop:
-            stage_times = fit(pipeline, out, progress, checkpoint, stop)
+            stage_times = fit(pipeline, out, checkpoint, stop)
     except (KDistillError, OSError) as err:  # OSError: a disk full or read-only (others are re-raised)
         raise _kept_or_discarded(out, err) from None
     if not distributed.is_main():
@@ -162,7 +165,7 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
     # from here on the run's checkpoints stay until it is complete: a kill during the evaluation,
     # the report or the rename is finished by --resume without training again
     try:
-        summary = _finish(pipeline, out, stage_times, started, progress)
+        summary = _finish(pipeline, out, stage_times, started)
     except (KDistillError, OSError) as err:
         raise _kept_or_discarded(out, err) from None
     run_dir = out.complete()  # refused, the finished run kept, if <name> appeared meanwhile
@@ -170,13 +173,13 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
     return RunResult(run_dir=run_dir, summary=summary, models=pipeline.models)
 
 
-def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, progress: bool = False) -> dict:
-    """After training: the final evaluation (``progress``: with a bar for each long pass), the
+def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float) -> dict:
+    """After training: the final evaluation (with a bar for each long pass), the
     weights, the student's export and the report, all written into the unfinished run directory.
     Returns the summary."""
     recipe, models, splits, device = pipeline.recipe, pipeline.models, pipeline.splits, pipeline.device
     logits: dict[str, torch.Tensor] = {}
-    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits, progress=progress)
+    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits)
     if logits:  # for the report's calibration and disagreement figures
         save_tensors({**logits, "labels": splits.test_set.y}, out.path / "predictions.safetensors")
         summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1], splits.test_set.source)

@@ -13,11 +13,12 @@ from kdistill.models.zoo import count_params
 
 
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512,
-            progress: bool = False, desc: str = "outputs") -> torch.Tensor:
+            desc: str | None = None) -> torch.Tensor:
     """Outputs of ``model`` (in eval mode) for inputs ``x`` ``(N, ...)``, float32 on the CPU ``(N, K)``;
-    ``progress``: a bar named ``desc`` for a pass of more than a few seconds."""
+    ``desc``: the pass's name on a bar, shown where the job shows progress (``kdistill.progress``)
+    for a pass of more than a few seconds; None: no bar."""
     return forward_batches(model, x, device, batch_size=batch_size, each=lambda out: out.float().cpu(),
-                           progress=progress, desc=desc)
+                           desc=desc)
 
 
 def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
@@ -90,14 +91,12 @@ def evaluate_model(
     teacher_logits: torch.Tensor | None = None,
     latency: bool = True,
     logits: torch.Tensor | None = None,
-    progress: bool = False,
 ) -> dict[str, float]:
     """All metrics of one model on a test set: accuracy, agreement, KL, ECE, params, latency.
 
-    ``logits``: the model's outputs on ``x`` when already computed (e.g. a cached teacher's);
-    ``progress``: a bar while they are computed.
+    ``logits``: the model's outputs on ``x`` when already computed (e.g. a cached teacher's).
     """
-    logits = predict(model, x, device, progress=progress, desc="test set") if logits is None else logits
+    logits = predict(model, x, device) if logits is None else logits
     metrics = classification_metrics(logits, y, teacher_logits)
     metrics["params"] = count_params(model)
     if latency:

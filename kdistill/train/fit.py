@@ -8,6 +8,7 @@ import torch
 import yaml
 from torch import nn
 
+from kdistill import progress
 from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
@@ -152,12 +153,12 @@ class Fit:
         return teacher
 
 
-def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
-        stop: threading.Event | None = None) -> dict[str, float]:
+def fit(pipeline, out, resume: dict | None = None, stop: threading.Event | None = None) -> dict[str, float]:
     """Train the recipe's stages in order; returns the seconds each stage took.
 
     Writes checkpoints into ``out`` (``recipe.checkpoint``); ``resume``: a checkpoint's state,
-    from which training continues exactly; ``stop``: set to checkpoint and stop cleanly.
+    from which training continues exactly; ``stop``: set to checkpoint and stop cleanly. Epoch
+    lines and bars where the job shows progress (``kdistill.progress``).
     """
     recipe, splits = pipeline.recipe, pipeline.splits
     if splits.val_set is None and any(stage.keep_best for stage in recipe.stages):  # user Splits without one
@@ -180,14 +181,14 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
             if evaluate_now and distributed.is_main():  # other ranks log nothing
                 record[eval_name], words = pipeline.family.epoch_metrics(model, teacher, eval_set, pipeline.device)
                 line += f" {eval_name} {words}"
-                if progress:
+                if progress.enabled():
                     print(line, flush=True)
             if evaluate_now and stage.keep_best:  # the recipe guarantees a validation set
                 score = pipeline.family.selection_score(record[eval_name]) if eval_name in record else None
                 state.judge_epoch(stage, epoch + 1, model, score)
             out.log(record)
 
-        hooks = Hooks(on_epoch_end=on_epoch_end, progress=progress, desc=stage.name,
+        hooks = Hooks(on_epoch_end=on_epoch_end, desc=stage.name,
                       checkpoint=(lambda loop, i=i: state.save(i, loop)) if recipe.checkpoint.enabled else None,
                       checkpoint_every=recipe.checkpoint.every, stop=stop or threading.Event())
         x, y = pipeline.stage_data(stage)
@@ -197,7 +198,7 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
         state.stage_times[stage.name] = result["seconds"]
         if stage.keep_best:
             kept = state.keep_best(stage, model)
-            if progress and distributed.is_main():
+            if progress.enabled():
                 print(kept, flush=True)
         state.ends[stage.name] = snapshot(model)
     if state.first < len(recipe.stages):

@@ -16,8 +16,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
+from kdistill import progress
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
 from kdistill.data.samples import Inputs, as_inputs
@@ -40,8 +40,8 @@ class Hooks:
         checkpoint: called with the loop's state (``Trainer.state``) after every epoch, every
             ``checkpoint_every`` steps (0: epoch ends only) and when ``stop`` is set.
         stop: set (by SIGINT/SIGTERM) to write a checkpoint and stop cleanly.
-        progress: show a progress bar.
-        desc: the stage's name in messages and the bar.
+        desc: the stage's name in messages and the bar (shown where the job shows progress:
+            ``kdistill.progress``).
         log_every: steps between readings of the terms (the bar's figures, the check that they
             are finite); the steps between stay on the device, never waiting for it.
     """
@@ -50,7 +50,6 @@ class Hooks:
     checkpoint: Callable[[dict], None] | None = None
     checkpoint_every: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: bool = True
     desc: str = "train"
     log_every: int = 25
 
@@ -111,9 +110,8 @@ class Trainer:
 
 def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, device: torch.device,
           teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None,
-          loader: LoaderSpec | None = None, progress: bool = False) -> Trainer:
-    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source
-    (``progress``: a bar while teacher outputs are computed ahead)."""
+          loader: LoaderSpec | None = None) -> Trainer:
+    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
     generator = torch.Generator().manual_seed(seed)
     x = as_inputs(x)
     objective.bind(model)
@@ -139,7 +137,7 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     on_device = device.type == "cuda" and stored is not None and stored < 2**31
     if on_device:  # small data sets held in memory live on the GPU, as stored: no copy per step
         x, y = x.to(device), y.to(device)
-    source = teacher_source(teacher, objective, x, stage, seed, device, memo, progress=progress)
+    source = teacher_source(teacher, objective, x, stage, seed, device, memo)
     loader = loader or LoaderSpec()
     workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda", nice=loader.nice)
@@ -243,9 +241,7 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
     # this process's share of each batch still to do, fetched in order (by workers, if any)
     shares = [distributed.local_share(index) for index in batches[t.skip:]]
     todo = t.loader.epoch([share for share, _ in shares], view=(t.seed, epoch))
-    bar = tqdm(todo, desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
-               total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
-               dynamic_ncols=True)
+    bar = progress.over(todo, f"{hooks.desc} {epoch + 1}/{stage.epochs}", len(batches), t.skip)
     bad = torch.tensor(-1, device=t.device)  # the first step whose loss was not finite
     totals: dict[str, float] = {}
     for done, ((index, xb, yb), (_, counted)) in enumerate(zip(bar, shares), start=t.skip + 1):
@@ -291,7 +287,7 @@ def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stag
         the last epoch's mean terms, plus ``seconds``.
     """
     hooks = hooks or Hooks(desc=stage.name)
-    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader, progress=hooks.progress)
+    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader)
     try:
         if resume is not None:
             t.load(resume)
