@@ -27,8 +27,9 @@ from kdistill.recipe import Recipe, dump_recipe, load_recipe, read_recipe_file
 from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
 from kdistill.train import distributed
 from kdistill.train.checkpoint import has_checkpoint, load_latest
-from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, check_same_recipe, fit
+from kdistill.train.fit import check_same_recipe, fit
 from kdistill.train.signals import stop_on_signals
+from kdistill.train.state import readable
 
 
 @dataclass
@@ -55,15 +56,7 @@ def find_resume_point(resume: str | Path, overrides) -> tuple[Path, dict]:
     if found is None:
         raise KDistillError(f"resume: {path} holds no readable checkpoint; start the run again (--overwrite).")
     state, where = found
-    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else sorted(CHECKPOINT_KEYS)
-    if isinstance(state, dict) and isinstance(state.get("version"), int) and state["version"] != CHECKPOINT_VERSION:
-        raise KDistillError(f"resume: {where} was written by another version of kdistill (checkpoint version "
-                            f"{state['version']}, this one reads {CHECKPOINT_VERSION}); start the run again "
-                            "(--overwrite).")
-    if missing:
-        raise KDistillError(f"resume: {where} is not a checkpoint kdistill wrote (no {', '.join(missing[:3])}); "
-                            "delete it to resume from the one before, or start the run again (--overwrite).")
-    return path, state
+    return path, readable(state, where)
 
 
 def run(

@@ -28,6 +28,7 @@ from kdistill.recipe import LoaderSpec
 from kdistill.train import distributed
 from kdistill.train.checkpoint import rng_state, set_rng_state
 from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
+from kdistill.train.state import RunState
 from kdistill.train.teacher import TeacherMemo, TeacherSource, autocast, teacher_source
 
 
@@ -37,8 +38,10 @@ class Hooks:
 
     Args:
         on_epoch_end: called with (epoch, mean of each logged term) after every epoch.
-        checkpoint: called with the loop's state (``Trainer.state``) after every epoch, every
-            ``checkpoint_every`` steps (0: epoch ends only) and when ``stop`` is set.
+        checkpoint: called (to write one) after every epoch, every ``checkpoint_every`` steps (0:
+            epoch ends only) and when ``stop`` is set, the ``Trainer`` at the position it saves.
+        state: the run's stateful objects, which the stage's loop joins (``loop``) while it
+            trains: a checkpoint saves it, and one resumed from gives it its state back.
         stop: set (by SIGINT/SIGTERM) to write a checkpoint and stop cleanly.
         desc: the stage's name in messages and the bar (shown where the job shows progress:
             ``kdistill.progress``).
@@ -47,11 +50,12 @@ class Hooks:
     """
 
     on_epoch_end: Callable[[int, dict], None] | None = None
-    checkpoint: Callable[[dict], None] | None = None
+    checkpoint: Callable[[], None] | None = None
     checkpoint_every: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     desc: str = "train"
     log_every: int = 25
+    state: RunState | None = None
 
 
 @dataclass
@@ -85,15 +89,20 @@ class Trainer:
     elapsed: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
-    def state(self, epoch: int, step: int, order, sums: dict) -> dict:
+    def set_position(self, epoch: int, step: int, order: torch.Tensor | None = None, sums: dict | None = None) -> None:
+        """The loop's position, as a checkpoint written now saves it: ``step`` steps of ``epoch``
+        done, in the epoch's ``order``, with the running ``sums`` of its terms."""
+        self.epoch, self.skip, self.order, self.sums = epoch, step, order, sums if sums is not None else {}
+
+    def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly from this step."""
-        return {"epoch": epoch, "step": step, "order": order, "sums": {k: float(v) for k, v in sums.items()},
-                "means": dict(self.means),
+        return {"epoch": self.epoch, "step": self.skip, "order": self.order,
+                "sums": {k: float(v) for k, v in self.sums.items()}, "means": dict(self.means),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(), "rng": rng_state(),
                 "elapsed": self.elapsed + time.perf_counter() - self.started}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -261,7 +270,8 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
             seen = min(done * stage.batch_size, len(t.x))  # samples so far (only the last batch is short)
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in totals.items()}, refresh=False)
         if saving:
-            hooks.checkpoint(t.state(epoch, done, order, sums))
+            t.set_position(epoch, done, order, sums)
+            hooks.checkpoint()
         if stopping and not last:
             raise KDistillError(f"{hooks.desc}: stopped by a signal at epoch {epoch + 1}, step {done}")
     t.skip = 0
@@ -271,8 +281,8 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
 
 def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage,
                 device: torch.device, teacher: nn.Module | None = None, *, seed: int = 0,
-                memo: TeacherMemo | None = None, hooks: Hooks | None = None, loader: LoaderSpec | None = None,
-                resume: dict | None = None) -> dict[str, float]:
+                memo: TeacherMemo | None = None, hooks: Hooks | None = None,
+                loader: LoaderSpec | None = None) -> dict[str, float]:
     """Train ``model`` (and the objective's adapters) on ``(x, y)`` as ``stage`` (the recipe's
     ``StageSpec``) says.
 
@@ -282,24 +292,28 @@ def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stag
         teacher: the frozen teacher, needed when the objective reads teacher features.
         seed: the stage's seed (order, augmentation); memo: teacher outputs shared across stages.
         loader: how batches are fetched (``data.loader``: workers, prefetch); default in-process.
-        resume: a state ``hooks.checkpoint`` was given: training continues exactly from it.
+        A resumed run's loop gets its state from ``hooks.state`` (the checkpoint's ``loop``), and
+        training continues exactly from it.
     Returns:
         the last epoch's mean terms, plus ``seconds``.
     """
     hooks = hooks or Hooks(desc=stage.name)
     t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader)
     try:
-        if resume is not None:
-            t.load(resume)
+        if hooks.state is not None:
+            hooks.state.register("loop", t)  # resumed: its state given back here, after setup
         t.started = time.perf_counter()
         for epoch in range(t.epoch, stage.epochs):
             run_epoch(t, epoch, hooks)
             if hooks.on_epoch_end is not None:
                 hooks.on_epoch_end(epoch, t.means)
             if hooks.checkpoint is not None:
-                hooks.checkpoint(t.state(epoch + 1, 0, None, {}))
+                t.set_position(epoch + 1, 0)
+                hooks.checkpoint()
             if hooks.stop.is_set():
                 raise KDistillError(f"{hooks.desc}: stopped by a signal after epoch {epoch + 1}")
     finally:
+        if hooks.state is not None:
+            hooks.state.unregister("loop")
         t.close()
     return {**t.means, "seconds": t.elapsed + time.perf_counter() - t.started}

@@ -13,7 +13,7 @@ from kdistill.pipeline import build_pipeline
 from kdistill.recipe import load_recipe
 from kdistill.train.checkpoint import load_latest
 from kdistill.models.infer import freeze
-from kdistill.train.fit import CHECKPOINT_KEYS, fit
+from kdistill.train.fit import fit
 
 TEACHER = {"model": "cnn", "args": {"channels": [4, 8], "hidden": 16, "image_size": 8}}
 STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
@@ -61,9 +61,11 @@ def test_init_from_starts_a_stage_from_an_earlier_stages_end(tmp_path):
                    _stage("c", data="labelled", init_from="a")],
                   checkpoint=True)
     fit(p, Out(tmp_path))
-    state, _ = load_latest(tmp_path / "checkpoints")
-    assert state["stage"] == 3 and state["loop"] is None  # the final checkpoint, all stages done
-    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"}
+    checkpoint, _ = load_latest(tmp_path / "checkpoints")
+    assert set(checkpoint) == {"version", "recipe", "metrics_lines", "state"}
+    assert set(checkpoint["state"]) == {"fit", "models", "objectives", "features"}  # no loop: between stages
+    state = checkpoint["state"]["fit"]
+    assert state["stage"] == 3  # the final checkpoint, all stages done
     ends, start = state["ends"], state["starts"]["c"]
     assert list(ends) == ["a", "b", "c"]
     assert all(torch.equal(start[k], ends["a"][k]) for k in start)
@@ -78,10 +80,12 @@ def test_a_set_stop_event_checkpoints_then_stops(tmp_path):
     out = Out(tmp_path)
     with pytest.raises(KDistillError, match=r"^a: stopped by a signal at epoch 1, step 1$"):
         fit(p, out, stop=stop)
-    state, path = load_latest(tmp_path / "checkpoints")
+    checkpoint, path = load_latest(tmp_path / "checkpoints")
     assert path.name == "ckpt-s00-e00000-b0000001.pt"
-    assert state["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
-    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"} and "teacher" not in state["models"]  # no stage trains it
+    state = checkpoint["state"]
+    assert set(state) == {"fit", "models", "objectives", "features", "loop"}
+    assert state["fit"]["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
+    assert "teacher" not in state["models"]  # no stage trains it
     assert out.records == []  # stopped inside the first epoch
 
 
@@ -163,7 +167,8 @@ def test_keep_best_ends_a_stage_on_its_best_epoch(tmp_path, scores, kept):
     assert [r.get("kept_epoch") for r in out.records] == [None, None, None, kept]
     assert all("val" in r for r in out.records[:3])  # judged on the validation set, not the test set
     state, _ = load_latest(tmp_path / "checkpoints")
-    assert all(torch.equal(state["ends"]["distil"][k], final[k]) for k in final)  # the next stage starts there
+    ends = state["state"]["fit"]["ends"]
+    assert all(torch.equal(ends["distil"][k], final[k]) for k in final)  # the next stage starts there
 
 
 def test_keep_best_resumes_exactly(tmp_path):
@@ -175,7 +180,7 @@ def test_keep_best_resumes_exactly(tmp_path):
     with pytest.raises(KDistillError, match="stopped by a signal after epoch 2"):
         fit(p, Out(tmp_path / "b"), stop=stop)
     state, _ = load_latest(tmp_path / "b" / "checkpoints")
-    assert state["best"]["distil"][0] == 2
+    assert state["state"]["fit"]["best"]["distil"][0] == 2
     fresh, _, _ = _keep_best([0.5])  # only epoch 3 is judged after the resume; lower than epoch 2's
     fit(fresh, Out(tmp_path / "b"), resume=state)
     resumed = fresh.models["student"].state_dict()
