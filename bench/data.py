@@ -313,7 +313,7 @@ def measure(recipe: dict) -> dict:
     started = time.perf_counter()
     pipeline = build_pipeline(load_recipe(recipe))
     built, built_wall = time.perf_counter() - started, time.time()
-    fit(pipeline, NullRunDir(), progress=False)
+    fit(pipeline, NullRunDir())
     return {"epochs": epochs, "load_s": built, "setup_s": epochs[0]["start"] - built_wall,
             "train": pipeline.data_info["train"], "torch_threads": torch.get_num_threads()}
 

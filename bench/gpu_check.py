@@ -131,7 +131,7 @@ def measure(work: dict, options: dict, device: str, epochs: int, arrays) -> dict
     pipeline = build_pipeline(load_recipe(step_recipe(work, options, device, 1 + epochs)), data=arrays)
     clock = EpochClock()
     start = time.perf_counter()
-    fit(pipeline, clock, progress=False)
+    fit(pipeline, clock)
     steady = clock.times[-1] - clock.times[0]
     peak = torch.cuda.max_memory_allocated() / 2**20 if pipeline.device.type == "cuda" else None
     del pipeline

@@ -94,7 +94,7 @@ def measure(mode: str, teacher: dict, student: dict, quick: bool, epochs: int, i
         last[0] = now
 
     train_stage(p.models["student"], p.objectives[mode], x, y, stage, device, teacher_model, seed=0,
-                hooks=Hooks(tick, progress=False))
+                hooks=Hooks(tick))
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     # the first epoch warms up allocators and caches; of the others the fastest is the epoch time:

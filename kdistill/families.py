@@ -73,11 +73,10 @@ class Family:
         the weights of its best epoch by this score."""
         return metrics["accuracy"]
 
-    def final_metrics(self, recipe, models: dict, splits, device, outputs: dict | None = None,
-                      progress: bool = False) -> dict:
+    def final_metrics(self, recipe, models: dict, splits, device, outputs: dict | None = None) -> dict:
         """``{"test": {role: metrics}}`` of every model on the test set; ``outputs`` is filled
-        with what the report draws from (each classifier's test logits); ``progress``: a bar for
-        each pass over the test set that takes more than a few seconds."""
+        with what the report draws from (each classifier's test logits). Each pass over the test
+        set is named, for its bar where the job shows progress (``kdistill.progress``)."""
         raise NotImplementedError
 
     @staticmethod
@@ -111,16 +110,16 @@ class Classifier(Family):
     def model_args(self, splits):
         return {"num_classes": max(s.num_classes for s in (splits.pool_set, splits.test_set) if s is not None)}
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
+    def final_metrics(self, recipe, models, splits, device, outputs=None):
         test = splits.test_set
-        teacher_logits = (predict(main_teacher(models["teacher"]), test.x, device, progress=progress,
-                                  desc="teacher: test set") if "teacher" in models else None)
+        teacher_logits = (predict(main_teacher(models["teacher"]), test.x, device, desc="teacher: test set")
+                          if "teacher" in models else None)
         results = {}
         for role in self.judged(recipe, models):
             against = teacher_logits if role != "teacher" else None
             model = main_teacher(models[role]) if role == "teacher" else models[role]
             logits = (teacher_logits if role == "teacher" else
-                      predict(model, test.x, device, progress=progress, desc=f"{role}: test set"))
+                      predict(model, test.x, device, desc=f"{role}: test set"))
             results[role] = evaluate_model(model, test.x, test.y, device, against, recipe.latency, logits)
             if outputs is not None:
                 outputs[role] = logits
@@ -156,12 +155,12 @@ class Encoder(Family):
             return metrics["accuracy"]
         return next(v for k, v in metrics.items() if k == "mean_cosine" or k.startswith("neighbour_overlap"))
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
+    def final_metrics(self, recipe, models, splits, device, outputs=None):
         judged = {role: main_teacher(models["teacher"]) if role == "teacher" else models[role]
                   for role in self.judged(recipe, models)}
         shots = tuple(recipe.embedding.shots) if recipe.embedding else (1, 5, 10, 50)
         return {"test": evaluate_embedders(judged, splits.pool_set.x, splits.pool_labels, splits.test_set.x,
-                                           splits.test_set.y, device, shots, recipe.seed, progress=progress)}
+                                           splits.test_set.y, device, shots, recipe.seed)}
 
 
 class LanguageModel(Family):
@@ -204,14 +203,14 @@ class LanguageModel(Family):
     def selection_score(self, metrics):
         return -metrics["perplexity"]
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
+    def final_metrics(self, recipe, models, splits, device, outputs=None):
         test = splits.test_set.x
         teacher = main_teacher(models["teacher"]) if "teacher" in models else None
         prompts = prompts_from(test, self.PROMPTS, self.PROMPT_TOKENS)
         judged = {role: teacher if role == "teacher" else models[role] for role in self.judged(recipe, models)}
         results, samples = {}, {}
         for role, model in judged.items():
-            metrics = token_metrics(model, test, device, None if role == "teacher" else teacher, progress=progress,
+            metrics = token_metrics(model, test, device, None if role == "teacher" else teacher,
                                     desc=f"{role}: test set")
             metrics["params"] = count_params(model)
             samples[role] = continuations(model, prompts, self.NEW_TOKENS, device)

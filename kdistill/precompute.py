@@ -7,6 +7,7 @@ from pathlib import Path
 
 from kdistill.errors import KDistillError
 from kdistill.pipeline import build_pipeline
+from kdistill.progress import shown
 from kdistill.recipe import Recipe, load_recipe
 from kdistill.train.cache import verify_cache
 from kdistill.train.teacher import teacher_source
@@ -16,8 +17,13 @@ def cache_recipe(recipe: Recipe | dict | str | Path, overrides: list[str] = (), 
                  progress: bool = True) -> list[dict]:
     """Build (or find) the disk caches of teacher outputs that the recipe's stages ask for
     (``cache:``), as ``run`` would, without training; with ``verify``, compare each with the
-    live teacher on a sample. Returns one dict a cache: stage, folder, size, differences."""
-    recipe = load_recipe(recipe, list(overrides))
+    live teacher on a sample; ``progress``: bars while outputs are computed (``kdistill.progress``).
+    Returns one dict a cache: stage, folder, size, differences."""
+    with shown(progress):
+        return _build_caches(load_recipe(recipe, list(overrides)), verify)
+
+
+def _build_caches(recipe: Recipe, verify: bool) -> list[dict]:
     if recipe.trains("teacher"):
         raise KDistillError("cache: the recipe trains its teacher, so its outputs are known only during the run; "
                             "train the teacher in its own recipe and load its weights.")
@@ -32,7 +38,7 @@ def cache_recipe(recipe: Recipe | dict | str | Path, overrides: list[str] = (), 
         if stage.cache is None or not objective.uses_teacher:
             continue
         x, _ = pipeline.stage_data(stage)
-        source = teacher_source(teacher, objective, x, stage, recipe.seed + i, pipeline.device, progress=progress)
+        source = teacher_source(teacher, objective, x, stage, recipe.seed + i, pipeline.device)
         source.close()
         cache = source.store
         entry = {"stage": stage.name, "folder": str(cache.folder), "samples": cache.n, "views": cache.views,

@@ -23,12 +23,14 @@ from kdistill.data.weights_meta import classes_metadata
 from kdistill.models.weights import save_tensors, save_weights
 from kdistill.objective.features import StageContext
 from kdistill.paths import user_path
+from kdistill.progress import shown
 from kdistill.pipeline import Pipeline, build_pipeline
 from kdistill.recipe import Recipe, dump_recipe, load_recipe, read_recipe_file
 from kdistill.rundir import NullRunDir, RunDir, check_free, check_run_dir, tensorboard_writer, unwritable
 from kdistill.train.checkpoint import has_checkpoint, load_latest
-from kdistill.train.fit import CHECKPOINT_KEYS, CHECKPOINT_VERSION, check_same_recipe, fit
+from kdistill.train.fit import check_same_recipe, fit
 from kdistill.train.signals import stop_on_signals
+from kdistill.train.state import readable
 
 
 @dataclass
@@ -55,15 +57,7 @@ def find_resume_point(resume: str | Path, overrides) -> tuple[Path, dict]:
     if found is None:
         raise KDistillError(f"resume: {path} holds no readable checkpoint; start the run again (--overwrite).")
     state, where = found
-    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else sorted(CHECKPOINT_KEYS)
-    if isinstance(state, dict) and isinstance(state.get("version"), int) and state["version"] != CHECKPOINT_VERSION:
-        raise KDistillError(f"resume: {where} was written by another version of kdistill (checkpoint version "
-                            f"{state['version']}, this one reads {CHECKPOINT_VERSION}); start the run again "
-                            "(--overwrite).")
-    if missing:
-        raise KDistillError(f"resume: {where} is not a checkpoint kdistill wrote (no {', '.join(missing[:3])}); "
-                            "delete it to resume from the one before, or start the run again (--overwrite).")
-    return path, state
+    return path, readable(state, where)
 
 
 def run(
@@ -85,6 +79,7 @@ def run(
         teacher, student: the user's own modules, used in place of the recipe's model names.
         data: the user's own ``(train, test)`` data (see ``kdistill.data.as_source``) or Splits.
         overwrite: replace an existing run directory of the same name.
+        progress: show bars and epoch lines (``kdistill.progress``) while the run lasts.
         resume: an unfinished run directory (``runs/<name>.incomplete``, or ``runs/<name>``):
             continue from its newest readable checkpoint, with the recipe it was started with.
     Returns:
@@ -92,7 +87,8 @@ def run(
     """
     created = distributed.init_from_env()  # launched by torchrun: join the process group
     try:
-        return _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume)
+        with shown(progress):
+            return _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, resume)
     finally:
         if created:
             torch.distributed.destroy_process_group()
@@ -111,7 +107,7 @@ def _started_as(recipe_path: Path) -> list[str]:
             and "decay_bias_and_norm" not in stage["optimizer"]]
 
 
-def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progress, resume) -> RunResult:
+def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, resume) -> RunResult:
     # modules passed from Python stand in for the recipe's teacher / student (a recipe may leave
     # them out); the resolved recipe records where they came from
     given = [f"{role}.model=(python) {type(m).__name__}" for role, m in (("teacher", teacher), ("student", student))
@@ -139,12 +135,12 @@ def _run(recipe, overrides, teacher, student, data, runs_dir, overwrite, progres
     else:
         out = RunDir(runs_dir, recipe.name, overwrite)
     try:  # the run holds the lock on its name until it ends, however it ends
-        return _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress)
+        return _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started)
     finally:
         out.release()
 
 
-def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progress) -> RunResult:
+def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started) -> RunResult:
     try:
         if checkpoint is None and distributed.is_main():
             out.write("recipe.yaml", dump_recipe(recipe))
@@ -154,7 +150,7 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
         if recipe.tensorboard and distributed.is_main():
             out.tensorboard()
         with stop_on_signals() as stop:
-            stage_times = fit(pipeline, out, progress, checkpoint, stop)
+            stage_times = fit(pipeline, out, checkpoint, stop)
     except (KDistillError, OSError) as err:  # OSError: a disk full or read-only (others are re-raised)
         raise _kept_or_discarded(out, err) from None
     if not distributed.is_main():
@@ -163,7 +159,7 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
     # from here on the run's checkpoints stay until it is complete: a kill during the evaluation,
     # the report or the rename is finished by --resume without training again
     try:
-        summary = _finish(pipeline, out, stage_times, started, progress)
+        summary = _finish(pipeline, out, stage_times, started)
     except (KDistillError, OSError) as err:
         raise _kept_or_discarded(out, err) from None
     run_dir = out.complete()  # refused, the finished run kept, if <name> appeared meanwhile
@@ -171,13 +167,13 @@ def _train_and_write(pipeline, out, recipe, checkpoint, runs_dir, started, progr
     return RunResult(run_dir=run_dir, summary=summary, models=pipeline.models)
 
 
-def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float, progress: bool = False) -> dict:
-    """After training: the final evaluation (``progress``: with a bar for each long pass), the
+def _finish(pipeline: Pipeline, out: RunDir, stage_times: dict, started: float) -> dict:
+    """After training: the final evaluation (with a bar for each long pass), the
     weights, the student's export and the report, all written into the unfinished run directory.
     Returns the summary."""
     recipe, models, splits, device = pipeline.recipe, pipeline.models, pipeline.splits, pipeline.device
     logits: dict[str, torch.Tensor] = {}
-    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits, progress=progress)
+    summary = pipeline.family.final_metrics(recipe, models, splits, device, logits)
     if logits:  # for the report's calibration and disagreement figures
         save_tensors({**logits, "labels": splits.test_set.y}, out.path / "predictions.safetensors")
         summary["classes"] = class_names(recipe, logits[next(iter(logits))].shape[1], splits.test_set.source)

@@ -232,11 +232,11 @@ class _Terminal(io.StringIO):
 def as_terminal(monkeypatch) -> io.StringIO:
     """stderr as a terminal, and bars shown at once (not after a few seconds). Called in the test
     itself: pytest sets sys.stderr again between a fixture and the test."""
-    from kdistill.models import infer
+    from kdistill import progress
 
     stream = _Terminal()
     monkeypatch.setattr(sys, "stderr", stream)
-    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(progress, "DELAY", 0)
     return stream
 
 

@@ -272,5 +272,5 @@ def test_a_step_never_waits_for_the_device():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(loop, "step", strict)
         loop.train_stage(student, objective, x, y, stage, device, teacher,
-                         hooks=loop.Hooks(progress=False, log_every=100))
+                         hooks=loop.Hooks(log_every=100))
     assert len(steps) == 8

@@ -136,12 +136,12 @@ def test_a_run_stopped_before_a_stage_with_lazy_modules_resumes(tmp_path, uninte
 
 def test_a_checkpoint_of_another_version_is_refused_in_one_line(tmp_path):
     from kdistill.train.checkpoint import checkpoint_name, save_checkpoint
-    from kdistill.train.fit import CHECKPOINT_KEYS
+    from kdistill.train.state import V2_KEYS
 
     partial = tmp_path / "resumable.incomplete"
     partial.mkdir()
     (partial / "recipe.yaml").write_text(yaml.safe_dump(RECIPE))
-    old = {key: 0 for key in CHECKPOINT_KEYS - {"features"}} | {"version": 1, "pca": None}
+    old = {key: 0 for key in V2_KEYS - {"features"}} | {"version": 1, "pca": None}
     save_checkpoint(partial / "checkpoints", checkpoint_name(1, 0, 0), old)
     with pytest.raises(KDistillError, match=r"another version of kdistill \(checkpoint version 1"):
         run(None, resume=partial, progress=False)
@@ -243,3 +243,26 @@ def test_a_checkpoint_that_recorded_no_recipe_resumes_as_before(tmp_path):
     written = partial / "recipe.yaml"
     written.write_text(written.read_text(encoding="utf8").replace("epochs: 3", "epochs: 2"), encoding="utf8")
     assert run(None, resume=partial, progress=False).run_dir.name == "tiny"
+
+
+def test_a_checkpoint_written_before_the_registry_of_stateful_objects_resumes_the_same(tmp_path):
+    """Version 2 held every part as a key of its own (no "state"): read in this layout, it resumes
+    to the student that the same checkpoint in this version's layout resumes to."""
+    import shutil
+
+    from fixtures import interrupted_run
+    from kdistill.train.checkpoint import save_checkpoint
+
+    partial = interrupted_run(TINY, tmp_path / "a")
+    old = tmp_path / "b" / partial.name
+    shutil.copytree(partial, old)
+    checkpoint, path = load_latest(old / "checkpoints")
+    parts = checkpoint["state"]
+    assert "loop" in parts  # stopped inside a stage: its loop saved too
+    v2 = {"version": 2, "recipe": checkpoint["recipe"], "metrics_lines": checkpoint["metrics_lines"],
+          **{k: v for k, v in parts["fit"].items()}, "loop": parts["loop"],
+          **{k: parts[k] for k in ("models", "objectives", "features")}}
+    save_checkpoint(path.parent, path.name, v2)
+    new = load_file(run(None, resume=partial, progress=False).run_dir / "student.safetensors")
+    resumed_v2 = load_file(run(None, resume=old, progress=False).run_dir / "student.safetensors")
+    assert new.keys() == resumed_v2.keys() and all(torch.equal(new[k], resumed_v2[k]) for k in new)

@@ -69,7 +69,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
 
 def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Tensor, test_x: torch.Tensor,
                        test_labels: torch.Tensor, device, shots=(1, 5, 10, 50), seed: int = 0,
-                       max_pool: int = 5000, speed_samples: int = 1024, progress: bool = False) -> dict:
+                       max_pool: int = 5000, speed_samples: int = 1024) -> dict:
     """The embedding task's final evaluation of the student (and baseline) against the teacher.
 
     Few labels a class are drawn from the training pool, whose labels no distillation stage
@@ -77,7 +77,8 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
     result), a seeded sample of at most about ``max_pool`` of them. Agreement with the teacher
     is measured on the whole test set, accuracy on its samples of those classes. Speed: sentences a second at batch 32 on ``device``, on the first
     ``speed_samples`` test inputs (tokenised already, so the tokenizer's time is left out).
-    ``progress``: a bar for each pass of a model over a set that takes more than a few seconds.
+    A bar for each pass of a model over a set that takes more than a few seconds, where the job
+    shows progress (``kdistill.progress``).
     """
     g = torch.Generator().manual_seed(seed)
     # the classes with enough pool samples for the largest draw, at most max_pool samples in all
@@ -97,8 +98,8 @@ def evaluate_embedders(models: dict, pool_x: torch.Tensor, pool_labels: torch.Te
     renumber = torch.full((int(max(pool_labels.max(), test_labels.max())) + 1,), -1, dtype=torch.long)
     renumber[torch.tensor(classes)] = torch.arange(len(classes))
     pool_labels, test_labels = renumber[pool_labels], renumber[test_labels.clamp_min(0)]
-    emb = {role: (predict(m, pool_x, device, 256, progress, f"{role}: labelled pool"),
-                  predict(m, test_x, device, 256, progress, f"{role}: test set")) for role, m in models.items()}
+    emb = {role: (predict(m, pool_x, device, 256, f"{role}: labelled pool"),
+                  predict(m, test_x, device, 256, f"{role}: test set")) for role, m in models.items()}
     results = {}
     for role, model in models.items():
         pool, query = emb[role]

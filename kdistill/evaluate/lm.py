@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdistill import progress
 from kdistill.data.samples import take
 from kdistill.losses.token import auto_chunk, counted_positions, next_tokens, project
-from kdistill.models.infer import eval_mode, progress_bar
+from kdistill.models.infer import eval_mode
 
 EVAL_BATCH = 16  # sequences a forward pass
 
@@ -30,15 +31,16 @@ def _rows(model: nn.Module, xb: torch.Tensor, keep: torch.Tensor) -> tuple[torch
 
 @torch.no_grad()
 def token_metrics(model: nn.Module, x, device, teacher: nn.Module | None = None, batch_size: int = EVAL_BATCH,
-                  limit: int | None = None, progress: bool = False, desc: str = "test set") -> dict:
+                  limit: int | None = None, desc: str | None = None) -> dict:
     """Perplexity ``exp(mean -log p(token))`` of ``model`` on the sequences ``x`` (``Inputs`` or a
     tensor ``(N, 3, L)``) and, with a ``teacher``, top-1 agreement with it and the mean token
     ``KL(p_T || p_S)``, over the counted tokens of the first ``limit`` sequences (all: None).
-    ``progress``: a bar named ``desc`` for a pass of more than a few seconds."""
+    ``desc``: the pass's name on a bar, shown where the job shows progress (``kdistill.progress``)
+    for a pass of more than a few seconds; None: no bar."""
     n = len(x) if limit is None else min(limit, len(x))
     nll = kl = 0.0
     agree = tokens = 0
-    with eval_mode(model, *([teacher] if teacher is not None else [])), progress_bar(n, desc, progress) as bar:
+    with eval_mode(model, *([teacher] if teacher is not None else [])), progress.bar(n, desc) as done:
         for i in range(0, n, batch_size):
             xb = take(x, slice(i, min(i + batch_size, n)), device)
             keep = counted_positions(xb, xb.shape[-1])
@@ -54,7 +56,7 @@ def token_metrics(model: nn.Module, x, device, teacher: nn.Module | None = None,
                     agree += int((s.argmax(-1) == t.argmax(-1)).sum())
                     kl += float(F.kl_div(s, t, reduction="sum", log_target=True))
             tokens += len(hs)
-            bar.update(min(batch_size, n - i))
+            done.update(min(batch_size, n - i))
     out = {"perplexity": math.exp(nll / max(tokens, 1)), "tokens": tokens}
     if teacher is not None:
         out.update({"agreement": agree / max(tokens, 1), "kl_to_teacher": kl / max(tokens, 1)})

@@ -82,14 +82,12 @@ def evaluate_model(
     teacher_logits: torch.Tensor | None = None,
     latency: bool = True,
     logits: torch.Tensor | None = None,
-    progress: bool = False,
 ) -> dict[str, float]:
     """All metrics of one model on a test set: accuracy, agreement, KL, ECE, params, latency.
 
-    ``logits``: the model's outputs on ``x`` when already computed (e.g. a cached teacher's);
-    ``progress``: a bar while they are computed.
+    ``logits``: the model's outputs on ``x`` when already computed (e.g. a cached teacher's).
     """
-    logits = predict(model, x, device, progress=progress, desc="test set") if logits is None else logits
+    logits = predict(model, x, device) if logits is None else logits
     metrics = classification_metrics(logits, y, teacher_logits)
     metrics["params"] = count_params(model)
     if latency:

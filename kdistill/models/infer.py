@@ -16,11 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from kdistill import progress
 from kdistill.data.samples import Inputs, take
 from kdistill.errors import KDistillError
 from kdistill.models.taps import FeatureTaps
-
-PROGRESS_DELAY = 2.0  # seconds a pass runs before its bar shows: short passes print nothing
 
 
 @contextlib.contextmanager
@@ -42,13 +41,6 @@ def freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
-
-
-def progress_bar(total: int, desc: str, enabled: bool = True) -> tqdm:
-    """A bar over ``total`` samples (done, rate, time left) that shows once its pass has run
-    ``PROGRESS_DELAY`` seconds, on a terminal only, and never when not ``enabled``."""
-    return tqdm(total=total, desc=desc, unit=" samples", delay=PROGRESS_DELAY, leave=False, dynamic_ncols=True,
-                disable=None if enabled else True)  # None: off when stderr is not a terminal
 
 
 def _cat(parts: list):
@@ -104,7 +96,7 @@ def _same(a, b) -> bool:
 def forward_batches(model: nn.Module, x, device, names: list[str] | None = None, *,
                     owner: str = "model", derived: dict | None = None, batch_size: int = 512,
                     transform: Callable[[torch.Tensor, slice | torch.Tensor], torch.Tensor] | None = None,
-                    each: Callable | None = None, progress: bool | tqdm = False, desc: str | None = None):
+                    each: Callable | None = None, desc: str | None = None, bar: tqdm | None = None):
     """``model`` over ``x (N, ...)`` in batches of ``batch_size`` (``x`` a tensor or ``Inputs``,
     fetched and moved to ``device`` batch by batch, or any sliceable sequence that ``transform``
     turns into inputs).
@@ -122,8 +114,9 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
             (a slice, or an index tensor for texts batched by length), e.g. augmentation.
         each: applied to each batch's result (a tensor, or ``{name: tensor}``) before the
             batches are joined, e.g. ``lambda t: t.float().cpu()``.
-        progress: show a bar of the samples done (a pass of more than ``PROGRESS_DELAY``
-            seconds, on a terminal), named ``desc``; or a bar to advance (a pass run in parts).
+        desc: the pass's name on a bar of the samples done, shown where the job shows progress
+            (``kdistill.progress``: a pass of more than a few seconds, on a terminal); None: no bar.
+        bar: a bar to advance instead (a pass run in parts).
     Returns:
         the joined results: ``(N, ...)``, or ``{name: (N, ...)}`` when ``names`` is given.
     """
@@ -135,8 +128,8 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
                [slice(i, min(i + batch_size, len(x))) for i in range(0, len(x), batch_size)])
     with eval_mode(model), contextlib.ExitStack() as stack:
         taps = stack.enter_context(FeatureTaps(model, names, owner, derived)) if names is not None else None
-        bar = progress if isinstance(progress, tqdm) else stack.enter_context(
-            progress_bar(len(x), desc or f"{owner} outputs", progress))
+        if bar is None:
+            bar = stack.enter_context(progress.bar(len(x), desc))
 
         def run(xb, where):
             out = model(transform(xb, where) if transform is not None else xb)
@@ -161,11 +154,12 @@ def forward_batches(model: nn.Module, x, device, names: list[str] | None = None,
 
 
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512,
-            progress: bool = False, desc: str = "outputs") -> torch.Tensor:
+            desc: str | None = None) -> torch.Tensor:
     """Outputs of ``model`` (in eval mode) for inputs ``x`` ``(N, ...)``, float32 on the CPU ``(N, K)``;
-    ``progress``: a bar named ``desc`` for a pass of more than a few seconds."""
+    ``desc``: the pass's name on a bar, shown where the job shows progress (``kdistill.progress``)
+    for a pass of more than a few seconds; None: no bar."""
     return forward_batches(model, x, device, batch_size=batch_size, each=lambda out: out.float().cpu(),
-                           progress=progress, desc=desc)
+                           desc=desc)
 
 
 def _probe_cut(run: Callable, xb: Inputs, where: torch.Tensor) -> tuple[bool, object]:

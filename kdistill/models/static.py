@@ -40,8 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from kdistill import progress
 from kdistill.errors import KDistillError, shown
 from kdistill.models.infer import eval_mode
 from kdistill.models.projection import fit_pca
@@ -49,7 +49,6 @@ from kdistill.models.static_folder import export_static
 from kdistill.models.zoo import register
 
 SKIP_TOKENS = r"\[unused\d+\]"  # BERT's placeholder tokens, which no text produces
-PROGRESS_DELAY = 2.0  # seconds the teacher's pass over the vocabulary runs before its bar shows
 
 
 class ToStudentSpace(nn.Module):
@@ -203,14 +202,13 @@ def teacher_token_vectors(teacher: nn.Module, ids: torch.Tensor, prefix: list[in
                           batch_size: int = 512) -> torch.Tensor:
     """The teacher's output for each token of ``ids`` as a one-token text
     (``prefix + [id] + suffix``): ``(N,) -> (N, H)`` float32 on the CPU, in batches, with a
-    progress bar when the pass takes more than ``PROGRESS_DELAY`` seconds."""
+    progress bar (``kdistill.progress``) when the pass takes more than a few seconds."""
     before, after = (torch.tensor(part, dtype=torch.long).expand(len(ids), len(part)) for part in (prefix, suffix))
     tokens = torch.cat([before, ids.unsqueeze(1), after], dim=1)  # (N, L): e.g. [CLS] t [SEP]
     packed = torch.stack([tokens, torch.ones_like(tokens)], dim=1)  # (N, 2, L): ids, mask
     device = next(iter(teacher.parameters()), torch.empty(0)).device
     parts = []
-    with eval_mode(teacher), tqdm(total=len(ids), desc="static student: teacher over its vocabulary", unit=" tokens",
-                                  delay=PROGRESS_DELAY, leave=False, disable=None) as bar:
+    with eval_mode(teacher), progress.bar(len(ids), "static student: teacher over its vocabulary", " tokens") as bar:
         for chunk in packed.split(batch_size):
             out = teacher(chunk.to(device))
             if not isinstance(out, torch.Tensor) or out.dim() != 2:

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdistill import distributed
+from kdistill import distributed, progress
 from kdistill.data.augment import draw_shift_flip, shift_flip
 from kdistill.data.fingerprint import file_sum, fingerprint
 from kdistill.data.samples import fingerprint_of, pick
 from kdistill.errors import KDistillError, KDistillWarning, shown
-from kdistill.models.infer import forward_batches, progress_bar
+from kdistill.models.infer import forward_batches
 from kdistill.models.taps import OUTPUT
 
 SHARD = 8192  # samples a shard
@@ -214,7 +214,7 @@ class TeacherCache:
 
 def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: torch.Tensor | None, shift: int,
                  folder: Path, s: int, device, topk: int | None, dtype: str, batch_size: int, info: dict,
-                 bar=False) -> None:
+                 bar=None) -> None:
     """Shard ``s``: the taps ``names`` of every view of the inputs ``x (S, ...)`` (views drawn as
     ``params (S, V, 3)``; None: one view, unaugmented) as ``(S, V, ...)`` arrays in ``folder``;
     ``info`` gets each array's trailing shape and the number of classes; ``bar``: a progress bar
@@ -226,7 +226,7 @@ def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: 
     for v in range(params.shape[1]):
         view = params[:, v]
         feats = forward_batches(
-            teacher, x, device, names, owner="teacher", batch_size=batch_size, progress=bar,
+            teacher, x, device, names, owner="teacher", batch_size=batch_size, bar=bar,
             transform=(lambda xb, where, view=view: shift_flip(xb, view[where], shift)) if augmented else None,
             each=lambda f: {n: f[n].float().cpu() for n in names})
         for n, t in feats.items():
@@ -248,13 +248,13 @@ def _write_shard(teacher: nn.Module, names: list[str], x: torch.Tensor, params: 
 @torch.no_grad()
 def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str | Path, device,
                 augment: dict | None = None, views: int = 1, seed: int = 0, topk: int | None = None,
-                dtype: str = "float16", batch_size: int = 512, progress: bool = False,
-                field: str = "cache.dir") -> TeacherCache:
+                dtype: str = "float16", batch_size: int = 512, field: str = "cache.dir") -> TeacherCache:
     """Run the frozen ``teacher`` over ``x`` (``views`` augmented views of each sample when
     ``augment`` shifts or flips) and store the taps ``names`` under ``root``; reuse the folder
     when the same teacher, data, augmentation and taps were cached before and its files are
     whole (a damaged one is built again, with a warning). ``field``: the recipe field naming
-    ``root``, for the message when it cannot be written.
+    ``root``, for the message when it cannot be written. Where the job shows progress
+    (``kdistill.progress``): one bar over every shard and view, or on no terminal a line a shard.
 
     Under torchrun every process calls this: each computes and writes its own shards (shard
     ``s`` on rank ``s mod world``), and rank 0 writes the metadata once all are written.
@@ -278,7 +278,7 @@ def build_cache(teacher: nn.Module, names: list[str], x: torch.Tensor, root: str
             partial.mkdir(parents=True)
         distributed.barrier()
         if not ready:
-            _build(teacher, names, x, partial, device, augment, views, seed, topk, dtype, batch_size, progress,
+            _build(teacher, names, x, partial, device, augment, views, seed, topk, dtype, batch_size,
                    {"version": VERSION, "teacher": teacher_fp, "data": data_fp})
     except OSError as err:  # a cache.dir that cannot be written (read-only, a file in the way, a full disk)
         if distributed.is_main():
@@ -302,7 +302,7 @@ def _reusable(folder: Path, names: list[str]) -> bool:
 
 
 def _build(teacher: nn.Module, names: list[str], x: torch.Tensor, partial: Path, device, augment: dict, views: int,
-           seed: int, topk: int | None, dtype: str, batch_size: int, progress: bool, meta: dict) -> None:
+           seed: int, topk: int | None, dtype: str, batch_size: int, meta: dict) -> None:
     """Every rank's shards written into ``partial``, then (rank 0) the views, ``meta.json`` and
     the rename to the final folder."""
     g = torch.Generator().manual_seed(seed)  # the same views on every rank
@@ -312,13 +312,12 @@ def _build(teacher: nn.Module, names: list[str], x: torch.Tensor, partial: Path,
     starts = list(range(0, len(x), SHARD))
     info: dict = {}  # shapes, classes (the same on every rank)
     mine = range(distributed.rank(), len(starts), distributed.world_size())
-    with progress_bar(sum(min(SHARD, len(x) - starts[s]) for s in mine) * views, "teacher outputs (cache)",
-                      progress) as bar:
+    with progress.bar(sum(min(SHARD, len(x) - starts[s]) for s in mine) * views, "teacher outputs (cache)") as bar:
         for s in mine:
             start, stop = starts[s], min(starts[s] + SHARD, len(x))
             _write_shard(teacher, names, pick(x, slice(start, stop)), params[start:stop] if augment else None, shift,
                          partial, s, device, topk, dtype, batch_size, info, bar)
-            if progress and bar.disable:  # no terminal for a bar (a log file): a line a shard
+            if progress.enabled() and bar.disable:  # no terminal for a bar (a log file): a line a shard
                 print(f"[cache] {stop}/{len(x)} samples x {views} views", flush=True)
     distributed.barrier()  # every rank's shards are written
     if distributed.is_main():

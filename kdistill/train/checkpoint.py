@@ -1,4 +1,5 @@
-"""Checkpoints: all a run needs to continue exactly where it stopped.
+"""Checkpoints: all a run needs to continue exactly where it stopped (what that is: the run's
+registry of stateful objects, ``train/state.py``); here, the files.
 
 A checkpoint is one ``torch.save`` file of tensors, numbers and strings (no code: it is read
 back with ``weights_only=True``), written to a temporary name and renamed, so a file with the

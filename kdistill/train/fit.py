@@ -8,20 +8,15 @@ import torch
 import yaml
 from torch import nn
 
-from kdistill import distributed
+from kdistill import distributed, progress
 from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
 from kdistill.recipe import dump_recipe
-from kdistill.train.checkpoint import checkpoint_name, load_module_state, module_state, save_checkpoint
+from kdistill.train.checkpoint import checkpoint_name, save_checkpoint
 from kdistill.train.loop import Hooks, train_stage
-
-# what a checkpoint written by ``fit`` holds (resume refuses a file without all of them); also,
-# since they were added, "best" (keep_best) and "recipe" (the run's resolved recipe, YAML text)
-CHECKPOINT_VERSION = 2  # 2: feature providers' state under "features" (1: the PCA under "pca")
-CHECKPOINT_KEYS = {"version", "stage", "loop", "ends", "starts", "stage_times", "teacher_changed", "metrics_lines",
-                   "models", "objectives", "features"}
+from kdistill.train.state import Modules, RunState
 
 
 def _flat(tree, prefix: str = "") -> dict[str, object]:
@@ -63,52 +58,54 @@ def check_same_recipe(recipe, state: dict, recipe_file) -> None:
 
 
 class Fit:
-    """Training state across stages: the weights each stage started from and ended with, the
-    time each took, and whether the teacher changed since the feature providers were fitted."""
+    """Training state across stages: the stage reached, the weights each stage started from and
+    ended with, the time each took, and whether the teacher changed since the feature providers
+    were fitted. Registers itself (``fit``), the models, objectives and feature providers in the
+    run's ``RunState``, which checkpoints save (``resume``: the checkpoint continued from)."""
 
     def __init__(self, pipeline, out, resume: dict | None = None):
         self.p, self.out = pipeline, out
         self.initial = {role: snapshot(m) for role, m in pipeline.models.items()}
+        self.stage = 0  # the stage being trained (all of them: done)
         self.ends: dict[str, dict[str, torch.Tensor]] = {}
         self.starts: dict[str, dict[str, torch.Tensor]] = {}
         self.stage_times: dict[str, float] = {}
         # a keep_best stage's best epoch so far: stage name -> (epoch, score, weights)
         self.best: dict[str, tuple[int, float, dict[str, torch.Tensor]]] = {}
         self.teacher_changed = False
-        self.first = 0
-        if resume is not None:
-            self._restore(resume)
-
-    def _restore(self, state: dict) -> None:
-        self.first, self.ends, self.starts = state["stage"], state["ends"], state["starts"]
-        self.stage_times, self.teacher_changed = state["stage_times"], state["teacher_changed"]
-        self.best = state.get("best", {})  # absent from a checkpoint written before keep_best
+        self.run_state = RunState(resume["state"] if resume is not None else None)
+        saved = {role: m for role, m in pipeline.models.items()
+                 if role != "teacher" or pipeline.recipe.trains("teacher")}  # a frozen teacher is never saved
+        parts = {"fit": self, "models": Modules(saved, strict=True), "objectives": Modules(pipeline.objectives),
+                 "features": Modules(list(pipeline.providers))}
         try:
-            for role, weights in state["models"].items():
-                self.p.models[role].load_state_dict(weights)
-            for name, weights in state["objectives"].items():
-                load_module_state(self.p.objectives[name], weights)
-            for provider, weights in zip(self.p.providers, state["features"]):
-                load_module_state(provider, weights)
+            for name, part in parts.items():
+                self.run_state.register(name, part)
         except (KeyError, RuntimeError, ValueError) as err:  # a model or loss the checkpoint does not describe
             first = str(err).strip().splitlines()[0][:200]
             raise KDistillError(f"resume: the checkpoint does not fit the models and losses of the run's recipe.yaml "
                                 f"({first}); was recipe.yaml edited? Restore it, or start the run again "
                                 "(--overwrite).") from None
+        self.first = self.stage  # the stage to start from: the one the checkpoint stopped in (or 0)
 
-    def save(self, i: int, loop: dict | None) -> None:
-        """A checkpoint before stage ``i``'s step ``loop`` (None: stage ``i`` not started)."""
+    def state_dict(self) -> dict:
+        return {"stage": self.stage, "ends": self.ends, "starts": self.starts, "stage_times": self.stage_times,
+                "teacher_changed": self.teacher_changed, "best": self.best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stage, self.ends, self.starts = state["stage"], state["ends"], state["starts"]
+        self.stage_times, self.teacher_changed = state["stage_times"], state["teacher_changed"]
+        self.best = state["best"]
+
+    def save(self) -> None:
+        """A checkpoint of every registered object: at the loop's position in stage ``stage``
+        while it trains, else before it starts."""
         recipe = self.p.recipe
         if not distributed.is_main() or not recipe.checkpoint.enabled:
             return
-        teacher_trained = recipe.trains("teacher")
-        state = {"version": CHECKPOINT_VERSION, "stage": i, "loop": loop, "ends": self.ends, "starts": self.starts,
-                 "stage_times": self.stage_times, "teacher_changed": self.teacher_changed,
-                 "metrics_lines": self.out.lines, "best": self.best, "recipe": dump_recipe(recipe),
-                 "models": {r: m.state_dict() for r, m in self.p.models.items() if r != "teacher" or teacher_trained},
-                 "objectives": {n: module_state(o) for n, o in self.p.objectives.items()},
-                 "features": [module_state(f) for f in self.p.providers]}
-        name = checkpoint_name(i, loop["epoch"], loop["step"]) if loop is not None else checkpoint_name(i, 0, 0)
+        state = self.run_state.checkpoint(recipe=dump_recipe(recipe), metrics_lines=self.out.lines)
+        loop = state["state"].get("loop")
+        name = checkpoint_name(self.stage, *((loop["epoch"], loop["step"]) if loop is not None else (0, 0)))
         save_checkpoint(self.out.path / "checkpoints", name, state, recipe.checkpoint.keep)
 
     def judge_epoch(self, stage, epoch: int, model: nn.Module, score: float | None) -> None:
@@ -126,11 +123,10 @@ class Fit:
         self.out.log({"stage": stage.name, "model": stage.train, "kept_epoch": epoch, "score": score})
         return f"[{stage.name}] kept epoch {epoch} of {stage.epochs} (the best on the validation set)"
 
-    def prepare(self, stage, resumed: dict | None) -> nn.Module | None:
+    def prepare(self, stage, resuming: bool) -> nn.Module | None:
         """Before ``stage``: its starting weights, the teacher frozen or trainable, the objective
-        prepared (``resumed``: the checkpoint the stage resumes from, or None). Returns the frozen
-        teacher the stage learns from (or None)."""
-        resuming = resumed is not None
+        prepared (``resuming``: the stage resumes from the checkpoint). Returns the frozen teacher
+        the stage learns from (or None)."""
         models, objective = self.p.models, self.p.objectives[stage.name]
         model = models[stage.train]
         if stage.init_from and not resuming:
@@ -148,16 +144,16 @@ class Fit:
         if objective.prepare(context):
             self.teacher_changed = False
         if resuming:  # after prepare, which would start the providers' state afresh
-            load_module_state(objective, resumed["objectives"][stage.name])
+            self.run_state.reload("objectives")
         return teacher
 
 
-def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
-        stop: threading.Event | None = None) -> dict[str, float]:
+def fit(pipeline, out, resume: dict | None = None, stop: threading.Event | None = None) -> dict[str, float]:
     """Train the recipe's stages in order; returns the seconds each stage took.
 
     Writes checkpoints into ``out`` (``recipe.checkpoint``); ``resume``: a checkpoint's state,
-    from which training continues exactly; ``stop``: set to checkpoint and stop cleanly.
+    from which training continues exactly; ``stop``: set to checkpoint and stop cleanly. Epoch
+    lines and bars where the job shows progress (``kdistill.progress``).
     """
     recipe, splits = pipeline.recipe, pipeline.splits
     if splits.val_set is None and any(stage.keep_best for stage in recipe.stages):  # user Splits without one
@@ -169,8 +165,8 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
     for i, stage in enumerate(recipe.stages):
         if i < state.first:
             continue
-        resuming = resume is not None and i == state.first
-        teacher = state.prepare(stage, resume if resuming else None)
+        state.stage = i
+        teacher = state.prepare(stage, resume is not None and i == state.first)
         model = pipeline.models[stage.train]
 
         def on_epoch_end(epoch: int, terms: dict, stage=stage, model=model, teacher=teacher):
@@ -180,27 +176,27 @@ def fit(pipeline, out, progress: bool = True, resume: dict | None = None,
             if evaluate_now and distributed.is_main():  # other ranks log nothing
                 record[eval_name], words = pipeline.family.epoch_metrics(model, teacher, eval_set, pipeline.device)
                 line += f" {eval_name} {words}"
-                if progress:
+                if progress.enabled():
                     print(line, flush=True)
             if evaluate_now and stage.keep_best:  # the recipe guarantees a validation set
                 score = pipeline.family.selection_score(record[eval_name]) if eval_name in record else None
                 state.judge_epoch(stage, epoch + 1, model, score)
             out.log(record)
 
-        hooks = Hooks(on_epoch_end=on_epoch_end, progress=progress, desc=stage.name,
-                      checkpoint=(lambda loop, i=i: state.save(i, loop)) if recipe.checkpoint.enabled else None,
-                      checkpoint_every=recipe.checkpoint.every, stop=stop or threading.Event())
+        hooks = Hooks(on_epoch_end=on_epoch_end, desc=stage.name,
+                      checkpoint=state.save if recipe.checkpoint.enabled else None,
+                      checkpoint_every=recipe.checkpoint.every, stop=stop or threading.Event(), state=state.run_state)
         x, y = pipeline.stage_data(stage)
         result = train_stage(model, pipeline.objectives[stage.name], x, y, stage, pipeline.device, teacher,
-                             seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks, loader=recipe.data.loader,
-                             resume=resume["loop"] if resuming else None)
+                             seed=recipe.seed + i, memo=pipeline.memo, hooks=hooks, loader=recipe.data.loader)
         state.stage_times[stage.name] = result["seconds"]
         if stage.keep_best:
             kept = state.keep_best(stage, model)
-            if progress and distributed.is_main():
+            if progress.enabled():
                 print(kept, flush=True)
         state.ends[stage.name] = snapshot(model)
     if state.first < len(recipe.stages):
         # every stage trained: a run killed from here on resumes into the final evaluation
-        state.save(len(recipe.stages), None)
+        state.stage = len(recipe.stages)
+        state.save()
     return state.stage_times

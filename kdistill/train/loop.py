@@ -16,9 +16,8 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from kdistill import distributed
+from kdistill import distributed, progress
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
 from kdistill.data.samples import Inputs, as_inputs
@@ -28,6 +27,7 @@ from kdistill.objective.core import Objective
 from kdistill.recipe import LoaderSpec
 from kdistill.train.checkpoint import rng_state, set_rng_state
 from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
+from kdistill.train.state import RunState
 from kdistill.train.teacher import TeacherMemo, TeacherSource, autocast, teacher_source
 
 
@@ -37,22 +37,24 @@ class Hooks:
 
     Args:
         on_epoch_end: called with (epoch, mean of each logged term) after every epoch.
-        checkpoint: called with the loop's state (``Trainer.state``) after every epoch, every
-            ``checkpoint_every`` steps (0: epoch ends only) and when ``stop`` is set.
+        checkpoint: called (to write one) after every epoch, every ``checkpoint_every`` steps (0:
+            epoch ends only) and when ``stop`` is set, the ``Trainer`` at the position it saves.
+        state: the run's stateful objects, which the stage's loop joins (``loop``) while it
+            trains: a checkpoint saves it, and one resumed from gives it its state back.
         stop: set (by SIGINT/SIGTERM) to write a checkpoint and stop cleanly.
-        progress: show a progress bar.
-        desc: the stage's name in messages and the bar.
+        desc: the stage's name in messages and the bar (shown where the job shows progress:
+            ``kdistill.progress``).
         log_every: steps between readings of the terms (the bar's figures, the check that they
             are finite); the steps between stay on the device, never waiting for it.
     """
 
     on_epoch_end: Callable[[int, dict], None] | None = None
-    checkpoint: Callable[[dict], None] | None = None
+    checkpoint: Callable[[], None] | None = None
     checkpoint_every: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
-    progress: bool = True
     desc: str = "train"
     log_every: int = 25
+    state: RunState | None = None
 
 
 @dataclass
@@ -86,15 +88,20 @@ class Trainer:
     elapsed: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
-    def state(self, epoch: int, step: int, order, sums: dict) -> dict:
+    def set_position(self, epoch: int, step: int, order: torch.Tensor | None = None, sums: dict | None = None) -> None:
+        """The loop's position, as a checkpoint written now saves it: ``step`` steps of ``epoch``
+        done, in the epoch's ``order``, with the running ``sums`` of its terms."""
+        self.epoch, self.skip, self.order, self.sums = epoch, step, order, sums if sums is not None else {}
+
+    def state_dict(self) -> dict:
         """Everything a resumed run needs to continue exactly from this step."""
-        return {"epoch": epoch, "step": step, "order": order, "sums": {k: float(v) for k, v in sums.items()},
-                "means": dict(self.means),
+        return {"epoch": self.epoch, "step": self.skip, "order": self.order,
+                "sums": {k: float(v) for k, v in self.sums.items()}, "means": dict(self.means),
                 "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                 "scaler": self.scaler.state_dict(), "generator": self.generator.get_state(), "rng": rng_state(),
                 "elapsed": self.elapsed + time.perf_counter() - self.started}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
@@ -111,9 +118,8 @@ class Trainer:
 
 def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, device: torch.device,
           teacher: nn.Module | None = None, seed: int = 0, memo: TeacherMemo | None = None,
-          loader: LoaderSpec | None = None, progress: bool = False) -> Trainer:
-    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source
-    (``progress``: a bar while teacher outputs are computed ahead)."""
+          loader: LoaderSpec | None = None) -> Trainer:
+    """The stage's optimiser, schedule, wrapped model, data placement, batch loader and teacher source."""
     generator = torch.Generator().manual_seed(seed)
     x = as_inputs(x)
     objective.bind(model)
@@ -139,7 +145,7 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     on_device = device.type == "cuda" and stored is not None and stored < 2**31
     if on_device:  # small data sets held in memory live on the GPU, as stored: no copy per step
         x, y = x.to(device), y.to(device)
-    source = teacher_source(teacher, objective, x, stage, seed, device, memo, progress=progress)
+    source = teacher_source(teacher, objective, x, stage, seed, device, memo)
     loader = loader or LoaderSpec()
     workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda", nice=loader.nice)
@@ -243,9 +249,7 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
     # this process's share of each batch still to do, fetched in order (by workers, if any)
     shares = [distributed.local_share(index) for index in batches[t.skip:]]
     todo = t.loader.epoch([share for share, _ in shares], view=(t.seed, epoch))
-    bar = tqdm(todo, desc=f"{hooks.desc} {epoch + 1}/{stage.epochs}", initial=t.skip,
-               total=len(batches), disable=not hooks.progress or not distributed.is_main(), leave=False,
-               dynamic_ncols=True)
+    bar = progress.over(todo, f"{hooks.desc} {epoch + 1}/{stage.epochs}", len(batches), t.skip)
     bad = torch.tensor(-1, device=t.device)  # the first step whose loss was not finite
     totals: dict[str, float] = {}
     for done, ((index, xb, yb), (_, counted)) in enumerate(zip(bar, shares), start=t.skip + 1):
@@ -265,7 +269,8 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
             seen = min(done * stage.batch_size, len(t.x))  # samples so far (only the last batch is short)
             bar.set_postfix({k: f"{v / seen:.3f}" for k, v in totals.items()}, refresh=False)
         if saving:
-            hooks.checkpoint(t.state(epoch, done, order, sums))
+            t.set_position(epoch, done, order, sums)
+            hooks.checkpoint()
         if stopping and not last:
             raise KDistillError(f"{hooks.desc}: stopped by a signal at epoch {epoch + 1}, step {done}")
     t.skip = 0
@@ -275,8 +280,8 @@ def run_epoch(t: Trainer, epoch: int, hooks: Hooks) -> None:
 
 def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage,
                 device: torch.device, teacher: nn.Module | None = None, *, seed: int = 0,
-                memo: TeacherMemo | None = None, hooks: Hooks | None = None, loader: LoaderSpec | None = None,
-                resume: dict | None = None) -> dict[str, float]:
+                memo: TeacherMemo | None = None, hooks: Hooks | None = None,
+                loader: LoaderSpec | None = None) -> dict[str, float]:
     """Train ``model`` (and the objective's adapters) on ``(x, y)`` as ``stage`` (the recipe's
     ``StageSpec``) says.
 
@@ -286,24 +291,28 @@ def train_stage(model: nn.Module, objective: Objective, x, y: torch.Tensor, stag
         teacher: the frozen teacher, needed when the objective reads teacher features.
         seed: the stage's seed (order, augmentation); memo: teacher outputs shared across stages.
         loader: how batches are fetched (``data.loader``: workers, prefetch); default in-process.
-        resume: a state ``hooks.checkpoint`` was given: training continues exactly from it.
+        A resumed run's loop gets its state from ``hooks.state`` (the checkpoint's ``loop``), and
+        training continues exactly from it.
     Returns:
         the last epoch's mean terms, plus ``seconds``.
     """
     hooks = hooks or Hooks(desc=stage.name)
-    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader, progress=hooks.progress)
+    t = setup(model, objective, x, y, stage, device, teacher, seed, memo, loader)
     try:
-        if resume is not None:
-            t.load(resume)
+        if hooks.state is not None:
+            hooks.state.register("loop", t)  # resumed: its state given back here, after setup
         t.started = time.perf_counter()
         for epoch in range(t.epoch, stage.epochs):
             run_epoch(t, epoch, hooks)
             if hooks.on_epoch_end is not None:
                 hooks.on_epoch_end(epoch, t.means)
             if hooks.checkpoint is not None:
-                hooks.checkpoint(t.state(epoch + 1, 0, None, {}))
+                t.set_position(epoch + 1, 0)
+                hooks.checkpoint()
             if hooks.stop.is_set():
                 raise KDistillError(f"{hooks.desc}: stopped by a signal after epoch {epoch + 1}")
     finally:
+        if hooks.state is not None:
+            hooks.state.unregister("loop")
         t.close()
     return {**t.means, "seconds": t.elapsed + time.perf_counter() - t.started}

@@ -48,11 +48,11 @@ class TeacherMemo:
         self._store: OrderedDict = OrderedDict()
 
     def outputs(self, teacher: nn.Module, names: list[str], x: torch.Tensor, device: torch.device,
-                batch_size: int = 512, progress: bool = False) -> dict[str, torch.Tensor]:
+                batch_size: int = 512) -> dict[str, torch.Tensor]:
         """The teacher's taps ``names`` over ``x``, ``{tap: (N, ...)}`` on ``device``: logits in
         float32, intermediate features in float16 (half the memory). Computed once per
         (teacher weights, inputs, device); a changed teacher or data set never reuses stale outputs.
-        ``progress``: a bar while they are computed (``models.infer.forward_batches``)."""
+        A bar while they are computed, where the job shows progress (``kdistill.progress``)."""
         key = (fingerprint(teacher.state_dict().values()), fingerprint_of(x), str(device))
         outputs = self._store.pop(key, {})
         self._store[key] = outputs  # most recently used last
@@ -61,7 +61,7 @@ class TeacherMemo:
         missing = [n for n in names if n not in outputs]
         if missing:
             outputs.update(forward_batches(
-                teacher, x, device, missing, owner="teacher", batch_size=batch_size, progress=progress,
+                teacher, x, device, missing, owner="teacher", batch_size=batch_size,
                 desc="teacher outputs", each=lambda feats: {n: feats[n].float() if n == OUTPUT else feats[n].half()
                                                             for n in missing}))
         return {n: outputs[n] for n in names}
@@ -117,13 +117,13 @@ class TeacherSource:
 
 
 def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage, seed: int, device,
-                   memo: TeacherMemo | None = None, progress: bool = False) -> TeacherSource:
+                   memo: TeacherMemo | None = None) -> TeacherSource:
     """The source of a stage's teacher features (see the module docstring for which one).
 
     ``stage``: the recipe's stage (``StageSpec``); under torchrun every rank builds its shards of
-    a disk cache. ``progress``: a bar (on the main process) while outputs are computed ahead.
+    a disk cache. A bar (on the main process) while outputs are computed ahead, where the job
+    shows progress (``kdistill.progress``).
     """
-    progress = progress and distributed.is_main()
     names = objective.taps()[1] if objective.uses_teacher else []
     if not names or teacher is None:
         return TeacherSource(None, [], {}, stage.augment)
@@ -142,9 +142,8 @@ def teacher_source(teacher: nn.Module | None, objective, x: torch.Tensor, stage,
         cache = stage.cache
         source.store = build_cache(teacher, source.taps.sources, x, cache.dir, device,
                                    stage.augment.model_dump() if augment else None, cache.views, seed, cache.topk,
-                                   cache.dtype, progress=progress, field=f"stages ({stage.name}): cache.dir")
+                                   cache.dtype, field=f"stages ({stage.name}): cache.dir")
     elif stage.cache_teacher and not augment:
         with eval_mode(teacher):
-            source.memory = (memo or TeacherMemo()).outputs(teacher, source.taps.sources, x, device,
-                                                            progress=progress)
+            source.memory = (memo or TeacherMemo()).outputs(teacher, source.taps.sources, x, device)
     return source

@@ -64,18 +64,19 @@ def test_a_long_pass_over_the_test_set_shows_a_bar(pair, monkeypatch):
     import io
     import sys
 
-    from kdistill.models import infer
+    from kdistill import progress
 
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
     teacher, student, x = pair
-    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(progress, "DELAY", 0)
     monkeypatch.setattr(sys, "stderr", Terminal())
-    quiet = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2)
-    assert sys.stderr.getvalue() == ""  # off unless asked
-    shown = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2, progress=True, desc="student: test set")
+    quiet = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2, desc="student: test set")
+    assert sys.stderr.getvalue() == ""  # off unless the job shows progress
+    with progress.shown(True):
+        shown = token_metrics(student, x, torch.device("cpu"), teacher, batch_size=2, desc="student: test set")
     assert "student: test set:" in sys.stderr.getvalue() and "/5 " in sys.stderr.getvalue()
     assert shown == quiet
 

@@ -9,6 +9,7 @@ import torch
 from fixtures import as_terminal
 from torch import nn
 
+from kdistill import progress
 from kdistill.errors import KDistillError
 from kdistill.models.infer import dry_features, eval_mode, forward_batches
 from kdistill.models.taps import FeatureTaps
@@ -295,7 +296,8 @@ def test_other_inputs_keep_their_order_and_length(tiny_bert):
 def test_a_pass_shows_a_bar_of_samples_rate_and_time_left(monkeypatch):
     model, x = _cnn(), torch.randn(10, 1, 8, 8)
     terminal = as_terminal(monkeypatch)
-    forward_batches(model, x, CPU, batch_size=4, progress=True, desc="teacher outputs")
+    with progress.shown(True):
+        forward_batches(model, x, CPU, batch_size=4, desc="teacher outputs")
     bar = terminal.getvalue()
     assert "teacher outputs" in bar and "/10 " in bar  # samples done of 10
     assert " samples/s" in bar and "<" in bar  # the rate, and elapsed<left
@@ -304,10 +306,14 @@ def test_a_pass_shows_a_bar_of_samples_rate_and_time_left(monkeypatch):
 def test_no_bar_when_progress_is_off_or_stderr_is_no_terminal(monkeypatch):
     model, x = _cnn(), torch.randn(10, 1, 8, 8)
     terminal = as_terminal(monkeypatch)
-    forward_batches(model, x, CPU, batch_size=4)  # off by default
-    forward_batches(model, x, CPU, batch_size=4, progress=False)
+    forward_batches(model, x, CPU, batch_size=4, desc="teacher outputs")  # off by default
+    with progress.shown(False):
+        forward_batches(model, x, CPU, batch_size=4, desc="teacher outputs")
+    with progress.shown(True):
+        forward_batches(model, x, CPU, batch_size=4)  # a pass without a name: never a bar
     assert terminal.getvalue() == ""
     log = io.StringIO()  # a log file: no bar either
     monkeypatch.setattr(sys, "stderr", log)
-    forward_batches(model, x, CPU, batch_size=4, progress=True)
+    with progress.shown(True):
+        forward_batches(model, x, CPU, batch_size=4, desc="teacher outputs")
     assert log.getvalue() == ""

@@ -124,7 +124,7 @@ def test_training_on_the_disk_cache_matches_the_live_teacher(teacher, x, tmp_pat
         stage = StageSpec(name="t", epochs=2, batch_size=8, optimizer={"name": "sgd", "lr": 0.1}, cache_teacher=False,
                           cache=None if mode == "live" else {"dir": str(tmp_path), "dtype": mode})
         train_stage(student, objective, x, y, stage, torch.device("cpu"), teacher, seed=3,
-                    hooks=Hooks(progress=False))
+                    hooks=Hooks())
         students[mode] = torch.cat([p.detach().flatten() for p in student.parameters()])
     assert torch.allclose(students["float32"], students["live"], atol=1e-5)
     assert torch.allclose(students["float16"], students["live"], atol=5e-3)
@@ -157,7 +157,7 @@ def test_building_shows_one_bar_over_every_shard_and_view(teacher, x, tmp_path, 
     import io
     import sys
 
-    from kdistill.models import infer
+    from kdistill import progress
     from kdistill.train import cache as cache_module
 
     class Terminal(io.StringIO):
@@ -165,15 +165,17 @@ def test_building_shows_one_bar_over_every_shard_and_view(teacher, x, tmp_path, 
             return True
 
     monkeypatch.setattr(cache_module, "SHARD", 16)  # 40 samples: 3 shards
-    monkeypatch.setattr(infer, "PROGRESS_DELAY", 0)
+    monkeypatch.setattr(progress, "DELAY", 0)
     monkeypatch.setattr(sys, "stderr", Terminal())
-    build_cache(teacher, TAPS, x, tmp_path / "a", "cpu", {"shift": 1}, views=2, batch_size=8, progress=True)
+    with progress.shown(True):
+        build_cache(teacher, TAPS, x, tmp_path / "a", "cpu", {"shift": 1}, views=2, batch_size=8)
     bar = sys.stderr.getvalue()
     assert "teacher outputs (cache):" in bar and "/80 " in bar  # 40 samples x 2 views, one bar
     assert "[cache]" not in capsys.readouterr().out  # on a terminal the bar says it
     # a log file instead of a terminal: no bar, a line a shard
     monkeypatch.setattr(sys, "stderr", io.StringIO())
-    build_cache(teacher, TAPS, x, tmp_path / "b", "cpu", {"shift": 1}, views=2, batch_size=8, progress=True)
+    with progress.shown(True):
+        build_cache(teacher, TAPS, x, tmp_path / "b", "cpu", {"shift": 1}, views=2, batch_size=8)
     assert sys.stderr.getvalue() == ""
     assert capsys.readouterr().out.count("[cache]") == 3
 

@@ -13,7 +13,7 @@ from kdistill.pipeline import build_pipeline
 from kdistill.recipe import load_recipe
 from kdistill.train.checkpoint import load_latest
 from kdistill.models.infer import freeze
-from kdistill.train.fit import CHECKPOINT_KEYS, fit
+from kdistill.train.fit import fit
 
 TEACHER = {"model": "cnn", "args": {"channels": [4, 8], "hidden": 16, "image_size": 8}}
 STUDENT = {"model": "cnn", "args": {"channels": [4, 8], "image_size": 8}}
@@ -46,7 +46,7 @@ def test_stage_times_and_epoch_records():
     p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
                    _stage("distil", data="transfer", epochs=2, loss=[{"loss": "kd"}])])
     out = Out()
-    times = fit(p, out, progress=False)
+    times = fit(p, out)
     assert list(times) == ["teacher", "distil"]
     assert all(isinstance(t, float) and t > 0 for t in times.values())
     assert out.lines == 3 and [(r["stage"], r["model"], r["epoch"]) for r in out.records] == [
@@ -60,10 +60,12 @@ def test_init_from_starts_a_stage_from_an_earlier_stages_end(tmp_path):
                    _stage("b", data="labelled"),  # moves the student on
                    _stage("c", data="labelled", init_from="a")],
                   checkpoint=True)
-    fit(p, Out(tmp_path), progress=False)
-    state, _ = load_latest(tmp_path / "checkpoints")
-    assert state["stage"] == 3 and state["loop"] is None  # the final checkpoint, all stages done
-    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"}
+    fit(p, Out(tmp_path))
+    checkpoint, _ = load_latest(tmp_path / "checkpoints")
+    assert set(checkpoint) == {"version", "recipe", "metrics_lines", "state"}
+    assert set(checkpoint["state"]) == {"fit", "models", "objectives", "features"}  # no loop: between stages
+    state = checkpoint["state"]["fit"]
+    assert state["stage"] == 3  # the final checkpoint, all stages done
     ends, start = state["ends"], state["starts"]["c"]
     assert list(ends) == ["a", "b", "c"]
     assert all(torch.equal(start[k], ends["a"][k]) for k in start)
@@ -77,17 +79,19 @@ def test_a_set_stop_event_checkpoints_then_stops(tmp_path):
     stop.set()  # as SIGINT would
     out = Out(tmp_path)
     with pytest.raises(KDistillError, match=r"^a: stopped by a signal at epoch 1, step 1$"):
-        fit(p, out, progress=False, stop=stop)
-    state, path = load_latest(tmp_path / "checkpoints")
+        fit(p, out, stop=stop)
+    checkpoint, path = load_latest(tmp_path / "checkpoints")
     assert path.name == "ckpt-s00-e00000-b0000001.pt"
-    assert state["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
-    assert set(state) == CHECKPOINT_KEYS | {"best", "recipe"} and "teacher" not in state["models"]  # no stage trains it
+    state = checkpoint["state"]
+    assert set(state) == {"fit", "models", "objectives", "features", "loop"}
+    assert state["fit"]["stage"] == 0 and state["loop"]["epoch"] == 0 and state["loop"]["step"] == 1
+    assert "teacher" not in state["models"]  # no stage trains it
     assert out.records == []  # stopped inside the first epoch
 
 
 def test_without_checkpoints_nothing_is_written(tmp_path):
     p = _pipeline([_stage("a")])
-    fit(p, Out(tmp_path), progress=False)
+    fit(p, Out(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -120,7 +124,7 @@ def test_teacher_frozen_while_a_student_learns_and_trained_in_its_own_stage():
 
     p.objectives["distil"].forward = spy
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    fit(p, Out(), progress=False)
+    fit(p, Out())
     assert seen == {"training": False, "grad": False}
     assert not teacher.training and not any(q.requires_grad for q in teacher.parameters())
     # the teacher stage changed its weights; the distil stage left them as they were after it
@@ -131,7 +135,7 @@ def test_init_from_a_stage_of_another_architecture_fails_in_one_line():
     with pytest.raises(KDistillError, match="init_from"):
         p = _pipeline([_stage("teacher", train="teacher", data="full", batch_size=256),
                        _stage("student", data="labelled", init_from="teacher")])
-        fit(p, Out(), progress=False)
+        fit(p, Out())
 
 
 def _keep_best(scores, stop_after=None):
@@ -157,27 +161,28 @@ def _keep_best(scores, stop_after=None):
 def test_keep_best_ends_a_stage_on_its_best_epoch(tmp_path, scores, kept):
     p, seen, _ = _keep_best(scores)
     out = Out(tmp_path)
-    fit(p, out, progress=False)
+    fit(p, out)
     final = p.models["student"].state_dict()
     assert all(torch.equal(final[k], seen[kept - 1][k]) for k in final)  # ties keep the earlier epoch
     assert [r.get("kept_epoch") for r in out.records] == [None, None, None, kept]
     assert all("val" in r for r in out.records[:3])  # judged on the validation set, not the test set
     state, _ = load_latest(tmp_path / "checkpoints")
-    assert all(torch.equal(state["ends"]["distil"][k], final[k]) for k in final)  # the next stage starts there
+    ends = state["state"]["fit"]["ends"]
+    assert all(torch.equal(ends["distil"][k], final[k]) for k in final)  # the next stage starts there
 
 
 def test_keep_best_resumes_exactly(tmp_path):
     """Stopped after the best epoch (2 of 3), resumed in a fresh pipeline: the same kept weights."""
     p, seen, _ = _keep_best([0.2, 0.9, 0.5])
-    fit(p, Out(tmp_path / "a"), progress=False)
+    fit(p, Out(tmp_path / "a"))
     whole = p.models["student"].state_dict()
     p, _, stop = _keep_best([0.2, 0.9, 0.5], stop_after=2)
     with pytest.raises(KDistillError, match="stopped by a signal after epoch 2"):
-        fit(p, Out(tmp_path / "b"), progress=False, stop=stop)
+        fit(p, Out(tmp_path / "b"), stop=stop)
     state, _ = load_latest(tmp_path / "b" / "checkpoints")
-    assert state["best"]["distil"][0] == 2
+    assert state["state"]["fit"]["best"]["distil"][0] == 2
     fresh, _, _ = _keep_best([0.5])  # only epoch 3 is judged after the resume; lower than epoch 2's
-    fit(fresh, Out(tmp_path / "b"), progress=False, resume=state)
+    fit(fresh, Out(tmp_path / "b"), resume=state)
     resumed = fresh.models["student"].state_dict()
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
 
@@ -188,7 +193,7 @@ def test_keep_best_without_a_validation_set_is_refused_before_training(tmp_path)
     p, seen, _ = _keep_best([0.5, 0.5, 0.5])
     p.splits = dataclasses.replace(p.splits, val_set=None)  # as a user's own Splits might come
     with pytest.raises(KDistillError, match="keep_best: .*give Splits with a val_set"):
-        fit(p, Out(tmp_path), progress=False)
+        fit(p, Out(tmp_path))
     assert seen == []
 
 

@@ -6,6 +6,7 @@ from kdistill.models.adapters import build_adapters
 from kdistill.models.taps import FeatureTaps
 from kdistill.recipe import StageSpec
 from kdistill.train.loop import Hooks, train_stage
+from kdistill.train.state import RunState
 
 
 def _setup():
@@ -28,7 +29,7 @@ def _train(cache: bool):
     before_adapter = [p.clone() for p in objective.adapters.parameters()]
     log = []
     train_stage(student, objective, x, y, StageSpec(name="t", epochs=2, batch_size=16, cache_teacher=cache),
-                torch.device("cpu"), teacher, hooks=Hooks(lambda e, terms: log.append(terms), progress=False))
+                torch.device("cpu"), teacher, hooks=Hooks(lambda e, terms: log.append(terms)))
     return teacher, student, objective, before_teacher, before_adapter, log
 
 
@@ -87,7 +88,7 @@ def test_compiled_and_channels_last_student_trains_like_the_plain_one():
         objective = build_objective([{"loss": "ce"}, {"loss": "entropy", "weight": 0.1},
                                      {"loss": "scatter", "weight": 0.01, "student": "head.0"}])  # a hook under dynamo
         stage = StageSpec(name="t", epochs=2, batch_size=8, optimizer={"name": "sgd", "lr": 0.1}, **extra)
-        train_stage(model, objective, x, y, stage, torch.device("cpu"), seed=0, hooks=Hooks(progress=False))
+        train_stage(model, objective, x, y, stage, torch.device("cpu"), seed=0, hooks=Hooks())
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-5)
 
@@ -120,7 +121,7 @@ def _mlp_weights(stage_args: dict, loss=({"loss": "ce"},), x=None, y=None) -> to
     stage = StageSpec(**{"name": "t", "epochs": 2, "batch_size": 10, "optimizer": {"name": "sgd", "lr": 0.1},
                          **stage_args})
     train_stage(model, build_objective(list(loss)), x, y, stage, torch.device("cpu"), seed=0,
-                hooks=Hooks(progress=False))
+                hooks=Hooks())
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
@@ -149,13 +150,14 @@ def test_terms_are_read_every_log_every_steps_before_checkpoints_and_at_the_end(
     x, y = torch.randn(100, 12), torch.randint(0, 4, (100,))
     model = build_model("mlp", in_features=12, num_classes=4, hidden=[16])
     stage = StageSpec(name="t", epochs=2, batch_size=10)  # 10 steps an epoch
-    log = []
-    hooks = Hooks(on_epoch_end=lambda e, terms: log.append(terms), progress=False, log_every=4,
-                  checkpoint=lambda state: saved.append(state["step"]), checkpoint_every=7)
+    log, state = [], RunState()  # the loop joins the run's state while it trains: checkpoints read it there
+    hooks = Hooks(on_epoch_end=lambda e, terms: log.append(terms), log_every=4, state=state,
+                  checkpoint=lambda: saved.append(state.state_dict()["loop"]["step"]), checkpoint_every=7)
     train_stage(model, build_objective([{"loss": "ce"}]), x, y, stage, torch.device("cpu"), hooks=hooks)
     # steps 4, 7 (checkpoint), 8, 10 (end) of epoch 1; 4, 8, 10 and 14 - 10 = 4 (checkpoint) of epoch 2
     assert len(reads) == 7
     assert [s for s in saved if s] == [7, 4]  # the step checkpoints; 0: the epochs' ends
+    assert "loop" not in state.state_dict()  # the stage over, its loop has left
     assert all(set(terms) == {"loss", "ce", "lr"} and all(isinstance(v, float) for v in terms.values())
                for terms in log)
 
