@@ -1,9 +1,9 @@
 """Where a stage's teacher features come from, behind one interface.
 
 A frozen teacher's outputs are computed once and reused every epoch when they can be:
-- **memory**: one pass over the stage's inputs, kept in memory (tap by tap, logits in float32,
-  intermediate features in float16, keyed by fingerprints of the teacher's weights and of the
-  inputs, so later stages and runs that share a ``TeacherMemo`` reuse them);
+- **memory**: one pass over the stage's inputs, kept in memory (tap by tap, in float32, keyed
+  by fingerprints of the teacher's weights and of the inputs, so later stages and runs that
+  share a ``TeacherMemo`` reuse them): the numbers of the live teacher;
 - **disk**: ``cache:`` in the stage: a memory-mapped cache built once (``train.cache``), with
   augmented views, stored as ``cache.dtype`` (float16 by default: half the disk and page cache,
   features within float16's rounding of the live teacher's; float32 for the live numbers);
@@ -40,7 +40,7 @@ from torch import nn
 
 from kdistill.errors import KDistillError
 from kdistill.models.infer import eval_mode, forward_batches
-from kdistill.models.taps import HEAD, OUTPUT, FeatureTaps, apply_derived
+from kdistill.models.taps import HEAD, FeatureTaps, apply_derived
 from kdistill.data.samples import fingerprint_of
 from kdistill.train import distributed
 from kdistill.train.cache import TeacherCache, build_cache, fingerprint
@@ -65,10 +65,11 @@ class TeacherMemo:
 
     def outputs(self, teacher: nn.Module, names: list[str], x: torch.Tensor, device: torch.device,
                 batch_size: int = 512, progress: bool = False) -> dict[str, torch.Tensor]:
-        """The teacher's taps ``names`` over ``x``, ``{tap: (N, ...)}`` on ``device``: logits in
-        float32, intermediate features in float16 (half the memory). Computed once per
-        (teacher weights, inputs, device); a changed teacher or data set never reuses stale outputs.
-        ``progress``: a bar while they are computed (``models.infer.forward_batches``)."""
+        """The teacher's taps ``names`` over ``x``, ``{tap: (N, ...)}`` on ``device``, in float32,
+        logits and intermediate features alike: a stage reads the numbers a live teacher gives
+        it (within float32 rounding: the passes batch the inputs otherwise). Computed once per
+        (teacher weights, inputs, device); a changed teacher or data set never reuses stale
+        outputs. ``progress``: a bar while they are computed (``models.infer.forward_batches``)."""
         key = (fingerprint(teacher.state_dict().values()), fingerprint_of(x), str(device))
         outputs = self._store.pop(key, {})
         self._store[key] = outputs  # most recently used last
@@ -78,8 +79,7 @@ class TeacherMemo:
         if missing:
             outputs.update(forward_batches(
                 teacher, x, device, missing, owner="teacher", batch_size=batch_size, progress=progress,
-                desc="teacher outputs", each=lambda feats: {n: feats[n].float() if n == OUTPUT else feats[n].half()
-                                                            for n in missing}))
+                desc="teacher outputs", each=lambda feats: {n: feats[n].float() for n in missing}))
         return {n: outputs[n] for n in names}
 
 
@@ -150,7 +150,7 @@ class TeacherSource:
             return apply_derived({**feats, **self.taps.constants()}, self.taps.derived)
         if self.memory is not None:
             index = index.to(device)
-            feats = {k: v[index].float() for k, v in self.memory.items()}
+            feats = {k: v[index] for k, v in self.memory.items()}  # float32 already
             return apply_derived({**feats, **self.taps.constants()}, self.taps.derived)
         with torch.no_grad(), autocast(device, self.amp):  # the textbook loop: a live teacher
             return self.taps.collect(self.teacher(xb))
