@@ -128,7 +128,8 @@ def test_a_cuda_run_trains_the_student_of_a_cpu_run(teachers, plain, tmp_path):
 def test_teacher_outputs_on_the_device_from_memory_and_from_disk(teachers, plain, tmp_path):
     """``cache_teacher`` (the default): the teacher's outputs computed once and held on the GPU;
     ``cache:``: built on disk by one run and read back by the next. Both train the live teacher's
-    student, up to the half precision they keep intermediate features in."""
+    student, the disk cache up to the half precision it keeps features in (the memory keeps
+    float32)."""
     live = run(recipe("live", "mlp", teachers["mlp"], cache_teacher=False), runs_dir=tmp_path, progress=False)
     cache = {"dir": str(tmp_path / "cache")}
     built = run(recipe("built", "mlp", teachers["mlp"], cache=cache), runs_dir=tmp_path, progress=False)

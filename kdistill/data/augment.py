@@ -2,7 +2,8 @@
 
 An augmentation is drawn as explicit parameters first, then applied, so that a cached
 teacher output can be stored with the parameters of the view it was computed on and the
-student shown exactly that view.
+student shown exactly that view. ``Augment`` is a stage's augmentation of its batches: a
+random shift/flip, or (with a disk cache of augmented views) one of each sample's cached views.
 """
 
 from __future__ import annotations
@@ -61,3 +62,35 @@ def random_shift_flip(
         augmented images, same shape.
     """
     return shift_flip(x, draw_shift_flip(len(x), shift, flip, generator), shift)
+
+
+class Augment:
+    """The view of each batch that the student trains on (and a disk cache's teacher saw).
+
+    Args:
+        shift, flip: the stage's augmentation (``AugmentSpec``): random translation by up to
+            ``shift`` pixels, random horizontal flip; neither: the batch as it is.
+        views: the parameters of a disk cache's views of every sample, ``(N, V, 3)``
+            (``TeacherCache.params``), or None. With them, an augmented batch is one of its
+            samples' cached views, drawn per sample, instead of a new random one.
+    """
+
+    def __init__(self, shift: int = 0, flip: bool = False, views: torch.Tensor | None = None):
+        self.shift, self.flip, self.views = int(shift), bool(flip), views
+
+    @property
+    def random(self) -> bool:
+        """Whether the batches are augmented at random (a shift or a flip)."""
+        return bool(self.shift or self.flip)
+
+    def __call__(self, x: torch.Tensor, index: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The batch ``x (B, C, H, W)`` of samples ``index (B,)`` as the student sees it, and the
+        cached view it is ``(B,)`` (None without cached views). Draws from ``generator``: a
+        cached view per sample, or the random shift and flip (``draw_shift_flip``)."""
+        if not self.random:
+            return x, None
+        if self.views is not None:  # one of the cached views, the teacher's own
+            view = torch.randint(self.views.shape[1], (len(index),), generator=generator)  # (B,)
+            return shift_flip(x, self.views[index, view], self.shift), view
+        return random_shift_flip(x, self.shift, self.flip, generator), None

@@ -1,7 +1,8 @@
 """The training loop of one stage: setup, step and epoch, read top to bottom.
 
 The teacher is frozen (eval mode, no gradients); where its features come from (live, memory,
-disk) is the ``TeacherSource``'s business. The loop knows no loss, feature or model family by
+disk) is the ``TeacherSource``'s business, and the view of a batch the student sees is the
+data layer's ``Augment``'s (a disk cache's views, when it has some). The loop knows no loss, feature or model family by
 name: it feeds the objective the student's taps and the source's teacher features.
 """
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from kdistill import distributed, progress
+from kdistill.data.augment import Augment
 from kdistill.data.batch import Batch
 from kdistill.data.loader import BatchLoader
 from kdistill.data.samples import Inputs, as_inputs
@@ -69,6 +71,7 @@ class Trainer:
     x: Inputs
     y: torch.Tensor
     source: TeacherSource
+    augment: Augment  # the student's view of each batch
     loader: BatchLoader
     student_taps: FeatureTaps
     params: list
@@ -146,19 +149,20 @@ def setup(model: nn.Module, objective: Objective, x, y: torch.Tensor, stage, dev
     if on_device:  # small data sets held in memory live on the GPU, as stored: no copy per step
         x, y = x.to(device), y.to(device)
     source = teacher_source(teacher, objective, x, stage, seed, device, memo)
+    augment = Augment(stage.augment.shift, stage.augment.flip, views=source.views)
     loader = loader or LoaderSpec()
     workers = 0 if on_device else loader.workers  # data on the GPU is indexed in place
     batches = BatchLoader(x, y, workers, loader.prefetch, pin=device.type == "cuda", nice=loader.nice)
     # hooks last: a teacher source that fails (a bad cache) leaves no hook on the student
     student_taps = FeatureTaps(model, objective.taps()[0], "student", objective.student_derived)
-    return Trainer(model, forward, objective, stage, device, x, y, source, batches, student_taps, params,
+    return Trainer(model, forward, objective, stage, device, x, y, source, augment, batches, student_taps, params,
                    objective_params, optimizer, schedule, scaler, generator, seed, layout)
 
 
 def _losses(t: Trainer, batch: Batch, shares: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
     """The objective on ``batch``, each term weighted by the batch's ``shares`` of the step's items:
     (total loss, {term: value})."""
-    xb, view = t.source.inputs(batch.x, batch.index, t.generator)
+    xb, view = t.augment(batch.x, batch.index, t.generator)  # with a disk cache: a cached view
     xb = xb.contiguous(memory_format=t.layout)
     teacher_feats = t.source.features(xb, batch.index, view, t.device)
     index = batch.index.to(t.device)  # for losses that keep a memory of samples

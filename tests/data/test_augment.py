@@ -1,10 +1,11 @@
 """Shift-and-flip augmentation: views worked out by hand, drawn parameters in range and
-reproducible, identity when nothing moves."""
+reproducible, identity when nothing moves; a stage's ``Augment`` draws the same views from the
+same generator, random or among a disk cache's."""
 
 import pytest
 import torch
 
-from kdistill.data.augment import draw_shift_flip, random_shift_flip, shift_flip
+from kdistill.data.augment import Augment, draw_shift_flip, random_shift_flip, shift_flip
 
 X = torch.arange(16.0).view(1, 1, 4, 4)
 # [[ 0,  1,  2,  3],
@@ -86,3 +87,34 @@ def test_random_shift_flip_keeps_shape_and_dtype_and_is_the_drawn_view(dtype):
     assert out.shape == x.shape and out.dtype == dtype
     params = draw_shift_flip(6, 2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(out, shift_flip(x, params, 2))
+
+
+# ---- Augment: a stage's view of each batch ----------------------------------------------------
+
+def test_augment_without_shift_or_flip_is_the_batch_and_draws_nothing():
+    x, index, generator = torch.rand(4, 1, 5, 5), torch.arange(4), torch.Generator().manual_seed(0)
+    before = generator.get_state()
+    for augment in (Augment(), Augment(0, False, views=torch.zeros(4, 1, 3, dtype=torch.int16))):
+        xb, view = augment(x, index, generator)
+        assert not augment.random and xb is x and view is None
+    assert torch.equal(generator.get_state(), before)
+
+
+@pytest.mark.parametrize("shift, flip", [(2, True), (1, False), (0, True)])
+def test_augment_at_random_is_random_shift_flip_from_the_same_generator(shift, flip):
+    x, index = torch.rand(6, 2, 5, 5), torch.tensor([5, 0, 3, 3, 1, 2])
+    ours, theirs = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    xb, view = Augment(shift, flip)(x, index, ours)
+    assert view is None and torch.equal(xb, random_shift_flip(x, shift, flip, theirs))
+    assert torch.equal(ours.get_state(), theirs.get_state())  # the same draws, no more
+
+
+def test_augment_with_cached_views_shows_one_of_each_samples_views():
+    views = draw_shift_flip(10 * 3, 2, generator=torch.Generator().manual_seed(1)).view(10, 3, 3)  # (N, V, 3)
+    x, index = torch.rand(5, 1, 6, 6), torch.tensor([9, 2, 5, 0, 2])
+    generator = torch.Generator().manual_seed(2)
+    xb, view = Augment(2, True, views=views)(x, index, generator)
+    # one view drawn per sample from the generator, then that view's shift and flip
+    assert torch.equal(view, torch.randint(3, (5,), generator=torch.Generator().manual_seed(2)))
+    assert torch.equal(xb, shift_flip(x, views[index, view], 2))
+    assert not torch.equal(xb, random_shift_flip(x, 2, True, torch.Generator().manual_seed(2)))

@@ -49,8 +49,9 @@ def test_deterministic_on_cpu_and_cache_matches_live_teacher():
     x = torch.randn(4, 1, 8, 8)
     a.eval(), b.eval(), c.eval()
     assert torch.equal(a(x), b(x))
-    # the cache keeps features in half precision, so the live-teacher run differs only slightly
-    assert torch.allclose(a(x), c(x), atol=1e-2)
+    # the memory keeps the teacher's features in float32: the live-teacher run trains alike
+    # (within float32 rounding: the teacher's passes batch the samples otherwise)
+    torch.testing.assert_close(a(x), c(x), rtol=1e-4, atol=1e-5)
 
 
 def test_teacher_outputs_are_reused_only_for_the_same_teacher_and_data():

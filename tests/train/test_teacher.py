@@ -1,14 +1,17 @@
 """kdistill.train.teacher: teacher outputs computed once and reused only while valid, and where a
-stage's teacher features come from (none, memory, live, disk)."""
+stage's teacher features come from (none, memory, live, disk), by one declared rule."""
+
+import itertools
 
 import pytest
 import torch
 
-from kdistill.data.augment import shift_flip
+from kdistill.data.augment import Augment, shift_flip
+from kdistill.errors import KDistillError
 from kdistill.models.zoo import build_model
 from kdistill.objective.core import build_objective
 from kdistill.recipe import StageSpec
-from kdistill.train.teacher import TeacherMemo, teacher_source
+from kdistill.train.teacher import MODE_RULE, TeacherMemo, teacher_mode, teacher_source
 
 CPU = torch.device("cpu")
 
@@ -40,10 +43,11 @@ def _live(teacher, x):
 def test_memo_outputs_and_their_precision():
     teacher, x = _teacher(), torch.randn(12, 1, 8, 8)
     out = TeacherMemo().outputs(teacher, ["logits", "stages.1"], x, CPU, batch_size=5)
-    assert out["logits"].dtype == torch.float32 and out["stages.1"].dtype == torch.float16
+    # float32, intermediate features too: the live teacher's numbers (float16 was ~1e-3 off)
+    assert out["logits"].dtype == torch.float32 and out["stages.1"].dtype == torch.float32
     live = _live(teacher, x)
-    torch.testing.assert_close(out["logits"], live["logits"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(out["stages.1"].float(), live["stages.1"], rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(out["logits"], live["logits"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["stages.1"], live["stages.1"], rtol=1e-5, atol=1e-6)
 
 
 def test_memo_reuses_outputs_for_the_same_teacher_and_data():
@@ -115,6 +119,37 @@ def test_memo_keeps_the_most_recently_used():
     assert len(calls) == 1
 
 
+# ---- teacher_mode: the rule -------------------------------------------------------------------
+
+def _expected_mode(reads_teacher, decoded_at_random, cache, cache_teacher, augmented):
+    """The rule as the issue states it, written independently of MODE_RULE's table."""
+    if not reads_teacher:
+        return "none"
+    if decoded_at_random:
+        return "refused" if cache else "live"
+    if cache:
+        return "disk"
+    return "memory" if cache_teacher and not augmented else "live"
+
+
+@pytest.mark.parametrize("case", list(itertools.product((False, True), repeat=5)))
+def test_teacher_mode_over_every_input(case):
+    assert teacher_mode(*case) == _expected_mode(*case)
+    # the table's rows do not overlap: each case is one row's, whatever their order
+    matching = [mode for row, mode in MODE_RULE if all(r is None or r == c for r, c in zip(row, case))]
+    assert len(matching) == 1
+
+
+def test_teacher_mode_rows_are_the_docstring_table():
+    from kdistill.train import teacher
+
+    word = {None: "any", True: "yes", False: "no"}
+    table = [line.split() for line in teacher.__doc__.splitlines() if line.startswith(("yes ", "no "))]
+    assert [(tuple(cells[:5]), cells[5]) for cells in table] == \
+        [(tuple(word[r] for r in row), mode) for row, mode in MODE_RULE]
+    assert {mode for _, mode in MODE_RULE} == {"none", "refused", "live", "disk", "memory"}
+
+
 # ---- teacher_source ---------------------------------------------------------------------------
 
 KD_HINT = [{"loss": "kd"}, {"loss": "hint", "student": "stages.1", "teacher": "stages.1"}]
@@ -155,20 +190,20 @@ def test_mode_disk_with_a_cache_section(tmp_path, augment):
     assert any(tmp_path.iterdir())
 
 
-def test_memory_features_equal_the_live_teachers_within_fp16():
+def test_memory_features_equal_the_live_teachers():
     source, teacher, x = _source()
     index = torch.tensor([7, 0, 3])
     feats = source.features(x[index], index, None, CPU)
     live = _live(teacher, x[index])
     assert feats["logits"].dtype == torch.float32 and feats["stages.1"].dtype == torch.float32
-    torch.testing.assert_close(feats["logits"], live["logits"], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(feats["stages.1"], live["stages.1"], rtol=1e-3, atol=2e-3)
+    torch.testing.assert_close(feats["logits"], live["logits"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(feats["stages.1"], live["stages.1"], rtol=1e-5, atol=1e-6)
     # and the live mode gives the same features
     live_source, _, _ = _source(teacher=teacher, x=x, cache_teacher=False)
-    xb, view = live_source.inputs(x[index], index, torch.Generator().manual_seed(0))
-    assert view is None and torch.equal(xb, x[index])
-    other = live_source.features(xb, index, None, CPU)
-    torch.testing.assert_close(other["logits"], feats["logits"], rtol=1e-5, atol=1e-5)
+    assert live_source.views is None
+    other = live_source.features(x[index], index, None, CPU)
+    for name in ("logits", "stages.1"):
+        torch.testing.assert_close(other[name], feats[name], rtol=1e-5, atol=1e-6)
 
 
 def test_memory_outputs_are_the_eval_mode_teachers_and_its_mode_is_kept():
@@ -180,10 +215,14 @@ def test_memory_outputs_are_the_eval_mode_teachers_and_its_mode_is_kept():
     torch.testing.assert_close(source.memory["logits"], live["logits"], rtol=1e-5, atol=1e-5)
 
 
-def test_inputs_without_augmentation_are_the_batch():
-    source, _, x = _source()
-    xb, view = source.inputs(x[:3], torch.arange(3), torch.Generator())
-    assert xb is not None and torch.equal(xb, x[:3]) and view is None
+def test_a_disk_cache_of_inputs_decoded_at_random_is_refused(tmp_path):
+    x = torch.randn(10, 1, 8, 8)
+    x.random = True  # as Inputs of a source drawing random crops / flips as it decodes
+    with pytest.raises(KDistillError, match=r"stages \(s\): cache stores the teacher's outputs of fixed views"):
+        _source(x=x, cache={"dir": str(tmp_path)})
+    assert not any(tmp_path.iterdir())
+    source, _, _ = _source(x=x)  # without a cache: live, each new view through the teacher
+    assert source.mode == "live"
 
 
 def test_disk_cache_with_augmentation_shows_the_student_the_teachers_view(tmp_path):
@@ -192,7 +231,7 @@ def test_disk_cache_with_augmentation_shows_the_student_the_teachers_view(tmp_pa
                                  cache={"dir": str(tmp_path), "views": 3})
     assert source.mode == "disk" and source.store.views == 3
     index = torch.tensor([9, 2, 5, 0, 2])
-    xb, view = source.inputs(x[index], index, torch.Generator().manual_seed(1))
+    xb, view = Augment(2, True, views=source.views)(x[index], index, torch.Generator().manual_seed(1))
     assert view.shape == (5,) and 0 <= int(view.min()) and int(view.max()) < 3
     # the student's view is the cached one...
     expected = shift_flip(x[index], source.store.params[index, view], 2)
