@@ -43,7 +43,7 @@ def _trajectory(cache_teacher: bool) -> tuple[dict[str, list[float]], str]:
         patch.setattr(loop, "step", recording_step)
         patch.setattr(loop, "setup", recording_setup)
         loop.train_stage(pipeline.models["student"], pipeline.objectives[stage.name], x, y, stage, pipeline.device,
-                         pipeline.models["teacher"], seed=recipe.seed, hooks=loop.Hooks(progress=False))
+                         pipeline.models["teacher"], seed=recipe.seed, hooks=loop.Hooks())
     return steps, modes[0]
 
 
