@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 from kdistill.errors import KDistillError, shown
@@ -107,3 +108,32 @@ def naming(path: str | os.PathLike):
         if err.filename is None:
             err.filename = str(path)
         raise
+
+
+INCOMPLETE = ".incomplete"  # the suffix of a run directory not yet complete
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name: no separators, not empty, not ``.`` or ``..``, printable
+    characters that UTF-8 can write (the weight files' metadata and the summary hold it)."""
+    if isinstance(name, str) and (not _utf8(name) or any(unicodedata.category(c) == "Cc" for c in name)):
+        raise KDistillError(f"name: {shown(name)} holds a control character or bytes that are not UTF-8 text; "
+                            "give a name of printable characters, e.g. name=my-run.")
+    bad = (not isinstance(name, str) or name.strip() in ("", ".", "..") or "/" in name or "\\" in name
+           or "\0" in name or (os.altsep and os.altsep in name) or name != name.strip()
+           or len(os.fsencode(name)) > 200)  # room for ".incomplete" within a 255-byte file name
+    if bad:
+        raise KDistillError(f"name: {shown(name)} is not a run name; give one folder name without '/', e.g. "
+                            "name=my-run (runs are written to RUNS_DIR/<name>).")
+    if name.endswith(INCOMPLETE):
+        raise KDistillError(f"name: {shown(name)} ends in {shown(INCOMPLETE)}, which marks unfinished runs; "
+                            "choose another name.")
+    return name
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf8")
+    except UnicodeEncodeError:  # a lone surrogate: a byte from the command line that is not UTF-8
+        return False
+    return True

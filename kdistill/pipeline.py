@@ -31,7 +31,7 @@ from kdistill.models.zoo import build_model, builds_from_teacher, with_data_defa
 from kdistill.objective.build import build_providers, build_stage_objectives
 from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
-from kdistill.recipe import TEXT_SOURCES, Recipe
+from kdistill.recipe.schema import TEXT_SOURCES, Recipe
 from kdistill.train import distributed
 from kdistill.train.teacher import TeacherMemo
 

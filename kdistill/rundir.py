@@ -23,12 +23,11 @@ import json
 import os
 import shutil
 import time
-import unicodedata
 from pathlib import Path
 
 from kdistill.train.checkpoint import has_checkpoint
 from kdistill.errors import KDistillError, shown
-from kdistill.paths import naming, no_links, no_links_under, open_own, user_path, write_own
+from kdistill.paths import INCOMPLETE, check_run_name, naming, no_links, no_links_under, open_own, user_path, write_own
 
 try:
     import fcntl
@@ -36,35 +35,8 @@ except ImportError:  # Windows: runs are not locked against each other
     fcntl = None
 
 MARKER = ".kdistill-run"  # written first into every run directory kdistill creates
-INCOMPLETE = ".incomplete"
 # errors of a disk or folder that cannot take the run's files: a one-line error, the run kept
 UNWRITABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
-
-
-def check_run_name(name: str) -> str:
-    """A run name is one folder name: no separators, not empty, not ``.`` or ``..``, printable
-    characters that UTF-8 can write (the weight files' metadata and the summary hold it)."""
-    if isinstance(name, str) and (not _utf8(name) or any(unicodedata.category(c) == "Cc" for c in name)):
-        raise KDistillError(f"name: {shown(name)} holds a control character or bytes that are not UTF-8 text; "
-                            "give a name of printable characters, e.g. name=my-run.")
-    bad = (not isinstance(name, str) or name.strip() in ("", ".", "..") or "/" in name or "\\" in name
-           or "\0" in name or (os.altsep and os.altsep in name) or name != name.strip()
-           or len(os.fsencode(name)) > 200)  # room for ".incomplete" within a 255-byte file name
-    if bad:
-        raise KDistillError(f"name: {shown(name)} is not a run name; give one folder name without '/', e.g. "
-                            "name=my-run (runs are written to RUNS_DIR/<name>).")
-    if name.endswith(INCOMPLETE):
-        raise KDistillError(f"name: {shown(name)} ends in {shown(INCOMPLETE)}, which marks unfinished runs; "
-                            "choose another name.")
-    return name
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf8")
-    except UnicodeEncodeError:  # a lone surrogate: a byte from the command line that is not UTF-8
-        return False
-    return True
 
 
 def is_run_dir(path: Path) -> bool:

@@ -17,7 +17,8 @@ from kdistill.errors import KDistillError
 from kdistill.evaluate.report import check_report_inputs, compare_runs, write_report
 from kdistill.paths import no_links, open_own, write_own
 from kdistill.rebuild import export_run
-from kdistill.rundir import MARKER, check_run_name, unwritable
+from kdistill.paths import check_run_name
+from kdistill.rundir import MARKER, unwritable
 
 import kdistill.runner as run_module
 import kdistill.train.fit as fit_module

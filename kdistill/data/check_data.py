@@ -7,7 +7,8 @@ from __future__ import annotations
 from kdistill.data.check_files import SHOWN, check_sources
 from kdistill.data.load import load_sources
 from kdistill.errors import KDistillError, shown
-from kdistill.recipe import FILE_SOURCES, load_recipe
+from kdistill.recipe import load_recipe
+from kdistill.recipe.schema import FILE_SOURCES
 
 
 def check_recipe_data(recipe, overrides=(), echo=print, workers: int | None = None) -> int:

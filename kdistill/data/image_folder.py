@@ -91,7 +91,7 @@ def load_image_folder_source(path, spec=None) -> tuple[Source, Source]:
     """(train, test) image sources for ``data.path`` (a folder of class subfolders, or a
     ``.csv`` / ``.jsonl`` list) and the recipe's ``data`` section ``spec``."""
     if spec is None:
-        from kdistill.recipe import DataSpec
+        from kdistill.recipe.schema import DataSpec
 
         spec = DataSpec(source="image_folder", path=str(path))
     root = _existing(path, "data.path")

@@ -17,7 +17,7 @@ from kdistill.data.samples import Inputs
 from kdistill.data.source import Source
 from kdistill.errors import KDistillError, shown
 from kdistill.models.weights import read_classes
-from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
+from kdistill.recipe.schema import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
 
 
 def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None) -> tuple[Splits, dict]:

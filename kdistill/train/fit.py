@@ -12,7 +12,7 @@ from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
-from kdistill.recipe import dump_recipe
+from kdistill.recipe.load import dump_recipe
 from kdistill.train import distributed
 from kdistill.train.checkpoint import checkpoint_name, load_module_state, module_state, save_checkpoint
 from kdistill.train.loop import Hooks, train_stage

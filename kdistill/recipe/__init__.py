@@ -1,0 +1,32 @@
+"""The recipe: read (``load.py``), validated against the schema (``schema.py``), then checked
+against the registries (``checks.py``).
+
+Lower layers (data, models, train) import ``kdistill.recipe.schema``; this package is the entry
+point that runs every check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kdistill.recipe.checks import check_recipe
+from kdistill.recipe.load import (MAX_DEPTH, MAX_OVERRIDE_CHARS, MAX_RECIPE_BYTES, MAX_VALUES, apply_override,
+                                  dump_recipe, parse_override, read_recipe_file, read_tree, read_yaml, validate)
+from kdistill.recipe.schema import (AugmentSpec, CacheSpec, CheckpointSpec, DataSpec, EmbeddingSpec, FilesSpec,
+                                    ImageSpec, LMSpec, LoaderSpec, ModelSpec, OptimizerSpec, Recipe, ScheduleSpec,
+                                    StageSpec, SubnetSpec, TermSpec, TextSpec)
+
+__all__ = ["MAX_DEPTH", "MAX_OVERRIDE_CHARS", "MAX_RECIPE_BYTES", "MAX_VALUES", "AugmentSpec", "CacheSpec",
+           "CheckpointSpec", "DataSpec", "EmbeddingSpec", "FilesSpec", "ImageSpec", "LMSpec", "LoaderSpec",
+           "ModelSpec", "OptimizerSpec", "Recipe", "ScheduleSpec", "StageSpec", "SubnetSpec", "TermSpec", "TextSpec",
+           "apply_override", "check_recipe", "dump_recipe", "load_recipe", "parse_override", "read_recipe_file",
+           "read_yaml", "validate"]
+
+
+def load_recipe(source: str | Path | dict | Recipe, overrides: list[str] = ()) -> Recipe:
+    """Load a recipe from a YAML file, a dict or a Recipe, apply overrides, validate it against
+    the schema and check it against the registries.
+
+    Relative weight paths in a file are resolved against the file's folder.
+    """
+    return check_recipe(validate(read_tree(source, overrides)))
