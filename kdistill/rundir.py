@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from kdistill.train.checkpoint import has_checkpoint
-from kdistill.errors import KDistillError, shown
+from kdistill.errors import KDistillError
 from kdistill.paths import INCOMPLETE, check_run_name, naming, no_links, no_links_under, open_own, user_path, write_own
 
 try:

@@ -3,7 +3,6 @@ judged at the end and exported. The models here are built by hand with fixed out
 metric is known in advance."""
 
 import math
-import typing
 
 import pytest
 import torch
@@ -13,7 +12,9 @@ from kdistill.data.sklearn_sets import load_digits
 from kdistill.data.splits import Splits
 from kdistill.families import FAMILIES, Classifier, Encoder, Family, LanguageModel, family_of
 from kdistill.models.ensemble import TeacherEnsemble
-from kdistill.recipe import Recipe, load_recipe
+from kdistill.errors import KDistillError
+from kdistill.recipe import load_recipe
+from kdistill.recipe.sources import SOURCES
 
 CPU = torch.device("cpu")
 TEACHER = {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}}
@@ -47,9 +48,11 @@ def recipe(*trains: str):
 
 
 def test_the_families_are_the_recipes_tasks():
-    task = Recipe.model_fields["task"].annotation  # Literal["classify", "embed", "generate"] | None
-    [literal] = [a for a in typing.get_args(task) if typing.get_origin(a) is typing.Literal]
-    assert set(FAMILIES) == set(typing.get_args(literal)) == {"classify", "embed", "generate"}
+    served = {task for info in SOURCES.values() for task in info.tasks}  # what the data sources declare
+    assert set(FAMILIES) == served == {"classify", "embed", "generate"}
+    with pytest.raises(KDistillError, match="^recipe: task: not a model family; use one of classify, embed, "
+                                            "generate \\(got 'regress'\\)$"):
+        load_recipe({"name": "f", "task": "regress", "stages": [{"name": "s"}]})
     assert type(FAMILIES["classify"]) is Classifier and type(FAMILIES["embed"]) is Encoder
     assert type(FAMILIES["generate"]) is LanguageModel
     assert all(isinstance(f, Family) for f in FAMILIES.values())

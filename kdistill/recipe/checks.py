@@ -1,14 +1,16 @@
 """The recipe's checks that need registries, run once the schema has validated it: every loss
 term names a registered loss and is built once (so a bad argument fails before any data loads),
-and each stage's terms get what their contracts ask for (a teacher, an earlier stage to start
-from)."""
+the task is a model family that the data source serves, and each stage's terms get what their
+contracts ask for (a teacher, an earlier stage to start from)."""
 
 from __future__ import annotations
 
 from kdistill.errors import KDistillError, shown
+from kdistill.families import FAMILIES
 from kdistill.losses.registry import build_loss, check_loss_name, contract_of
 from kdistill.recipe.load import located_error
 from kdistill.recipe.schema import Recipe
+from kdistill.recipe.sources import SOURCES, serving
 
 
 def check_recipe(recipe: Recipe) -> Recipe:
@@ -21,9 +23,25 @@ def check_recipe(recipe: Recipe) -> Recipe:
                 build_loss(term.loss, **term.args)
             except KDistillError as err:
                 raise located_error(("stages", i, "loss", j), str(err)) from None
-    for i, stage in enumerate(recipe.stages):
+    _check_task(recipe)
+    for i in range(len(recipe.stages)):
         _check_contracts(recipe, i)
     return recipe
+
+
+def _check_task(recipe: Recipe) -> None:
+    """``task`` names a model family, one the data source declares it serves."""
+    task, source = recipe.task, recipe.data.source
+    if task not in FAMILIES:
+        raise located_error(("task",), f"not a model family; use one of {', '.join(FAMILIES)}", task)
+    served = SOURCES[source].tasks
+    if task in served:
+        return
+    rules = [(name, FAMILIES[name].data_rule) for name in (task, *served) if name in FAMILIES]
+    name, rule = next(((name, rule) for name, rule in rules if rule), (task, None))
+    why = (rule.format(sources=", ".join(serving(name))) if rule else
+           f"it serves {', '.join(served)}; set task to one of them, or use a source that serves {task}")
+    raise located_error((), f"task {shown(task)} does not fit data.source {shown(source)}: {why}")
 
 
 def _check_contracts(recipe: Recipe, i: int) -> None:

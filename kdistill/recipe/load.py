@@ -11,17 +11,19 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
-from pydantic_core import InitErrorDetails
 
 from kdistill.errors import KDistillError, cut, shown
 from kdistill.paths import user_path
-from kdistill.recipe.schema import Recipe
+from kdistill.recipe.schema import DEFAULT_SOURCE, DataSpec, Recipe, located
 
 
-def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names valid at ``loc`` (the parent of an unknown key)."""
+def _valid_keys(model: type[BaseModel], loc: tuple, tree: Any = None) -> list[str]:
+    """The field names valid at ``loc`` (the parent of an unknown key) of the raw ``tree``: the
+    ``data`` section's are those of its source's spec."""
     current: Any = model
+    node = tree
     for part in loc:
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
         if isinstance(part, int) or current is None:
             continue
         field = current.model_fields.get(part)
@@ -33,10 +35,18 @@ def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
         for a in list(candidates):
             candidates += list(getattr(a, "__args__", ()) or ())
         current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is DataSpec:
+            current = DataSpec.for_source(node.get("source", DEFAULT_SOURCE) if isinstance(node, dict) else None)
     return list(current.model_fields) if current is not None else []
 
 
-def _format_error(err: ValidationError) -> str:
+def _has(node: dict | list, part: Any) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and -len(node) <= part < len(node)
+
+
+def _format_error(err: ValidationError, tree: Any = None) -> str:
     # a misspelt key also makes its correct spelling "missing": report the misspelling
     errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
     first = errors[0]
@@ -48,7 +58,7 @@ def _format_error(err: ValidationError) -> str:
     loc += raw[-1:] if keep_last else ()
     where = ".".join(cut(str(p)) for p in loc) or "recipe"  # keys shortened too
     if first["type"] == "extra_forbidden":  # the key is named; its value, however big, is not looked at
-        valid = _valid_keys(Recipe, loc[:-1])
+        valid = _valid_keys(Recipe, loc[:-1], tree)
         key = str(loc[-1])
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5) if len(key) <= 100 else []
         fix = f"did you mean {shown(close[0])}?" if close else f"valid keys: {', '.join(valid)}"
@@ -62,9 +72,7 @@ def located_error(loc: tuple, message: str, value: Any = None) -> KDistillError:
     """A problem found after validation (``recipe/checks.py``), at ``loc`` in the recipe, worded as
     a validation error there would be: ``value`` echoed as ``(got ...)`` unless it is None (a
     section, whose dict is never echoed)."""
-    detail = InitErrorDetails(type="value_error", loc=loc, input={} if value is None else value,
-                              ctx={"error": ValueError(message)})
-    return KDistillError(_format_error(ValidationError.from_exception_data("Recipe", [detail])))
+    return KDistillError(_format_error(located(loc, message, value)))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -121,7 +129,7 @@ def validate(tree: dict) -> Recipe:
     try:
         return Recipe.model_validate(tree)
     except ValidationError as err:
-        raise KDistillError(_format_error(err)) from None
+        raise KDistillError(_format_error(err, tree)) from None
 
 
 def read_tree(source: str | Path | dict | Recipe, overrides: list[str] = ()) -> dict:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 from kdistill.errors import KDistillError, shown
 from kdistill.paths import check_run_name
+from kdistill.recipe.sources import SOURCES
 
 
 class Strict(BaseModel):
@@ -22,117 +24,21 @@ class Strict(BaseModel):
 Amount = Union[int, float]  # a count (600) or a fraction of the training set (0.01)
 
 
-TEXT_SOURCES = ("wordnet", "text", "csv")
+def located(loc: tuple, message: str, value: Any = None) -> ValidationError:
+    """A validation error at ``loc`` below the model that raises it (a validator of a section
+    naming one of its fields), worded as pydantic's own: ``value`` is echoed as ``(got ...)``
+    unless it is None (a section, whose mapping is never echoed)."""
+    detail = InitErrorDetails(type="value_error", loc=loc, input={} if value is None else value,
+                              ctx={"error": ValueError(message)})
+    return ValidationError.from_exception_data("Recipe", [detail])
 
 
-class TextSpec(Strict):
-    """Text sources: which texts, how they are held out and tokenised."""
+class Section(Strict):
+    """An option section of ``data`` (``data.text``, ``data.images``, ...) that some sources read:
+    each source's spec declares the sections it reads, with the fields it reads of them.
+    ``KIND`` names the sources that read the section in a message ("the image file sources")."""
 
-    pos: str | list[str] = "noun"  # wordnet: noun, verb, adj, adv or all
-    examples: bool = True  # wordnet: the glosses' quoted example sentences too
-    text_column: str = "text"  # csv
-    label_column: str | None = "label"  # csv; null for unlabelled text
-    test: Amount = 0.1  # texts held out as the test set (a count or a fraction)
-    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
-    # tokens kept of each text, special tokens included: the run's one length, for training,
-    # evaluation and the exported student_hf/ alike (its encoders take it in place of their own
-    # args.max_length, which may be left out; set to another value, it is refused)
-    max_length: int = Field(128, ge=2)
-
-
-# text fields that only some text sources read
-TEXT_ONLY_FOR = {"pos": ("wordnet",), "examples": ("wordnet",), "text_column": ("csv",), "label_column": ("csv",)}
-
-
-def _changed(spec: BaseModel) -> list[str]:
-    """The fields of ``spec`` the user set to something other than their default."""
-    fields = type(spec).model_fields
-    return [name for name in fields if name in spec.model_fields_set and getattr(spec, name) != fields[name].default]
-
-
-FILE_SOURCES = ("image_folder", "hf_dataset", "npy")  # read from files, sample by sample
-IMAGE_SOURCES = ("image_folder", "hf_dataset")
-
-
-class ImageSpec(Strict):
-    """How image files are decoded (image_folder, and hf_dataset's image column), in the workers.
-
-    Evaluation and teacher outputs see the plain view: resize, then centre crop. A training batch
-    may instead draw a random resized crop and a flip, seeded by (seed, epoch, sample).
-    """
-
-    mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
-    # an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly
-    # that (aspect not kept, squashed); default: as stored
-    size: int | tuple[int, int] | None = None
-    crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
-    random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
-    flip: bool = False  # training batches: a horizontal flip, half of the time
-    # decode every file once when the data is loaded and leave out those that cannot be read
-    # (one warning line; the list goes to the run's skipped_files.txt); false: an unreadable
-    # file stops the run (kdistill check-data RECIPE lists them all at once)
-    skip_unreadable: bool = False
-
-    @field_validator("size", mode="before")
-    @classmethod
-    def _size(cls, value):
-        if value is None:
-            return None
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        if (isinstance(value, (list, tuple)) and len(value) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
-            return tuple(value)
-        raise ValueError(f"{str(value)[:40]} is neither a side in pixels (an int >= 1: the shorter side, aspect "
-                         "kept) nor [height, width] (two ints >= 1: resized to exactly that)")
-
-    @model_validator(mode="after")
-    def _crop_given(self) -> "ImageSpec":
-        if self.random_crop and self.crop is None:
-            raise ValueError("random_crop needs crop (the output size in pixels)")
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale {list(self.crop_scale)} must be two fractions 0 < low <= high <= 1")
-        return self
-
-
-class FilesSpec(Strict):
-    """Sources read from files (image_folder, hf_dataset, npy): the test set, labels and columns."""
-
-    test_path: str | None = None  # the test set's folder / list / file; default: path's test part, else held out
-    test: Amount = 0.1  # held out of the training data as the test set when there is no test part
-    labels: str | None = None  # npy: a .npy file of integer labels (-1: unlabelled); default: all unlabelled
-    test_labels: str | None = None  # npy: the test set's labels (with test_path)
-    image_column: str = "image"  # hf_dataset: images (or arrays)
-    label_column: str | None = "label"  # hf_dataset, and image_folder's CSV/JSONL lists; null: unlabelled
-    path_column: str = "path"  # image_folder's CSV/JSONL lists: the image file, relative to the list
-    train_split: str = "train"  # hf_dataset saved as a DatasetDict: the splits' names
-    test_split: str = "test"
-
-
-LM_SOURCES = ("lm_text", "lm_pairs")  # token sequences for causal language models (task: generate)
-
-
-class LMSpec(Strict):
-    """Text for causal language models: a corpus packed into blocks (lm_text) or prompt/response
-    pairs (lm_pairs). ``data.path``: a text file (one text a line), a CSV or JSONL file, a Hugging
-    Face dataset (a save_to_disk folder or parquet / Arrow files); none: WordNet's glosses."""
-
-    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
-    block_size: int = Field(128, ge=2)  # lm_text: tokens a block (texts joined by the eos token, then cut)
-    max_length: int = Field(256, ge=2)  # lm_pairs: tokens a pair at most (prompt + response), longer ones cut
-    text_column: str = "text"  # lm_text: the column of a CSV / JSONL / dataset
-    prompt_column: str = "prompt"  # lm_pairs
-    response_column: str = "response"  # lm_pairs
-    chat_template: bool = True  # lm_pairs: wrap the prompt in the tokenizer's chat template when it has one
-    test: Amount = 0.05  # texts (or pairs) held out for evaluation: a count or a fraction
-    pos: str | list[str] = "all"  # WordNet (no data.path): which parts of speech
-    examples: bool = True  # WordNet: the glosses' quoted example sentences too
-
-    # the fields one source reads and the other ignores: set for the other, they are refused
-    READ_BY: ClassVar[dict[str, str]] = {"block_size": "lm_text", "text_column": "lm_text", "max_length": "lm_pairs",
-               "prompt_column": "lm_pairs", "response_column": "lm_pairs", "chat_template": "lm_pairs"}
+    KIND: ClassVar[str] = "data"
 
 
 class LoaderSpec(Strict):
@@ -147,16 +53,21 @@ class LoaderSpec(Strict):
 
 
 class DataSpec(Strict):
-    source: Literal["fashion_mnist", "digits", "custom", "wordnet", "text", "csv",
-                    "image_folder", "hf_dataset", "npy", "lm_text", "lm_pairs"] = "fashion_mnist"
+    """The recipe's ``data`` section: the fields every source shares.
+
+    A source validates the section with its own subclass (registered in ``recipe/sources.py``),
+    which adds the option sections it reads (``data.text``, ``data.images``, ``data.files``,
+    ``data.lm``) and its own rules; ``DataSpec(source=...)`` and a recipe's ``data`` build that
+    subclass. An option another source reads, set here to other than its default, is refused
+    naming the sources that read it; at its default it is dropped (a recipe written for several
+    sources, or one resolved by an older version, gives them).
+    """
+
+    source: str = "fashion_mnist"
     # IDX folder (MNIST's work the same), WordNet folder, text or CSV file; image_folder: a folder
     # of class subfolders or a CSV/JSONL list; hf_dataset: a save_to_disk folder or parquet / JSON /
     # CSV / Arrow files; npy: an (N, ...) .npy array
     path: str | None = None
-    text: TextSpec = Field(default_factory=TextSpec)
-    images: ImageSpec = Field(default_factory=ImageSpec)
-    files: FilesSpec = Field(default_factory=FilesSpec)
-    lm: LMSpec = Field(default_factory=LMSpec)
     labelled: Amount = 600
     val: Amount = 0  # held out of training to judge epochs (keep_best); token blocks: drawn from all
     transfer: Amount | None = None
@@ -177,6 +88,29 @@ class DataSpec(Strict):
     # teacher.weights recording other names (kdistill records them in the weights it writes)
     classes: list[str] | None = None
 
+    def __new__(cls, *args, **fields):
+        """``DataSpec(source=...)`` builds the source's own spec (its ``__init__`` validates)."""
+        if cls is DataSpec:
+            cls = cls.for_source(fields.get("source", DEFAULT_SOURCE))
+        return super().__new__(cls)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _by_source(cls, value, handler):
+        """The section as the source's own spec validates it."""
+        if cls is not DataSpec or not isinstance(value, dict):
+            return handler(value)
+        name = value.get("source", DEFAULT_SOURCE)
+        if not isinstance(name, str) or name not in SOURCES:
+            choices = [repr(n) for n in SOURCES]
+            raise located(("source",), f"Input should be {', '.join(choices[:-1])} or {choices[-1]}", name)
+        return SOURCES[name].spec.model_validate(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_read(cls, value):
+        return _unread_dropped(cls, value) if cls is not DataSpec and isinstance(value, dict) else value
+
     @field_validator("labelled", "val", "transfer")
     @classmethod
     def _amount(cls, value):
@@ -188,12 +122,9 @@ class DataSpec(Strict):
 
     @field_validator("classes")
     @classmethod
-    def _class_names(cls, value, info):
+    def _class_names(cls, value):
         if value is None:
             return value
-        if info.data.get("source") in LM_SOURCES:
-            raise ValueError(f"does not apply to source {shown(info.data.get('source'))}, whose token sequences have "
-                             "no classes; drop data.classes")
         names = [name.strip() for name in value]
         if not names or any(not name for name in names):
             raise ValueError("give the class names, none empty: [cat, dog, ...]")
@@ -208,83 +139,89 @@ class DataSpec(Strict):
     def _normalize_bool(cls, value):
         return {True: "data", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
-    # fields the user set that the source does not read are errors, not silently ignored; these
-    # run only on fields the recipe gives (a dumped recipe gives every field at its default)
-    @field_validator("path")
+    # what the layers above ask of the data, answered by each source's spec where it differs
+    def random_views(self) -> bool:
+        """Whether a training batch's inputs are decoded anew at random each epoch (so a disk
+        cache of the teacher's outputs cannot hold them)."""
+        return False
+
+    def class_names(self) -> list[str] | None:
+        """The names of the source's classes where the source knows them without its data
+        (``data.classes`` and the data's own names come first)."""
+        return None
+
+    def text_length(self) -> int | None:
+        """The tokens kept of each text, where the inputs are texts cut to one length."""
+        return None
+
     @classmethod
-    def _path_applies(cls, value, info):
-        source = info.data.get("source")
-        if value is not None and source in ("digits", "custom"):
-            why = ("ships with scikit-learn" if source == "digits"
-                   else "is passed from Python (run(recipe, data=(train, test)))")
-            raise ValueError(f"does not apply to source {shown(source)}, whose data {why}; drop data.path")
-        return value
+    def for_source(cls, name: Any) -> type["DataSpec"]:
+        """The spec class of the source ``name`` (DataSpec itself for a name not registered)."""
+        return SOURCES[name].spec if isinstance(name, str) and name in SOURCES else cls
 
-    @field_validator("text")
-    @classmethod
-    def _text_applies(cls, value: TextSpec, info):
-        source = info.data.get("source")
-        for name in _changed(value):
-            if source not in TEXT_SOURCES:
-                raise ValueError(f"{name} applies only to the text sources ({', '.join(TEXT_SOURCES)}), "
-                                 f"not {shown(source)}; drop data.text.{name}")
-            readers = TEXT_ONLY_FOR.get(name, TEXT_SOURCES)
-            if source not in readers:
-                raise ValueError(f"{name} is read only by source {' and '.join(readers)}, not {shown(source)}; "
-                                 f"drop data.text.{name}")
-        return value
 
-    @field_validator("images", "files", "lm")
-    @classmethod
-    def _section_applies(cls, value: BaseModel, info):
-        source = info.data.get("source")
-        readers, what = {"images": (IMAGE_SOURCES, "image file"), "files": (FILE_SOURCES, "file"),
-                         "lm": (LM_SOURCES, "language-model")}[info.field_name]
-        changed = _changed(value)
-        if changed and source not in readers:
-            raise ValueError(f"{changed[0]} applies only to the {what} sources ({', '.join(readers)}), "
-                             f"not {shown(source)}; drop data.{info.field_name}.{changed[0]}")
-        return value
+DEFAULT_SOURCE = DataSpec.model_fields["source"].default
 
-    @model_validator(mode="after")
-    def _lm_fields_read(self) -> "DataSpec":
-        """A data.lm field the source does not read is a mistake, not a no-op (e.g. block_size on pairs)."""
-        if self.source not in LM_SOURCES:
-            return self
-        for name in _changed(self.lm):
-            reader = LMSpec.READ_BY.get(name)
-            if reader not in (None, self.source):
-                raise ValueError(f"data.lm.{name} applies only to source {shown(reader)}, not {shown(self.source)}; "
-                                 f"drop data.lm.{name}")
-            if name in ("pos", "examples") and self.path is not None:
-                raise ValueError(f"data.lm.{name} chooses WordNet's texts, read only when data.path is unset; "
-                                 f"drop data.lm.{name}")
-        return self
 
-    @model_validator(mode="after")
-    def _no_labels_for_language_models(self) -> "DataSpec":
-        """Token sequences carry no class labels: nothing is held out as a labelled set."""
-        if self.source in LM_SOURCES:
-            if "labelled" in self.model_fields_set and self.labelled:
-                raise ValueError(f"labelled applies to class labels, which source {shown(self.source)} has none of; "
-                                 "drop data.labelled (the held-out texts are data.lm.test)")
-            self.labelled = 0
-        return self
+def no_path(source: str, value: str | None, why: str) -> str | None:
+    """A source whose data is not read from a path refuses ``data.path`` (``why``: where its data
+    comes from), in a spec's ``path`` validator."""
+    if value is not None:
+        raise ValueError(f"does not apply to source {shown(source)}, whose data {why}; drop data.path")
+    return value
 
-    @model_validator(mode="after")
-    def _path_needed(self) -> "DataSpec":
-        if self.source in FILE_SOURCES and self.path is None:
-            raise ValueError(f"source {shown(self.source)} reads files: set data.path")
-        return self
 
-    @field_validator("normalize")
-    @classmethod
-    def _normalize_applies(cls, value, info):
-        source = info.data.get("source")
-        if source in (*TEXT_SOURCES, *LM_SOURCES) and value in ("teacher", "data"):
-            raise ValueError(f"{shown(value)} does not apply to source {shown(source)}, whose inputs are token ids; "
-                             "drop data.normalize")
-        return value
+def _unread_dropped(spec: type[DataSpec], value: dict) -> dict:
+    """``value`` (a ``data`` section) without the options ``spec`` does not read but another
+    source does, each at its default; one set to something else is refused, naming its readers."""
+    source, kept = value.get("source", DEFAULT_SOURCE), dict(value)
+    for section, given in value.items():
+        readers = _section_readers(section)
+        if not readers or not isinstance(given, dict):
+            continue  # not an option section (the schema judges it), or not a mapping (it says so)
+        own = spec.model_fields.get(section)
+        own_fields = own.annotation.model_fields if own is not None else {}
+        rest = {key: raw for key, raw in given.items() if key in own_fields}
+        for key, raw in given.items():
+            if key in own_fields:
+                continue
+            field_readers = {name: model for name, model in readers.items() if key in model.model_fields}
+            if not field_readers:  # an unknown key: the schema names it
+                rest[key] = raw
+            elif not _at_default(next(iter(field_readers.values())), key, raw):
+                _refuse(source, section, key, readers if own is None else field_readers, own is None)
+        if own is not None:
+            kept[section] = rest
+        else:
+            del kept[section]
+    return kept
+
+
+def _section_readers(section: str) -> dict[str, type[Section]]:
+    """source name -> its model of the option section ``section``, for every source reading it."""
+    readers = {}
+    for name, info in SOURCES.items():
+        field = info.spec.model_fields.get(section) if section not in DataSpec.model_fields else None
+        if field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+            readers[name] = field.annotation
+    return readers
+
+
+def _at_default(model: type[Section], key: str, raw: Any) -> bool:
+    try:
+        given = getattr(model.model_validate({key: raw}), key)
+    except ValidationError:
+        return False
+    return given == model.model_fields[key].get_default(call_default_factory=True)
+
+
+def _refuse(source: Any, section: str, key: str, readers: dict, whole_section: bool):
+    if whole_section:  # the source reads nothing of the section
+        kind = next(iter(readers.values())).KIND
+        raise located((section,), f"{key} applies only to the {kind} sources ({', '.join(readers)}), not "
+                                  f"{shown(source)}; drop data.{section}.{key}")
+    raise ValueError(f"data.{section}.{key} applies only to source {' and '.join(shown(r) for r in readers)}, not "
+                     f"{shown(source)}; drop data.{section}.{key}")
 
 
 class SubnetSpec(Strict):
@@ -430,7 +367,7 @@ class Recipe(Strict):
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     threads: int | None = Field(None, ge=1, le=1024)  # CPU threads for torch; default: torch's choice
-    data: DataSpec = Field(default_factory=DataSpec)
+    data: SerializeAsAny[DataSpec] = Field(default_factory=DataSpec)  # dumped with its source's own options
     teacher: ModelSpec | None = None
     teachers: dict[str, ModelSpec] = Field(default_factory=dict)  # extra frozen teachers, tapped as 'name:path'
     student: ModelSpec | None = None  # may be left out when the run trains only a teacher
@@ -439,11 +376,11 @@ class Recipe(Strict):
     latency: bool = True  # measure CPU latency in the final evaluation
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     tensorboard: bool = False  # also log metrics to runs/<name>/tensorboard (pip install tensorboard)
-    # classify: models output class logits; embed: sentence-embedding models, judged by
-    # agreement with the teacher and few-label accuracy. Default: embed for text sources.
-    # generate: causal language models (data.source lm_text / lm_pairs), judged by perplexity,
-    # agreement with the teacher and generation speed.
-    task: Literal["classify", "embed", "generate"] | None = None
+    # the model family (kdistill.families): classify: models output class logits; embed:
+    # sentence-embedding models, judged by agreement with the teacher and few-label accuracy;
+    # generate: causal language models, judged by perplexity, agreement with the teacher and
+    # generation speed. Default: the first task data.source serves (recipe/sources.py).
+    task: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -467,8 +404,7 @@ class Recipe(Strict):
     @model_validator(mode="after")
     def _cache_sees_fixed_views(self) -> "Recipe":
         """A disk cache holds the teacher's outputs of fixed views: not of images decoded at random."""
-        images = self.data.images
-        random = self.data.source in IMAGE_SOURCES and (images.random_crop or images.flip)
+        random = self.data.random_views()
         for i, stage in enumerate(self.stages):
             if stage.cache is not None and random:
                 raise ValueError(f"stages.{i}.cache: the cache stores the teacher's outputs of fixed views, but "
@@ -479,12 +415,8 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _stages_consistent(self) -> "Recipe":
-        if self.task is None:
-            self.task = ("embed" if self.data.source in TEXT_SOURCES else "generate" if self.data.source in LM_SOURCES
-                         else "classify")
-        if (self.task == "generate") != (self.data.source in LM_SOURCES):
-            raise ValueError(f"task {shown(self.task)} does not fit data.source {shown(self.data.source)}: causal language "
-                             f"models (task: generate) read token sequences ({', '.join(LM_SOURCES)}), and only they do")
+        if self.task is None:  # the source's first (checks.py judges a task given)
+            self.task = SOURCES[self.data.source].tasks[0]
         for role, spec in (("teacher", self.teacher), *((f"teachers.{n}", t) for n, t in self.teachers.items())):
             if spec is not None and spec.from_teacher is not None:
                 raise ValueError(f"{role}.from_teacher: only a student can be cut from the teacher")

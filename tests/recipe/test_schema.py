@@ -7,11 +7,12 @@ import kdistill.recipe.schema as schema
 from kdistill.recipe.schema import Recipe, TermSpec
 
 
-def test_the_schema_imports_only_the_base_layer():
+def test_the_schema_imports_only_the_base_layer_and_the_source_registry():
     tree = ast.parse(Path(schema.__file__).read_text(encoding="utf8"))
     imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    assert {m for m in imported if m.startswith("kdistill")} <= {"kdistill.errors", "kdistill.paths"}
+    assert {m for m in imported if m.startswith("kdistill")} <= {"kdistill.errors", "kdistill.paths",
+                                                                 "kdistill.recipe.sources"}
 
 
 def test_a_term_is_validated_by_shape_only():
