@@ -25,7 +25,7 @@ def main() -> None:
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
-    from kdistill.data.text import read_text_source
+    from kdistill.data.text import load_wordnet
     from kdistill.models.hf import hf_encoder
     from kdistill.models.static import StaticEncoder
     from text import interleaved_speeds
@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--runs", type=Path, default=HERE / "results" / "runs")
     args = parser.parse_args()
-    texts = random.Random(0).sample(read_text_source("wordnet", None).texts, 1024)
+    texts = random.Random(0).sample(load_wordnet(None, "noun").texts, 1024)
     folder = args.runs / f"minilm-to-static-{args.width}" / "student_static"
     vectors = load_file(folder / "model.safetensors")["embeddings"]
     ours = StaticEncoder(vectors, AutoTokenizer.from_pretrained(folder), (vectors.abs().sum(1) > 0).float())

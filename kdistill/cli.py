@@ -130,8 +130,9 @@ def check_data(recipe: Path = typer.Argument(..., help="a YAML recipe whose data
     """Decode every file of a recipe's data once and list every unreadable one, with the reason
     (the first 20, then the count); exit 2 if any."""
     from kdistill.data.check_data import check_recipe_data
+    from kdistill.recipe import load_recipe
 
-    check_recipe_data(recipe, overrides or [], typer.echo, workers)
+    check_recipe_data(load_recipe(recipe, overrides or []), typer.echo, workers)
 
 
 @app.callback()

@@ -38,6 +38,11 @@ ROLES = ("teacher", "cut", "baseline", "student")  # the order the models are ju
 class Family:
     """The interface every family fills."""
 
+    # why a data source that does not serve the family (recipe/sources.py: its tasks) cannot be
+    # read by its models, or read only by them; {sources}: those that serve it. None: the recipe's
+    # check says which tasks the source serves
+    data_rule: str | None = None
+
     outputs_classes = False  # its models output class logits: the teacher's accuracy is judged, class names exported
 
     def check_data(self, splits) -> None:
@@ -167,6 +172,7 @@ class LanguageModel(Family):
     """Causal language models: perplexity, agreement and token KL with the teacher, generation
     speed, sample continuations; the student written as a transformers folder."""
 
+    data_rule = "causal language models (task: generate) read token sequences ({sources}), and only they do"
     EPOCH_SEQUENCES = 64  # held-out sequences judged after each epoch
     PROMPTS, PROMPT_TOKENS, NEW_TOKENS = 3, 8, 24  # sample continuations in the report
     SPEED_TOKENS = 32  # tokens generated a prompt when timing

@@ -31,7 +31,7 @@ from kdistill.models.zoo import build_model, builds_from_teacher, with_data_defa
 from kdistill.objective.build import build_providers, build_stage_objectives
 from kdistill.objective.core import Objective
 from kdistill.objective.features import FeatureProvider
-from kdistill.recipe import TEXT_SOURCES, Recipe
+from kdistill.recipe.schema import Recipe
 from kdistill.train.teacher import TeacherMemo
 
 
@@ -109,9 +109,9 @@ def match_text_length(recipe: Recipe, models: dict) -> None:
     and evaluation alike); its text encoders take that length too, so that their ``encode`` and the
     exported ``student_hf/`` cut texts where the run did. A model's ``args.max_length`` that says
     otherwise is refused: two lengths for one run would be a silent difference."""
-    if recipe.data.source not in TEXT_SOURCES:
+    length = recipe.data.text_length()
+    if length is None:
         return
-    length = recipe.data.text.max_length
     specs = {"teacher": recipe.teacher, "student": recipe.student,
              **{f"teachers.{name}": spec for name, spec in recipe.teachers.items()}}
     for role, spec in specs.items():

@@ -188,8 +188,9 @@ def photo_recipe(tmp, **options):
 
 def check_data(tmp):
     from kdistill.data.check_data import check_recipe_data
+    from kdistill.recipe import load_recipe
 
-    check_recipe_data(photo_recipe(tmp, test=3), echo=lambda line: None)
+    check_recipe_data(load_recipe(photo_recipe(tmp, test=3)), echo=lambda line: None)
 
 
 # what a case needs on disk before it runs

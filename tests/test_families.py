@@ -3,7 +3,6 @@ judged at the end and exported. The models here are built by hand with fixed out
 metric is known in advance."""
 
 import math
-import typing
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ from kdistill.data.splits import Splits
 from kdistill.errors import KDistillError
 from kdistill.families import FAMILIES, Classifier, Encoder, Family, LanguageModel, family_of
 from kdistill.models.ensemble import TeacherEnsemble
-from kdistill.recipe import Recipe, load_recipe
+from kdistill.recipe import load_recipe
+from kdistill.recipe.sources import SOURCES
 
 CPU = torch.device("cpu")
 TEACHER = {"model": "mlp", "args": {"in_features": 64, "hidden": [8]}}
@@ -48,7 +48,11 @@ def recipe(*trains: str):
 
 
 def test_the_families_are_the_recipes_tasks():
-    assert set(FAMILIES) >= {"classify", "embed", "generate"}
+    served = {task for info in SOURCES.values() for task in info.tasks}  # what the data sources declare
+    assert set(FAMILIES) == served == {"classify", "embed", "generate"}
+    with pytest.raises(KDistillError, match="^recipe: task: not a model family; use one of classify, embed, "
+                                            "generate \\(got 'regress'\\)$"):
+        load_recipe({"name": "f", "task": "regress", "stages": [{"name": "s"}]})
     assert type(FAMILIES["classify"]) is Classifier and type(FAMILIES["embed"]) is Encoder
     assert type(FAMILIES["generate"]) is LanguageModel
     assert all(isinstance(f, Family) for f in FAMILIES.values())

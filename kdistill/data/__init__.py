@@ -1,45 +1,27 @@
 """Data sources and splits: recipe -> (labelled, transfer, val, test).
 
 Every source is a ``Source`` (``data/source.py``): map-style, indexed, decoded on demand. The
-built-in ones are named in ``SOURCES``; a user passes any ``Source``, ``(x, y)`` arrays, or a
-``torch.utils.data.Dataset`` of ``(input, label)`` items from Python.
+sources a recipe names declare themselves, each in its module with one ``register_source`` line
+(``kdistill/recipe/sources.py``), imported here so that they are registered before any recipe is
+validated; a user passes any ``Source``, ``(x, y)`` arrays, or a ``torch.utils.data.Dataset`` of
+``(input, label)`` items from Python.
 """
 
 from __future__ import annotations
-
-import importlib
 
 from kdistill.data.arrays import ArraySource, DatasetSource, NpySource
 from kdistill.data.preprocess import Preprocess, read_preprocess
 from kdistill.data.samples import Inputs, Samples
 from kdistill.data.source import Source
 from kdistill.data.splits import UNLABELLED, Splits, split
-from kdistill.errors import KDistillError, shown
+from kdistill.errors import KDistillError
+
+# the recipe's sources, registered in this order (the order messages list them in)
+from kdistill.data import idx, sklearn_sets, custom, text_sources  # noqa: F401, E402, I001
+from kdistill.data import image_folder, hf_dataset, npy_files, lm_text  # noqa: F401, E402, I001
 
 __all__ = ["ArraySource", "DatasetSource", "Inputs", "NpySource", "Preprocess", "Samples", "Source", "Splits",
-           "UNLABELLED", "SOURCES", "load_source", "as_source", "normalize", "read_preprocess", "split"]
-
-# source name -> "module:function" taking (path, data spec) and returning (train, test) sources
-SOURCES = {
-    "fashion_mnist": "kdistill.data.idx:load_idx_source",
-    "digits": "kdistill.data.sklearn_sets:load_digits_source",
-    "npy": "kdistill.data.npy_files:load_npy_source",
-    "image_folder": "kdistill.data.image_folder:load_image_folder_source",
-    "hf_dataset": "kdistill.data.hf_dataset:load_hf_dataset_source",
-    "lm_text": "kdistill.data.lm_text:load_lm_text_source",
-    "lm_pairs": "kdistill.data.lm_text:load_lm_pairs_source",
-}
-
-
-def load_source(source: str, path: str | None = None, spec=None, **options) -> tuple[Source, Source]:
-    """(train, test) for a named source; ``spec``: the recipe's ``data`` section (its options);
-    ``options``: what that source's loader takes besides (the language-model sources' ``seed``)."""
-    if source not in SOURCES:
-        raise KDistillError(
-            f"data.source: {shown(source)} needs the data passed from Python: run(recipe, data=(train, test))."
-        )
-    module, name = SOURCES[source].split(":")
-    return getattr(importlib.import_module(module), name)(path, spec, **options)
+           "UNLABELLED", "as_source", "normalize", "read_preprocess", "split"]
 
 
 def as_source(obj, what: str) -> Source:

@@ -5,22 +5,26 @@ one summary line; an error (exit 2) when any cannot be read."""
 from __future__ import annotations
 
 from kdistill.data.check_files import SHOWN, check_sources
+from kdistill.data.files import FileData
+from kdistill.data.image_files import ImageFilesData
 from kdistill.data.load import load_sources
 from kdistill.errors import KDistillError, shown
-from kdistill.recipe import FILE_SOURCES, load_recipe
+from kdistill.recipe.schema import Recipe
+from kdistill.recipe.sources import SOURCES
 
 
-def check_recipe_data(recipe, overrides=(), echo=print, workers: int | None = None) -> int:
-    """``kdistill check-data``: decode every sample of a recipe's file data (training and test
-    sets) once, ``echo`` the first ``SHOWN`` unreadable ones with their reasons, then raise one
-    line with the count; returns the number of samples checked when all decode."""
-    recipe = load_recipe(recipe, list(overrides))
+def check_recipe_data(recipe: Recipe, echo=print, workers: int | None = None) -> int:
+    """``kdistill check-data``: decode every sample of a loaded recipe's file data (training and
+    test sets) once, ``echo`` the first ``SHOWN`` unreadable ones with their reasons, then raise
+    one line with the count; returns the number of samples checked when all decode."""
     spec = recipe.data
-    if spec.source not in FILE_SOURCES:
+    if not isinstance(spec, FileData):
+        readers = [name for name, info in SOURCES.items() if issubclass(info.spec, FileData)]
         raise KDistillError(f"check-data: data.source {shown(spec.source)} is not read from files, so there is nothing to "
-                            f"decode; check-data reads {', '.join(FILE_SOURCES)} data.")
-    images = spec.images.model_copy(update={"skip_unreadable": False})  # see every file, skip none
-    recipe = recipe.model_copy(update={"data": spec.model_copy(update={"images": images})})
+                            f"decode; check-data reads {', '.join(readers)} data.")
+    if isinstance(spec, ImageFilesData):  # see every file, skip none
+        images = spec.images.model_copy(update={"skip_unreadable": False})
+        recipe = recipe.model_copy(update={"data": spec.model_copy(update={"images": images})})
     train, test = load_sources(recipe)
     count, total = check_sources({"train": train, "test": test}, workers or spec.loader.workers or None, echo=echo)
     if count:

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from kdistill.data.source import Source, SubsetSource
+from kdistill.data.source import Source, SubsetSource, say
 from kdistill.errors import KDistillError
 
 CHUNK = 64  # samples a thread decodes in one task
@@ -90,3 +90,17 @@ def check_sources(sources: dict[str, Source], workers: int | None = None, shown:
                 echo(f"{name}: {why} ({part})")
     return count, total
 
+
+def skip_unreadable(train: Source, test: Source) -> tuple[Source, Source]:
+    """The sources without their unreadable files (each decoded once now), in one warning line;
+    each source returned holds ``skipped``: ``(file, reason)`` of those it left out."""
+    kept = []
+    for source in (train, test):
+        rest, skipped = drop_unreadable(source)
+        rest.skipped = skipped
+        kept.append(rest)
+    count = sum(len(s.skipped) for s in kept)
+    if count:
+        say(f"warning: data: skipped {count} unreadable image files of {len(train) + len(test)} "
+             f"(data.images.skip_unreadable: true); the list goes to the run directory's {SKIPPED_FILE}")
+    return kept[0], kept[1]

@@ -25,7 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from kdistill.data.files import FilesSpec
+from kdistill.data.image_files import ImageFilesData, load_image_files
 from kdistill.data.source import (
     Source,
     file_listing_fingerprint,
@@ -35,6 +38,7 @@ from kdistill.data.source import (
 from kdistill.data.labels import label_ids, names_shown
 from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
+from kdistill.recipe.sources import register_source
 
 EXTENSIONS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json", ".jsonl": "json", ".csv": "csv"}
 
@@ -380,3 +384,23 @@ def _read_labels(dataset, column: str | None, classes: list[str] | None, name: s
         raise KDistillError(f"{what} holds {kind}; labels are integers (-1: unlabelled), a ClassLabel or class names.")
     y = pc.fill_null(values, -1).to_numpy(zero_copy_only=False) if len(values) else np.zeros(0, dtype=np.int64)
     return label_ids(y, what, classes)
+
+
+class HfFiles(FilesSpec):
+    image_column: str = "image"  # images (or arrays)
+    label_column: str | None = "label"  # null: unlabelled
+    train_split: str = "train"  # a dataset saved as a DatasetDict: the splits' names
+    test_split: str = "test"
+
+
+class HfDatasetData(ImageFilesData):
+    """``hf_dataset``: a save_to_disk folder or parquet / JSON / CSV / Arrow files."""
+
+    files: HfFiles = Field(default_factory=HfFiles)
+
+
+def load_hf_dataset_data(spec: HfDatasetData, recipe=None) -> tuple[Source, Source]:
+    return load_image_files(load_hf_dataset_source, spec, recipe)
+
+
+register_source("hf_dataset", HfDatasetData, tasks=("classify", "embed"), loader=load_hf_dataset_data)

@@ -10,6 +10,8 @@ import torch
 
 from kdistill.data.arrays import ArraySource
 from kdistill.errors import KDistillError
+from kdistill.recipe.schema import DataSpec
+from kdistill.recipe.sources import register_source
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 DIVIDE_BY = 255.0  # the files hold uint8 pixels 0..255; the loader gives them in [0, 1]
@@ -63,6 +65,20 @@ def load_idx_folder(path: str | None = None) -> tuple[ArraySource, ArraySource]:
     return splits[0], splits[1]
 
 
-def load_idx_source(path: str | None, spec=None) -> tuple[ArraySource, ArraySource]:
-    """The ``fashion_mnist`` source (any MNIST-format IDX folder at ``path``)."""
-    return load_idx_folder(path)
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+
+
+class IdxData(DataSpec):
+    """``fashion_mnist``: an IDX folder at ``data.path`` (MNIST's work the same); none: the
+    Fashion-MNIST files kdistill fetches."""
+
+    def class_names(self) -> list[str] | None:
+        return list(FASHION_MNIST_CLASSES) if self.path is None else None
+
+
+def load_idx_data(spec: IdxData, recipe=None) -> tuple[ArraySource, ArraySource]:
+    return load_idx_folder(spec.path)
+
+
+register_source("fashion_mnist", IdxData, tasks=("classify", "embed"), loader=load_idx_data)

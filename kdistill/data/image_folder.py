@@ -23,13 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 
+from kdistill.data.files import FilesSpec
+from kdistill.data.image_files import ImageFilesData, load_image_files
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
 from kdistill.data.labels import UNLABELLED_NAMES, label_ids, names_shown
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
+from kdistill.recipe.sources import register_source
 
 LISTS = (".csv", ".jsonl")
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -91,7 +95,7 @@ def load_image_folder_source(path, spec=None) -> tuple[Source, Source]:
     """(train, test) image sources for ``data.path`` (a folder of class subfolders, or a
     ``.csv`` / ``.jsonl`` list) and the recipe's ``data`` section ``spec``."""
     if spec is None:
-        from kdistill.recipe import DataSpec
+        from kdistill.recipe.schema import DataSpec
 
         spec = DataSpec(source="image_folder", path=str(path))
     root = _existing(path, "data.path")
@@ -223,3 +227,19 @@ def _from_list(path: Path, spec, what: str, classes: list[str] | None, num_class
     return ImageFolderSource(paths, y, spec.images, classes, len(classes) if classes else max(num_classes, top))
 
 
+class FolderFiles(FilesSpec):
+    label_column: str | None = "label"  # a CSV/JSONL list's label column; null: unlabelled
+    path_column: str = "path"  # a CSV/JSONL list's image file column, relative to the list
+
+
+class ImageFolderData(ImageFilesData):
+    """``image_folder``: a folder of class subfolders, or a CSV/JSONL list of image files."""
+
+    files: FolderFiles = Field(default_factory=FolderFiles)
+
+
+def load_image_folder_data(spec: ImageFolderData, recipe=None) -> tuple[Source, Source]:
+    return load_image_files(load_image_folder_source, spec, recipe)
+
+
+register_source("image_folder", ImageFolderData, tasks=("classify", "embed"), loader=load_image_folder_data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kdistill.data.preprocess import Preprocess
 from kdistill.errors import KDistillError
 
 PROCESSOR_FILE = "preprocessor_config.json"
@@ -90,3 +91,36 @@ def _side(value) -> int | None:
     if isinstance(value, (list, tuple)) and value:  # (height, width) in some old configs
         value = value[0]
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def teacher_image_processor(recipe) -> dict | None:
+    """The image processor config saved with a ``hf_vision`` teacher's folder (resize, crop,
+    mean, std), or None."""
+    teacher = recipe.teacher if recipe is not None else None
+    if teacher is None or teacher.model != "hf_vision" or not teacher.args.get("path"):
+        return None
+    folder = Path(str(teacher.args["path"])).expanduser()
+    return read_image_processor(folder) if folder.is_dir() else None
+
+
+def processor_preprocess(recipe) -> Preprocess | None:
+    """A ``hf_vision`` teacher's normalisation as a Preprocess (pixels divided by 1 / rescale)."""
+    processor = teacher_image_processor(recipe)
+    if not processor or processor.get("mean") is None:
+        return None
+    rescale = processor.get("rescale")
+    return Preprocess(1.0 / rescale if rescale else 1.0, tuple(processor["mean"]), tuple(processor["std"]))
+
+
+
+
+def teacher_view(spec, recipe):
+    """The data spec of an image source (``data.images``) with a ``hf_vision`` teacher's own
+    resize and crop where the recipe sets neither (ViT's processors squash to [height, width], no
+    crop; a shorter side without a crop: cropped square)."""
+    processor = teacher_image_processor(recipe)
+    if not processor or spec.images.size is not None or spec.images.crop is not None:
+        return spec
+    size = processor.get("size")
+    return spec.model_copy(update={"images": spec.images.model_copy(
+        update={"size": size, "crop": processor.get("crop") or (size if isinstance(size, int) else None)})})

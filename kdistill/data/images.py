@@ -13,12 +13,15 @@ import math
 import os
 import struct
 import warnings
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field, field_validator, model_validator
 
 from kdistill.errors import KDistillError
+from kdistill.recipe.schema import Section
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")  # image files the folder sources pick up
 RATIO = (3 / 4, 4 / 3)  # random_crop: the range of aspect ratios (width / height) drawn
@@ -39,6 +42,50 @@ class UnreadableImage(KDistillError):
         self.name, self.reason = name, reason
         super().__init__(f"data: {name}: {reason}; check the file, or remove it from the data (kdistill check-data "
                          "RECIPE lists every unreadable file at once; data.images.skip_unreadable: true skips them).")
+
+
+class ImageSpec(Section):
+    """How image files are decoded (image_folder, and hf_dataset's image column), in the workers.
+
+    Evaluation and teacher outputs see the plain view: resize, then centre crop. A training batch
+    may instead draw a random resized crop and a flip, seeded by (seed, epoch, sample).
+    """
+
+    KIND = "image file"
+    mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
+    # an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly
+    # that (aspect not kept, squashed); default: as stored
+    size: int | tuple[int, int] | None = None
+    crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
+    random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
+    flip: bool = False  # training batches: a horizontal flip, half of the time
+    # decode every file once when the data is loaded and leave out those that cannot be read
+    # (one warning line; the list goes to the run's skipped_files.txt); false: an unreadable
+    # file stops the run (kdistill check-data RECIPE lists them all at once)
+    skip_unreadable: bool = False
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        if (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+            return tuple(value)
+        raise ValueError(f"{str(value)[:40]} is neither a side in pixels (an int >= 1: the shorter side, aspect "
+                         "kept) nor [height, width] (two ints >= 1: resized to exactly that)")
+
+    @model_validator(mode="after")
+    def _crop_given(self) -> "ImageSpec":
+        if self.random_crop and self.crop is None:
+            raise ValueError("random_crop needs crop (the output size in pixels)")
+        low, high = self.crop_scale
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"crop_scale {list(self.crop_scale)} must be two fractions 0 < low <= high <= 1")
+        return self
 
 
 def random_view(spec) -> bool:

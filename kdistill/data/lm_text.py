@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 
 from kdistill.data.fingerprint import fingerprint_text
 from kdistill.data.source import UNLABELLED, Source
 from kdistill.data.text import open_text, load_text_file, load_wordnet
+from kdistill.data.text_sources import TokenData, teacher_tokenizer
 from kdistill.data.rows import jsonl_rows
 from kdistill.errors import KDistillError, shown
 from kdistill.paths import user_path
+from kdistill.recipe.schema import Amount, Section, located
+from kdistill.recipe.sources import register_source
 
 BATCH = 1024  # texts a tokenizer call
 TEXT_FILES = (".txt", ".text")
@@ -363,3 +367,82 @@ def load_lm_pairs_source(path: str | None, spec, seed: int | None = None) -> tup
         made.append(LMPairs([prompts[i] for i in rows], [responses[i] for i in rows], tokenizer, lm.max_length,
                             lm.chat_template, name=name))
     return made[0], made[1]
+
+
+class LMSpec(Section):
+    """``data.lm``: text for causal language models. ``data.path``: a text file (one text a line),
+    a CSV or JSONL file, a Hugging Face dataset (a save_to_disk folder or parquet / Arrow files);
+    none: WordNet's glosses."""
+
+    KIND = "language-model"
+    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
+    test: Amount = 0.05  # texts (or pairs) held out for evaluation: a count or a fraction
+    pos: str | list[str] = "all"  # WordNet (no data.path): which parts of speech
+    examples: bool = True  # WordNet: the glosses' quoted example sentences too
+
+
+class LMData(TokenData):
+    """Token sequences for causal language models: no class labels."""
+
+    lm: LMSpec = Field(default_factory=LMSpec)
+
+    @model_validator(mode="after")
+    def _token_sequences(self) -> "LMData":
+        """No classes, no labelled set; WordNet's options only where WordNet is read."""
+        if self.classes is not None:
+            raise located(("classes",), f"does not apply to source {shown(self.source)}, whose token sequences "
+                                        "have no classes; drop data.classes", self.classes)
+        if "labelled" in self.model_fields_set and self.labelled:
+            raise ValueError(f"labelled applies to class labels, which source {shown(self.source)} has none of; "
+                             "drop data.labelled (the held-out texts are data.lm.test)")
+        self.labelled = 0
+        for name in ("pos", "examples"):
+            if name in self.lm.model_fields_set and getattr(self.lm, name) != LMSpec.model_fields[name].default \
+                    and self.path is not None:
+                raise ValueError(f"data.lm.{name} chooses WordNet's texts, read only when data.path is unset; "
+                                 f"drop data.lm.{name}")
+        return self
+
+    def with_tokenizer(self, recipe) -> "LMData":
+        """This spec with ``data.lm.tokenizer`` set: the recipe's, else the teacher's."""
+        tokenizer = self.lm.tokenizer or teacher_tokenizer(recipe)
+        if not tokenizer:
+            raise KDistillError("data.lm.tokenizer: token sequences need a tokenizer; set it, or give the teacher "
+                                "as model: hf_causal with args.path.")
+        return self.model_copy(update={"lm": self.lm.model_copy(update={"tokenizer": tokenizer})})
+
+
+class LMTextSpec(LMSpec):
+    block_size: int = Field(128, ge=2)  # tokens a block (texts joined by the eos token, then cut)
+    text_column: str = "text"  # the column of a CSV / JSONL / dataset
+
+
+class LMTextData(LMData):
+    """``lm_text``: a corpus packed into blocks."""
+
+    lm: LMTextSpec = Field(default_factory=LMTextSpec)
+
+
+class LMPairsSpec(LMSpec):
+    max_length: int = Field(256, ge=2)  # tokens a pair at most (prompt + response), longer ones cut
+    prompt_column: str = "prompt"
+    response_column: str = "response"
+    chat_template: bool = True  # wrap the prompt in the tokenizer's chat template when it has one
+
+
+class LMPairsData(LMData):
+    """``lm_pairs``: prompt/response pairs."""
+
+    lm: LMPairsSpec = Field(default_factory=LMPairsSpec)
+
+
+def load_lm_text_data(spec: LMTextData, recipe=None) -> tuple[LMBlocks, LMBlocks]:
+    return load_lm_text_source(spec.path, spec.with_tokenizer(recipe), seed=recipe.seed if recipe else None)
+
+
+def load_lm_pairs_data(spec: LMPairsData, recipe=None) -> tuple[LMPairs, LMPairs]:
+    return load_lm_pairs_source(spec.path, spec.with_tokenizer(recipe), seed=recipe.seed if recipe else None)
+
+
+register_source("lm_text", LMTextData, tasks=("generate",), loader=load_lm_text_data)
+register_source("lm_pairs", LMPairsData, tasks=("generate",), loader=load_lm_pairs_data)

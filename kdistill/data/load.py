@@ -6,18 +6,19 @@ preprocessed as ``data.normalize`` chooses (see ``choose_preprocess``).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
-from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, load_source, read_preprocess, split
+from kdistill.data import UNLABELLED, ArraySource, Preprocess, Splits, as_source, read_preprocess, split
+from kdistill.data.image_processor import processor_preprocess
 from kdistill.data.labels import names_differ, names_shown
 from kdistill.data.samples import Inputs
-from kdistill.data.source import Source
+from kdistill.data.source import Source, say
 from kdistill.data.weights_meta import read_classes
 from kdistill.errors import KDistillError, shown
-from kdistill.recipe import IMAGE_SOURCES, LM_SOURCES, TEXT_SOURCES, Recipe
+from kdistill.recipe.schema import Recipe
+from kdistill.recipe.sources import SOURCES
 
 
 def prepare_data(recipe: Recipe, data=None, preprocess: Preprocess | None = None) -> tuple[Splits, dict]:
@@ -56,7 +57,7 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
         return splits, info
     info["inputs"] = input_scaling(train)
     if data is not None or spec.source == "npy":  # the arrays' doors: say which rule applied
-        _say(scaling_line(info["inputs"]))
+        say(scaling_line(info["inputs"]))
     info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
     info["preprocess"] = preprocess.to_dict()
     if preprocess.standardizes or preprocess.divide_by != train.units:  # the teacher may be judged before / after
@@ -89,15 +90,6 @@ def scaling_line(entry: dict) -> str:
     return line
 
 
-def _say(line: str) -> None:
-    """An information line about the data, on stderr (stdout is the command's answer: with
-    ``--quiet``, the run directory alone)."""
-    from kdistill import distributed
-
-    if distributed.is_main():
-        print(line, file=sys.stderr, flush=True)
-
-
 TEACHER_CHECK_SAMPLES = 2000  # test inputs the teacher is judged on before and after preprocessing
 STATS_SAMPLES = 5000  # samples of a source not in memory that statistics and checks read
 STATS_BATCH = 256
@@ -107,66 +99,11 @@ def load_sources(recipe: Recipe, data=None) -> tuple[Source, Source]:
     """(train, test) sources: the recipe's, or the user's own ``data``."""
     if data is not None:
         return tuple(as_source(d, w) for d, w in zip(data, ("training", "test")))
-    if recipe.data.source in TEXT_SOURCES:
-        return load_text_data(recipe)
-    spec = recipe.data
-    if spec.source in LM_SOURCES:  # the teacher's tokenizer, and the recipe's seed for the held-out texts
-        tokenizer = spec.lm.tokenizer or (recipe.teacher.args.get("path") or recipe.teacher.args.get("tokenizer")
-                                          if recipe.teacher is not None else None)
-        if not tokenizer:
-            raise KDistillError("data.lm.tokenizer: token sequences need a tokenizer; set it, or give the teacher "
-                                "as model: hf_causal with args.path.")
-        spec = spec.model_copy(update={"lm": spec.lm.model_copy(update={"tokenizer": tokenizer})})
-        return load_source(spec.source, spec.path, spec, seed=recipe.seed)
-    processor = teacher_image_processor(recipe)
-    if spec.source in IMAGE_SOURCES and processor and spec.images.size is None and spec.images.crop is None:
-        # the teacher's own resize and crop (ViT's processors squash to [height, width], no crop;
-        # a shorter side without a crop: cropped square), unless the recipe says otherwise
-        size = processor.get("size")
-        spec = spec.model_copy(update={"images": spec.images.model_copy(
-            update={"size": size, "crop": processor.get("crop") or (size if isinstance(size, int) else None)})})
-    train, test = load_source(spec.source, spec.path, spec)
-    if spec.source in IMAGE_SOURCES and spec.images.skip_unreadable:
-        return skip_unreadable(train, test)
-    return train, test
-
-
-def skip_unreadable(train: Source, test: Source) -> tuple[Source, Source]:
-    """The sources without their unreadable files (each decoded once now), in one warning line;
-    each source returned holds ``skipped``: ``(file, reason)`` of those it left out."""
-    from kdistill.data.check_files import SKIPPED_FILE, drop_unreadable
-
-    kept = []
-    for source in (train, test):
-        rest, skipped = drop_unreadable(source)
-        rest.skipped = skipped
-        kept.append(rest)
-    count = sum(len(s.skipped) for s in kept)
-    if count:
-        _say(f"warning: data: skipped {count} unreadable image files of {len(train) + len(test)} "
-             f"(data.images.skip_unreadable: true); the list goes to the run directory's {SKIPPED_FILE}")
-    return kept[0], kept[1]
-
-
-def teacher_image_processor(recipe: Recipe) -> dict | None:
-    """The image processor config saved with a ``hf_vision`` teacher's folder (resize, crop,
-    mean, std), or None."""
-    teacher = recipe.teacher
-    if teacher is None or teacher.model != "hf_vision" or not teacher.args.get("path"):
-        return None
-    from kdistill.data.image_processor import read_image_processor
-
-    folder = Path(str(teacher.args["path"])).expanduser()
-    return read_image_processor(folder) if folder.is_dir() else None
-
-
-def processor_preprocess(recipe: Recipe) -> Preprocess | None:
-    """A ``hf_vision`` teacher's normalisation as a Preprocess (pixels divided by 1 / rescale)."""
-    processor = teacher_image_processor(recipe)
-    if not processor or processor.get("mean") is None:
-        return None
-    rescale = processor.get("rescale")
-    return Preprocess(1.0 / rescale if rescale else 1.0, tuple(processor["mean"]), tuple(processor["std"]))
+    loader = SOURCES[recipe.data.source].loader
+    if loader is None:
+        raise KDistillError(f"data.source: {shown(recipe.data.source)} needs the data passed from Python: "
+                            "run(recipe, data=(train, test)).")
+    return loader(recipe.data, recipe)
 
 
 def in_units(source: Source):
@@ -284,28 +221,6 @@ def _teacher_preprocess(recorded: Preprocess, train: Source, source: str) -> Pre
     return recorded
 
 
-def load_text_data(recipe: Recipe) -> tuple[Source, Source]:
-    """(train, test) of a text source, tokenised with the teacher's tokenizer (or data.text.tokenizer)."""
-    from kdistill.data.text import TokenSource, read_text_source, split_texts
-    from kdistill.data.tokenizer import load_tokenizer
-
-    spec, text = recipe.data, recipe.data.text
-    name = text.tokenizer or (recipe.teacher.args.get("path") or recipe.teacher.args.get("tokenizer")
-                              if recipe.teacher is not None else None)
-    if not name:
-        raise KDistillError("data.text.tokenizer: text needs a tokenizer; set it, or give the teacher "
-                            "as model: hf with args.path.")
-    tokenizer = load_tokenizer(name)
-    texts = read_text_source(spec.source, spec.path, text.pos, text.examples, text.text_column, text.label_column,
-                             spec.classes)
-    split_seed = recipe.seed if spec.split_seed is None else spec.split_seed
-    sources = []
-    for part in split_texts(texts, text.test, split_seed):
-        sources.append(TokenSource(part.texts, torch.tensor(part.labels), tokenizer, text.max_length,
-                                   num_classes=len(texts.classes), classes=texts.classes, name=spec.source))
-    return sources[0], sources[1]
-
-
 def stage_data(splits: Splits, which: str) -> tuple[Inputs, torch.Tensor]:
     """(x, y) a stage trains on; transfer-set labels are -1 (withheld)."""
     lab, tra = splits.labelled_set, splits.transfer_set
@@ -330,26 +245,17 @@ def check_stage_data(recipe: Recipe, splits: Splits) -> None:
                                 f"{fix}, or drop the stage.")
 
 
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot"]
-
-
 def known_class_names(recipe, source=None) -> list[str] | None:
     """The names of the run's classes where they are known: ``data.classes``, else the data
     source's (``source.classes``: folder names, names in a label column, a ClassLabel's), else a
-    built-in source's; None where the classes are only numbers."""
+    source's own (``data.class_names()``: Fashion-MNIST's, WordNet's); None where the classes are
+    only numbers."""
     if recipe.data.classes is not None:
         return list(recipe.data.classes)
     known = [str(c) for c in getattr(source, "classes", None) or []]
     if known and known != [str(i) for i in range(len(known))]:  # class ids named by their numbers: no names
         return known
-    if recipe.data.source == "fashion_mnist" and recipe.data.path is None:
-        return list(FASHION_MNIST_CLASSES)
-    if recipe.data.source == "wordnet":
-        from kdistill.data.text import load_wordnet
-
-        return load_wordnet(recipe.data.path, recipe.data.text.pos, examples=False).classes
-    return None
+    return recipe.data.class_names()
 
 
 def class_names(recipe, num_classes: int, source=None) -> list[str]:

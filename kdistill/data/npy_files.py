@@ -9,11 +9,14 @@ labelled samples held out of the training file.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from kdistill.data.arrays import NpySource, read_labels
+from kdistill.data.files import FileData, FilesSpec
 from kdistill.data.source import Source, hold_out
 from kdistill.errors import KDistillError
 from kdistill.paths import user_path
+from kdistill.recipe.sources import register_source
 
 
 def load_npy_source(path: str, spec) -> tuple[Source, Source]:
@@ -47,3 +50,21 @@ def _open(path: str, labels: str | None, what: str, labels_what: str) -> NpySour
         raise KDistillError(f"{what}: {file} {why}; give an (N, ...) .npy file written by numpy.save.")
     y = read_labels(user_path(labels, labels_what), labels_what) if labels is not None else None
     return NpySource(file, y, name=what)
+
+
+class NpyFiles(FilesSpec):
+    labels: str | None = None  # a .npy file of integer labels (-1: unlabelled); default: all unlabelled
+    test_labels: str | None = None  # the test set's labels (with test_path)
+
+
+class NpyData(FileData):
+    """``npy``: an (N, ...) .npy array, memory-mapped."""
+
+    files: NpyFiles = Field(default_factory=NpyFiles)
+
+
+def load_npy_data(spec: NpyData, recipe=None) -> tuple[Source, Source]:
+    return load_npy_source(spec.path, spec)
+
+
+register_source("npy", NpyData, tasks=("classify", "embed"), loader=load_npy_data)

@@ -185,11 +185,12 @@ def input_steps(recipe, preprocess: Preprocess | None, input_shape: list) -> dic
     """
     source = recipe.data.source
     if preprocess is None:  # token ids of a text source
-        text = recipe.data.text
-        teacher_args = recipe.teacher.args if recipe.teacher is not None else {}
-        tokenizer = text.tokenizer or teacher_args.get("path") or teacher_args.get("tokenizer")
+        from kdistill.data.text_sources import TextData, teacher_tokenizer
+
+        given = recipe.data.text.tokenizer if isinstance(recipe.data, TextData) else None
+        tokenizer = given or teacher_tokenizer(recipe)
         return {"raw_input": {"dtype": "str", "shape": [None], "values": "one text a sample"},
-                "preprocess": [{"op": "tokenize", "tokenizer": tokenizer, "max_length": text.max_length,
+                "preprocess": [{"op": "tokenize", "tokenizer": tokenizer, "max_length": recipe.data.text_length(),
                                 "output": "input_ids and attention_mask stacked on axis 1: (N, 2, L) int64, "
                                           "padded to the longest text"}]}
     steps = [{"op": "cast", "dtype": "float32"}]

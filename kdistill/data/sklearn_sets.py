@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from pydantic import field_validator
+
 from kdistill.data.arrays import ArraySource
+from kdistill.recipe.schema import DataSpec, no_path
+from kdistill.recipe.sources import register_source
 
 DIVIDE_BY = 16.0  # sklearn's digits are 0..16 ints (held as float64); the loader gives them in [0, 1]
 
@@ -23,6 +27,17 @@ def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArraySource
     return ArraySource(x_tr, y_tr, 10, DIVIDE_BY), ArraySource(x_te, y_te, 10, DIVIDE_BY)
 
 
-def load_digits_source(path: str | None, spec=None) -> tuple[ArraySource, ArraySource]:
-    """The ``digits`` source (it ships with scikit-learn: no path)."""
+class DigitsData(DataSpec):
+    """``digits``: no options; the data ships with scikit-learn."""
+
+    @field_validator("path")
+    @classmethod
+    def _no_path(cls, value):
+        return no_path("digits", value, "ships with scikit-learn")
+
+
+def load_digits_data(spec: DigitsData, recipe=None) -> tuple[ArraySource, ArraySource]:
     return load_digits()
+
+
+register_source("digits", DigitsData, tasks=("classify", "embed"), loader=load_digits_data)

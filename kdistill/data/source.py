@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 import numpy as np
 import torch
@@ -183,3 +184,12 @@ def hold_out(source: Source, amount: float | int, seed: int, what: str) -> tuple
     keep = torch.ones(len(source), dtype=torch.bool)
     keep[test_rows] = False
     return SubsetSource(source, torch.nonzero(keep).flatten()), SubsetSource(source, test_rows)
+
+
+def say(line: str) -> None:
+    """An information line about the data, on stderr (stdout is the command's answer: with
+    ``--quiet``, the run directory alone)."""
+    from kdistill import distributed
+
+    if distributed.is_main():
+        print(line, file=sys.stderr, flush=True)

@@ -261,19 +261,6 @@ def split_texts(data: TextSet, test: int | float, seed: int) -> tuple[TextSet, T
     return data.subset(train_idx), data.subset(test_idx)
 
 
-def read_text_source(source: str, path: str | None, pos="noun", examples: bool = True,
-                     text_column: str = "text", label_column: str | None = "label",
-                     classes: list[str] | None = None) -> TextSet:
-    """The texts of a recipe's text source: ``wordnet``, ``text`` (one a line) or ``csv``."""
-    if source == "wordnet":
-        return load_wordnet(path, tuple(pos) if isinstance(pos, list) else pos, examples)
-    if path is None:
-        raise KDistillError(f"data.path: source {shown(source)} needs the file to read; set data.path=<file>.")
-    if source == "text":
-        return load_text_file(path)
-    return load_csv(path, text_column, label_column, classes)
-
-
 def tokenize_texts(texts: list[str], tokenizer, max_length: int, batch: int = 4096) -> torch.Tensor:
     """Token ids and attention masks of ``texts``, stacked: ``(N, 2, L)`` int64, L the longest
     (at most ``max_length``), as the HF encoder models take them."""

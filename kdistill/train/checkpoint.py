@@ -51,7 +51,7 @@ def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -
     sidecar_tmp = folder / f".{sidecar.name}.tmp"
     try:
         with naming(path), open_own(tmp, "wb") as f:
-            torch.save(state, f)
+            _save(state, f)
         # the sidecar first: a checkpoint written here always has one (a crash between the two
         # leaves a sidecar without its checkpoint, which the pruning below removes)
         write_own(sidecar_tmp, _checksum(tmp))
@@ -67,6 +67,17 @@ def save_checkpoint(folder: str | Path, name: str, state: dict, keep: int = 2) -
         if not orphan.with_name(orphan.name.removesuffix(SIDECAR)).exists():
             orphan.unlink()
     return path
+
+
+def _save(state: dict, file) -> None:
+    """``torch.save``; a write that failed (a full disk) raises its OSError, not the RuntimeError
+    torch's zip writer raises over it as it closes the file (which depends on where it failed)."""
+    try:
+        torch.save(state, file)
+    except RuntimeError as err:
+        if isinstance(err.__context__, OSError):
+            raise err.__context__ from None
+        raise
 
 
 def _damage(path: Path) -> str | None:

@@ -13,7 +13,7 @@ from kdistill.errors import KDistillError
 from kdistill.models.infer import freeze
 from kdistill.models.weights import snapshot
 from kdistill.objective.features import StageContext
-from kdistill.recipe import dump_recipe
+from kdistill.recipe.load import dump_recipe
 from kdistill.train.checkpoint import checkpoint_name, save_checkpoint
 from kdistill.train.loop import Hooks, train_stage
 from kdistill.train.state import Modules, RunState

@@ -26,7 +26,7 @@ from kdistill.data.samples import Inputs, as_inputs
 from kdistill.errors import KDistillError, shown
 from kdistill.models.taps import FeatureTaps
 from kdistill.objective.core import Objective
-from kdistill.recipe import LoaderSpec
+from kdistill.recipe.schema import LoaderSpec
 from kdistill.train.checkpoint import rng_state, set_rng_state
 from kdistill.train.optim import make_optimizer, make_schedule, no_decay_params
 from kdistill.train.state import RunState

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from kdistill.recipe import OptimizerSpec, ScheduleSpec
+from kdistill.recipe.schema import OptimizerSpec, ScheduleSpec
 
 NORMS = (_NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
 

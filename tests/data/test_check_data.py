@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from kdistill.data.check_data import check_recipe_data
+from kdistill.recipe import load_recipe
 from kdistill.errors import KDistillError
 
 from fixtures import photo_recipe as recipe, write_photos as photos
@@ -31,10 +32,10 @@ def test_check_data_lists_every_unreadable_file_at_once(tmp_path, monkeypatch, c
 
 def test_check_data_passes_clean_data_and_shows_at_most_twenty(tmp_path):
     said = []
-    assert check_recipe_data(recipe(photos(tmp_path / "clean", bad=0)), echo=said.append) == 12
+    assert check_recipe_data(load_recipe(recipe(photos(tmp_path / "clean", bad=0))), echo=said.append) == 12
     assert said == ["check-data: all 12 samples decode (8 training, 4 test)"]
     root = photos(tmp_path / "many", good=2, bad=25)
     said.clear()
     with pytest.raises(KDistillError, match="25 of 29 samples cannot be read \\(the first 20 listed above\\)"):
-        check_recipe_data(recipe(root), echo=said.append)
+        check_recipe_data(load_recipe(recipe(root)), echo=said.append)
     assert len(said) == 20

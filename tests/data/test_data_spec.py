@@ -16,10 +16,10 @@ def _recipe(**data):
     ({"source": "custom", "path": "/data"}, "data.path: does not apply to source 'custom'.*run\\(recipe, data="),
     ({"source": "digits", "text": {"max_length": 32}}, "data.text: max_length applies only to the text sources"),
     ({"source": "fashion_mnist", "text": {"pos": "verb"}}, "data.text: pos applies only to the text sources"),
-    ({"source": "csv", "path": "a.csv", "text": {"pos": "verb"}}, "pos is read only by source wordnet, not 'csv'"),
-    ({"source": "text", "path": "a.txt", "text": {"examples": False}}, "examples is read only by source wordnet"),
-    ({"source": "wordnet", "text": {"text_column": "sentence"}}, "text_column is read only by source csv"),
-    ({"source": "text", "path": "a.txt", "text": {"label_column": None}}, "label_column is read only by source csv"),
+    ({"source": "csv", "path": "a.csv", "text": {"pos": "verb"}}, "data.text.pos applies only to source 'wordnet', not 'csv'"),
+    ({"source": "text", "path": "a.txt", "text": {"examples": False}}, "data.text.examples applies only to source 'wordnet'"),
+    ({"source": "wordnet", "text": {"text_column": "sentence"}}, "data.text.text_column applies only to source 'csv'"),
+    ({"source": "text", "path": "a.txt", "text": {"label_column": None}}, "data.text.label_column applies only to source 'csv'"),
     ({"source": "csv", "path": "a.csv", "normalize": True}, "data.normalize: 'data' does not apply to source 'csv'"),
 ])
 def test_fields_the_source_does_not_read_fail(data, message):

@@ -10,7 +10,8 @@ from kdistill.data.image_folder import read_images
 from kdistill.data.images import decode_image
 from kdistill.data.preprocess import Preprocess, input_steps
 from kdistill.errors import KDistillError
-from kdistill.recipe import DataSpec, ImageSpec, load_recipe
+from kdistill.data.images import ImageSpec
+from kdistill.recipe import DataSpec, load_recipe
 
 CNN = {"model": "cnn", "args": {"in_channels": 3, "num_classes": 2, "channels": [4], "image_size": 8}}
 

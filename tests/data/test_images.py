@@ -7,9 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from kdistill.data.images import decode_image, pil_to_tensor, random_view
+from kdistill.data.images import ImageSpec, decode_image, pil_to_tensor, random_view
 from kdistill.errors import KDistillError
-from kdistill.recipe import ImageSpec
 
 
 def _picture(w=20, h=30, seed=0):

@@ -12,7 +12,8 @@ from safetensors import safe_open
 from torch import nn
 
 from kdistill import run
-from kdistill.data import ArraySource, Preprocess, load_source, normalize, read_preprocess
+from kdistill.data import ArraySource, Preprocess, normalize, read_preprocess
+from kdistill.data.idx import load_idx_folder
 from kdistill.data.load import choose_preprocess, prepare_data
 from kdistill.errors import KDistillError
 from kdistill.recipe import load_recipe
@@ -43,7 +44,7 @@ def test_the_demo_teacher_gets_the_mean_and_std_it_always_had():
     if not FMNIST.is_file():
         pytest.skip("Fashion-MNIST not installed (make data)")
     recipe = load_recipe(RECIPES / "demo.yaml")
-    train, _ = load_source("fashion_mnist")
+    train, _ = load_idx_folder()
     mode, chosen = choose_preprocess(recipe, train, custom=False)
     assert mode == "teacher" and chosen == Preprocess(255.0, recorded.mean, recorded.std)
     # the statistics it computed before (equal up to the float sums' order, which the thread count sets)
@@ -188,7 +189,8 @@ def test_class_names_are_recorded_with_the_weights_and_checked_against_the_data(
 
 
 def test_known_class_names():
-    from kdistill.data.load import FASHION_MNIST_CLASSES, class_names, known_class_names
+    from kdistill.data.idx import FASHION_MNIST_CLASSES
+    from kdistill.data.load import class_names, known_class_names
 
     fmnist = load_recipe({"data": {"source": "fashion_mnist"}, "stages": [{"name": "s"}]})
     assert known_class_names(fmnist) == FASHION_MNIST_CLASSES
@@ -202,7 +204,8 @@ def test_known_class_names():
 def test_the_demo_teacher_records_the_fashion_mnist_names_and_natural_folders_must_follow_them():
     from types import SimpleNamespace
 
-    from kdistill.data.load import FASHION_MNIST_CLASSES, check_teacher_classes
+    from kdistill.data.idx import FASHION_MNIST_CLASSES
+    from kdistill.data.load import check_teacher_classes
     from kdistill.data.weights_meta import read_classes
 
     assert read_classes(RECIPES / "fmnist_teacher.safetensors") == FASHION_MNIST_CLASSES

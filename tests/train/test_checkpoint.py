@@ -194,3 +194,20 @@ def test_no_advice_to_load_with_weights_only_false_reaches_the_user(tmp_path, ca
     assert "objects other than tensors, numbers and strings" in warning and "weights_only" not in warning
     out, err = capfd.readouterr()
     assert "weights_only" not in out + err
+
+
+def test_a_full_disk_raises_its_oserror_not_the_zip_writers_error(tmp_path, monkeypatch):
+    """torch's zip writer, closing a file whose write failed, raises a RuntimeError over the
+    OSError; the run reports the OSError (a full disk) and leaves no partial file."""
+    import errno
+
+    def full(state, file):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos") from None
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(tmp_path, checkpoint_name(0, 1, 0), {"x": 1})
+    assert err.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
