@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from kdistill.data.arrays import ArraySource
+from kdistill.data.preprocess import stored_arrays
 from kdistill.errors import KDistillError
 from kdistill.recipe.schema import DataSpec
 from kdistill.recipe.sources import register_source
@@ -75,6 +76,9 @@ class IdxData(DataSpec):
 
     def class_names(self) -> list[str] | None:
         return list(FASHION_MNIST_CLASSES) if self.path is None else None
+
+    def raw_inputs(self, input_shape: list):
+        return stored_arrays("uint8", "pixels 0..255 as stored in the IDX files", input_shape)
 
 
 def load_idx_data(spec: IdxData, recipe=None) -> tuple[ArraySource, ArraySource]:

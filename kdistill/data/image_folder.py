@@ -28,6 +28,7 @@ from pydantic import Field
 from kdistill.data.files import FilesSpec
 from kdistill.data.image_files import ImageFilesData, load_image_files
 from kdistill.data.images import EXTENSIONS, decode_batch, random_view
+from kdistill.data.preprocess import decode_step
 from kdistill.data.labels import UNLABELLED_NAMES, label_ids, names_shown
 from kdistill.data.source import Source, file_listing_fingerprint, hold_out, sample_generator
 from kdistill.data.rows import jsonl_rows
@@ -236,6 +237,12 @@ class ImageFolderData(ImageFilesData):
     """``image_folder``: a folder of class subfolders, or a CSV/JSONL list of image files."""
 
     files: FolderFiles = Field(default_factory=FolderFiles)
+
+    def raw_inputs(self, input_shape: list):
+        if len(input_shape) != 4:  # not images
+            return None
+        raw = {"dtype": "image", "shape": [None], "values": "one image (a file, or its bytes) a sample"}
+        return raw, [decode_step(self.images)], []
 
 
 def load_image_folder_data(spec: ImageFolderData, recipe=None) -> tuple[Source, Source]:

@@ -56,7 +56,7 @@ def _prepare(recipe: Recipe, spec, data, preprocess: Preprocess | None) -> tuple
                                 "or pass float inputs.")
         return splits, info
     info["inputs"] = input_scaling(train)
-    if data is not None or spec.source == "npy":  # the arrays' doors: say which rule applied
+    if data is not None or spec.says_scaling:  # arrays scaled by their dtype: say which rule applied
         say(scaling_line(info["inputs"]))
     info["normalize"], preprocess = choose_preprocess(recipe, train, custom=data is not None, given=preprocess)
     info["preprocess"] = preprocess.to_dict()

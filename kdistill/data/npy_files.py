@@ -61,6 +61,7 @@ class NpyData(FileData):
     """``npy``: an (N, ...) .npy array, memory-mapped."""
 
     files: NpyFiles = Field(default_factory=NpyFiles)
+    says_scaling = True
 
 
 def load_npy_data(spec: NpyData, recipe=None) -> tuple[Source, Source]:

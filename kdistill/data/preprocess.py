@@ -20,14 +20,6 @@ from kdistill.paths import user_path
 
 PREPROCESS_KEY = "preprocess"  # the safetensors metadata key holding Preprocess.to_metadata()'s JSON
 
-# the raw inputs of the built-in image sources, before their loader casts them to float32, adds
-# the channel axis and divides them (ArraySource.divided_by): (dtype, what the values are)
-RAW_INPUTS = {
-    "fashion_mnist": ("uint8", "pixels 0..255 as stored in the IDX files"),
-    "digits": ("float64", "0..16 as sklearn.datasets.load_digits().images holds them"),
-}
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """Raw inputs -> model inputs: divide by ``divide_by``, then ``(x - mean[c]) / std[c]`` on axis 1.
@@ -183,7 +175,6 @@ def input_steps(recipe, preprocess: Preprocess | None, input_shape: list) -> dic
         recipe: the run's recipe; preprocess: the run's (``None`` for token ids);
         input_shape: the model's input shape, ``[None, ...]``.
     """
-    source = recipe.data.source
     if preprocess is None:  # token ids of a text source
         from kdistill.data.text_sources import TextData, teacher_tokenizer
 
@@ -193,17 +184,16 @@ def input_steps(recipe, preprocess: Preprocess | None, input_shape: list) -> dic
                 "preprocess": [{"op": "tokenize", "tokenizer": tokenizer, "max_length": recipe.data.text_length(),
                                 "output": "input_ids and attention_mask stacked on axis 1: (N, 2, L) int64, "
                                           "padded to the longest text"}]}
-    steps = [{"op": "cast", "dtype": "float32"}]
-    if source == "image_folder" and len(input_shape) == 4:  # (hf_dataset may hold arrays, not images)
-        raw = {"dtype": "image", "shape": [None], "values": "one image (a file, or its bytes) a sample"}
-        steps.insert(0, decode_step(recipe.data.images))
-    elif source in RAW_INPUTS:
-        dtype, values = RAW_INPUTS[source]
-        raw = {"dtype": dtype, "shape": [None, *input_shape[2:]], "values": values}
-        steps.append({"op": "reshape", "shape": [-1, *input_shape[1:]]})  # the loader's channel axis
-    else:
-        raw = {"dtype": "float32", "shape": list(input_shape), "values": "the inputs as passed to kdistill.run"}
-    return {"raw_input": raw, "preprocess": steps + preprocess.steps()}
+    raw, before, after = recipe.data.raw_inputs(input_shape) or (
+        {"dtype": "float32", "shape": list(input_shape), "values": "the inputs as passed to kdistill.run"}, [], [])
+    return {"raw_input": raw, "preprocess": [*before, {"op": "cast", "dtype": "float32"}, *after, *preprocess.steps()]}
+
+
+def stored_arrays(dtype: str, values: str, input_shape: list) -> tuple[dict, list[dict], list[dict]]:
+    """``DataSpec.raw_inputs`` of a built-in array source: ``(N, H, W)`` arrays of ``dtype``
+    holding ``values``, to which the loader adds the channel axis (``input_shape``: the model's)."""
+    raw = {"dtype": dtype, "shape": [None, *input_shape[2:]], "values": values}
+    return raw, [], [{"op": "reshape", "shape": [-1, *input_shape[1:]]}]
 
 
 def decode_step(images) -> dict:

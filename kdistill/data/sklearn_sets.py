@@ -7,6 +7,7 @@ import numpy as np
 from pydantic import field_validator
 
 from kdistill.data.arrays import ArraySource
+from kdistill.data.preprocess import stored_arrays
 from kdistill.recipe.schema import DataSpec, no_path
 from kdistill.recipe.sources import register_source
 
@@ -34,6 +35,9 @@ class DigitsData(DataSpec):
     @classmethod
     def _no_path(cls, value):
         return no_path("digits", value, "ships with scikit-learn")
+
+    def raw_inputs(self, input_shape: list):
+        return stored_arrays("float64", "0..16 as sklearn.datasets.load_digits().images holds them", input_shape)
 
 
 def load_digits_data(spec: DigitsData, recipe=None) -> tuple[ArraySource, ArraySource]:

@@ -154,6 +154,16 @@ class DataSpec(Strict):
         """The tokens kept of each text, where the inputs are texts cut to one length."""
         return None
 
+    # arrays whose scaling kdistill infers from their dtype (``source.stored_scale``): the run
+    # says which rule it applied (data passed from Python is said too)
+    says_scaling: ClassVar[bool] = False
+
+    def raw_inputs(self, input_shape: list) -> tuple[dict, list[dict], list[dict]] | None:
+        """What the source stores for a sample, for the exported ``student.json``: ``(raw_input,
+        steps before the cast to float32, steps after it)``, for a model taking ``input_shape``
+        (``[None, ...]``); None: float32 inputs as passed to ``kdistill.run``."""
+        return None
+
     @classmethod
     def for_source(cls, name: Any) -> type["DataSpec"]:
         """The spec class of the source ``name`` (DataSpec itself for a name not registered)."""
