@@ -1,12 +1,14 @@
 """A model family added from outside the package (docs/architecture.md, "A model family"): a
-``Family`` subclass in this file and one registry line, ``FAMILIES[name] = family``; the
-recipe's ``task`` names it, and ``kdistill.run`` calls its hooks and writes its final metrics."""
+``Family`` subclass in this file and its registry lines, ``FAMILIES[name] = family`` and the data
+sources it reads (``serve(name, "digits")``); the recipe's ``task`` names it, and ``kdistill.run``
+calls its hooks and writes its final metrics."""
 
 import json
 
 from kdistill import run
 from kdistill.models.infer import predict
 from kdistill.families import FAMILIES, Family
+from kdistill.recipe import sources
 
 RECIPE = {"name": "toy", "task": "toy", "latency": False, "data": {"source": "digits", "labelled": 100},
           "teacher": {"model": "mlp", "args": {"hidden": [16]}},
@@ -36,7 +38,7 @@ class Toy(Family):
         self.called.append("check_cache")
         assert list(objectives) == ["distil"]
 
-    def final_metrics(self, recipe, models, splits, device, outputs=None, progress=False):
+    def final_metrics(self, recipe, models, splits, device, outputs=None):
         self.called.append("final_metrics")
         return {"test": {role: {"zeros": (predict(models[role], splits.test_set.x, device).argmax(1) == 0)
                                 .float().mean().item()} for role in self.judged(recipe, models)}}
@@ -48,7 +50,10 @@ class Toy(Family):
 
 def test_a_family_defined_outside_the_package_runs_a_recipe(tmp_path, monkeypatch):
     toy = Toy()
-    monkeypatch.setitem(FAMILIES, "toy", toy)  # the one registry line: FAMILIES["toy"] = Toy()
+    monkeypatch.setitem(FAMILIES, "toy", toy)  # the registry lines: FAMILIES["toy"] = Toy() ...
+    monkeypatch.setitem(sources.SOURCES, "digits", sources.SOURCES["digits"])  # (restored after the test)
+    sources.serve("toy", "digits")  # ... and serve("toy", "digits")
+    assert sources.SOURCES["digits"].tasks == ("classify", "embed", "toy")
     result = run(RECIPE, runs_dir=tmp_path, progress=False)
     assert toy.called == ["check_data", "model_args", "check_terms", "check_cache", "final_metrics", "export"]
     summary = json.loads((result.run_dir / "summary.json").read_text(encoding="utf8"))

@@ -40,6 +40,17 @@ def register_source(name: str, spec: type, tasks: tuple[str, ...],
     return SOURCES[name]
 
 
+def serve(task: str, *names: str) -> None:
+    """Declare that the registered sources ``names`` serve ``task`` too (a model family added
+    later, e.g. from a user's module, reading data the built-in sources give)."""
+    for name in names:
+        if name not in SOURCES:
+            raise ValueError(f"serve: no data source {name!r}; registered: {', '.join(SOURCES)}")
+        info = SOURCES[name]
+        if task not in info.tasks:
+            SOURCES[name] = SourceInfo(name, info.spec, (*info.tasks, task), info.loader)
+
+
 def serving(task: str) -> list[str]:
     """The sources that serve ``task``, in the order they were registered."""
     return [name for name, info in SOURCES.items() if task in info.tasks]

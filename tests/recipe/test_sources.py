@@ -22,3 +22,14 @@ def test_a_source_must_name_its_tasks():
     with pytest.raises(ValueError, match="give the tasks"):
         register_source("none", NoData, tasks=(), loader=None)
     assert "none" not in SOURCES
+
+
+def test_serve_adds_a_task_to_registered_sources_and_refuses_an_unknown_one(monkeypatch):
+    from kdistill.recipe.sources import SOURCES, serve
+
+    monkeypatch.setitem(SOURCES, "npy", SOURCES["npy"])  # restored after the test
+    serve("regress", "npy")
+    serve("regress", "npy")  # once is enough
+    assert SOURCES["npy"].tasks == ("classify", "embed", "regress")
+    with pytest.raises(ValueError, match="no data source 'nope'"):
+        serve("regress", "nope")
