@@ -290,3 +290,27 @@ def test_the_encoding_check_sees_a_text_file():
     source = ("p.write_text('a')\nopen(p, 'rb')\nImage.open(p)\np.open('a', encoding='utf8')\n"
               "open(p)\np.open(mode='w')\nx = p.read_text(errors='replace')\n")
     assert text_opened_without_encoding(source) == [1, 5, 6, 7]
+
+
+MAX_FUNCTION_LINES = 60  # a function longer than this is split into named steps
+
+
+def long_functions(source: str, where: str) -> list[str]:
+    """The functions (methods and nested ones included) of ``source`` over ``MAX_FUNCTION_LINES``
+    lines, decorators and docstring counted."""
+    return [f"{where}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_function_is_over_60_lines():
+    found = [hit for name, path in MODULES.items()
+             for hit in long_functions(path.read_text(encoding="utf8"), name)]
+    assert not found, f"split these into named steps: {found}"
+
+
+def test_the_length_check_sees_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
+    assert long_functions(f"def f():\n{body}\n", "m") == [f"m:1 f ({MAX_FUNCTION_LINES + 1} lines)"]
+    assert long_functions("def f():\n    return 1\n", "m") == []
