@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm gpu-check gpu-wheels clean
+.PHONY: install data wordnet demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm gpu-check gpu-wheels docs clean
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 numpy
-	$(PY) -m pip install -q -e '.[test,text,export,tensorboard,data]'
+	$(PY) -m pip install -q -e '.[test,text,export,tensorboard,data,docs]'
 	touch $@
 
 data:
@@ -98,5 +98,10 @@ gpu-wheels:
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 		pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
 
+# the documentation site: built into site/ with every warning an error (a broken link, a page out of the nav), then served at http://127.0.0.1:8000
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+	$(VENV)/bin/mkdocs serve
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache site

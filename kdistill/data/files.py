@@ -14,14 +14,15 @@ class FilesSpec(Section):
     """``data.files``: the test set of a source read from files."""
 
     KIND = "file"
-    test_path: str | None = None  # the test set's folder / list / file; default: path's test part, else held out
-    test: Amount = 0.1  # held out of the training data as the test set when there is no test part
+    test_path: str | None = Field(None, description=(
+        "the test set's folder / list / file; default: path's test part, else held out"))
+    test: Amount = Field(0.1, description="held out of the training data as the test set when there is no test part")
 
 
 class FileData(DataSpec):
     """A source read from files: ``data.path`` names them."""
 
-    files: FilesSpec = Field(default_factory=FilesSpec)
+    files: FilesSpec = Field(default_factory=FilesSpec, description="data.files: the test set of a source read from files")
 
     @model_validator(mode="after")
     def _path_needed(self) -> "FileData":

@@ -387,16 +387,16 @@ def _read_labels(dataset, column: str | None, classes: list[str] | None, name: s
 
 
 class HfFiles(FilesSpec):
-    image_column: str = "image"  # images (or arrays)
-    label_column: str | None = "label"  # null: unlabelled
-    train_split: str = "train"  # a dataset saved as a DatasetDict: the splits' names
-    test_split: str = "test"
+    image_column: str = Field("image", description="images (or arrays)")
+    label_column: str | None = Field("label", description="null: unlabelled")
+    train_split: str = Field("train", description="a dataset saved as a DatasetDict: the training split's name")
+    test_split: str = Field("test", description="a dataset saved as a DatasetDict: the test split's name")
 
 
 class HfDatasetData(ImageFilesData):
     """``hf_dataset``: a save_to_disk folder or parquet / JSON / CSV / Arrow files."""
 
-    files: HfFiles = Field(default_factory=HfFiles)
+    files: HfFiles = Field(default_factory=HfFiles, description="data.files: the test set of a source read from files")
 
 
 def load_hf_dataset_data(spec: HfDatasetData, recipe=None) -> tuple[Source, Source]:

@@ -15,7 +15,7 @@ from kdistill.data.images import ImageSpec, random_view
 class ImageFilesData(FileData):
     """A source of image files (image_folder, and hf_dataset's image column): ``data.images``."""
 
-    images: ImageSpec = Field(default_factory=ImageSpec)
+    images: ImageSpec = Field(default_factory=ImageSpec, description="data.images: how image files are decoded, in the workers")
 
     def random_views(self) -> bool:
         return random_view(self.images)

@@ -229,14 +229,14 @@ def _from_list(path: Path, spec, what: str, classes: list[str] | None, num_class
 
 
 class FolderFiles(FilesSpec):
-    label_column: str | None = "label"  # a CSV/JSONL list's label column; null: unlabelled
-    path_column: str = "path"  # a CSV/JSONL list's image file column, relative to the list
+    label_column: str | None = Field("label", description="a CSV/JSONL list's label column; null: unlabelled")
+    path_column: str = Field("path", description="a CSV/JSONL list's image file column, relative to the list")
 
 
 class ImageFolderData(ImageFilesData):
     """``image_folder``: a folder of class subfolders, or a CSV/JSONL list of image files."""
 
-    files: FolderFiles = Field(default_factory=FolderFiles)
+    files: FolderFiles = Field(default_factory=FolderFiles, description="data.files: the test set of a source read from files")
 
     def raw_inputs(self, input_shape: list):
         if len(input_shape) != 4:  # not images

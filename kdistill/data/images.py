@@ -52,18 +52,20 @@ class ImageSpec(Section):
     """
 
     KIND = "image file"
-    mode: Literal["rgb", "grayscale"] = "rgb"  # 3 channels, or 1
-    # an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly
-    # that (aspect not kept, squashed); default: as stored
-    size: int | tuple[int, int] | None = None
-    crop: int | None = Field(None, ge=1)  # centre crop (crop x crop) after resizing; default: no crop
-    random_crop: bool = False  # training batches: a random resized crop to crop x crop (needs crop)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # random_crop: the area fraction of the image kept
-    flip: bool = False  # training batches: a horizontal flip, half of the time
-    # decode every file once when the data is loaded and leave out those that cannot be read
-    # (one warning line; the list goes to the run's skipped_files.txt); false: an unreadable
-    # file stops the run (kdistill check-data RECIPE lists them all at once)
-    skip_unreadable: bool = False
+    mode: Literal["rgb", "grayscale"] = Field("rgb", description="3 channels, or 1")
+    size: int | tuple[int, int] | None = Field(None, description=(
+        "an int: resize the shorter side to it (aspect kept); [height, width]: resize to exactly that (aspect not "
+        "kept, squashed); default: as stored"))
+    crop: int | None = Field(None, ge=1, description="centre crop (crop x crop) after resizing; default: no crop")
+    random_crop: bool = Field(False, description=(
+        "training batches: a random resized crop to crop x crop (needs crop)"))
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description=(
+        "random_crop: the area fraction of the image kept"))
+    flip: bool = Field(False, description="training batches: a horizontal flip, half of the time")
+    skip_unreadable: bool = Field(False, description=(
+        "decode every file once when the data is loaded and leave out those that cannot be read (one warning "
+        "line; the list goes to the run's skipped_files.txt); false: an unreadable file stops the run (kdistill "
+        "check-data RECIPE lists them all at once)"))
 
     @field_validator("size", mode="before")
     @classmethod

@@ -375,16 +375,16 @@ class LMSpec(Section):
     none: WordNet's glosses."""
 
     KIND = "language-model"
-    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
-    test: Amount = 0.05  # texts (or pairs) held out for evaluation: a count or a fraction
-    pos: str | list[str] = "all"  # WordNet (no data.path): which parts of speech
-    examples: bool = True  # WordNet: the glosses' quoted example sentences too
+    tokenizer: str | None = Field(None, description="a folder or model id; default the teacher's (args.path)")
+    test: Amount = Field(0.05, description="texts (or pairs) held out for evaluation: a count or a fraction")
+    pos: str | list[str] = Field("all", description="WordNet (no data.path): which parts of speech")
+    examples: bool = Field(True, description="WordNet: the glosses' quoted example sentences too")
 
 
 class LMData(TokenData):
     """Token sequences for causal language models: no class labels."""
 
-    lm: LMSpec = Field(default_factory=LMSpec)
+    lm: LMSpec = Field(default_factory=LMSpec, description="data.lm: text for causal language models (tokenizer, held-out texts, sequence length)")
 
     @model_validator(mode="after")
     def _token_sequences(self) -> "LMData":
@@ -413,27 +413,27 @@ class LMData(TokenData):
 
 
 class LMTextSpec(LMSpec):
-    block_size: int = Field(128, ge=2)  # tokens a block (texts joined by the eos token, then cut)
-    text_column: str = "text"  # the column of a CSV / JSONL / dataset
+    block_size: int = Field(128, ge=2, description="tokens a block (texts joined by the eos token, then cut)")
+    text_column: str = Field("text", description="the column of a CSV / JSONL / dataset")
 
 
 class LMTextData(LMData):
     """``lm_text``: a corpus packed into blocks."""
 
-    lm: LMTextSpec = Field(default_factory=LMTextSpec)
+    lm: LMTextSpec = Field(default_factory=LMTextSpec, description="data.lm: text for causal language models (tokenizer, held-out texts, sequence length)")
 
 
 class LMPairsSpec(LMSpec):
-    max_length: int = Field(256, ge=2)  # tokens a pair at most (prompt + response), longer ones cut
-    prompt_column: str = "prompt"
-    response_column: str = "response"
-    chat_template: bool = True  # wrap the prompt in the tokenizer's chat template when it has one
+    max_length: int = Field(256, ge=2, description="tokens a pair at most (prompt + response), longer ones cut")
+    prompt_column: str = Field("prompt", description="the prompts' column of a CSV / JSONL / dataset")
+    response_column: str = Field("response", description="the responses' column of a CSV / JSONL / dataset")
+    chat_template: bool = Field(True, description="wrap the prompt in the tokenizer's chat template when it has one")
 
 
 class LMPairsData(LMData):
     """``lm_pairs``: prompt/response pairs."""
 
-    lm: LMPairsSpec = Field(default_factory=LMPairsSpec)
+    lm: LMPairsSpec = Field(default_factory=LMPairsSpec, description="data.lm: text for causal language models (tokenizer, held-out texts, sequence length)")
 
 
 def load_lm_text_data(spec: LMTextData, recipe=None) -> tuple[LMBlocks, LMBlocks]:

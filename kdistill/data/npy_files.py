@@ -53,14 +53,15 @@ def _open(path: str, labels: str | None, what: str, labels_what: str) -> NpySour
 
 
 class NpyFiles(FilesSpec):
-    labels: str | None = None  # a .npy file of integer labels (-1: unlabelled); default: all unlabelled
-    test_labels: str | None = None  # the test set's labels (with test_path)
+    labels: str | None = Field(None, description=(
+        "a .npy file of integer labels (-1: unlabelled); default: all unlabelled"))
+    test_labels: str | None = Field(None, description="the test set's labels (with test_path)")
 
 
 class NpyData(FileData):
     """``npy``: an (N, ...) .npy array, memory-mapped."""
 
-    files: NpyFiles = Field(default_factory=NpyFiles)
+    files: NpyFiles = Field(default_factory=NpyFiles, description="data.files: the test set of a source read from files")
     says_scaling = True
 
 

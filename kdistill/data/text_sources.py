@@ -35,18 +35,18 @@ class TextSpec(Section):
     """``data.text``: how a text source's texts are held out and tokenised."""
 
     KIND = "text"
-    test: Amount = 0.1  # texts held out as the test set (a count or a fraction)
-    tokenizer: str | None = None  # a folder or model id; default the teacher's (args.path)
-    # tokens kept of each text, special tokens included: the run's one length, for training,
-    # evaluation and the exported student_hf/ alike (its encoders take it in place of their own
-    # args.max_length, which may be left out; set to another value, it is refused)
-    max_length: int = Field(128, ge=2)
+    test: Amount = Field(0.1, description="texts held out as the test set (a count or a fraction)")
+    tokenizer: str | None = Field(None, description="a folder or model id; default the teacher's (args.path)")
+    max_length: int = Field(128, ge=2, description=(
+        "tokens kept of each text, special tokens included: the run's one length, for training, evaluation and "
+        "the exported student_hf/ alike (its encoders take it in place of their own args.max_length, which may be "
+        "left out; set to another value, it is refused)"))
 
 
 class TextData(TokenData):
     """``text``: a text file, one text a line (no labels)."""
 
-    text: TextSpec = Field(default_factory=TextSpec)
+    text: TextSpec = Field(default_factory=TextSpec, description="data.text: how a text source's texts are held out and tokenised")
 
     def text_length(self) -> int | None:
         return self.text.max_length
@@ -61,15 +61,15 @@ class TextData(TokenData):
 
 
 class WordnetText(TextSpec):
-    pos: str | list[str] = "noun"  # noun, verb, adj, adv or all
-    examples: bool = True  # the glosses' quoted example sentences too
+    pos: str | list[str] = Field("noun", description="noun, verb, adj, adv or all")
+    examples: bool = Field(True, description="the glosses' quoted example sentences too")
 
 
 class WordnetData(TextData):
     """``wordnet``: WordNet's glosses (``data.path``: its folder, default /usr/share/wordnet),
     labelled by lexicographer file."""
 
-    text: WordnetText = Field(default_factory=WordnetText)
+    text: WordnetText = Field(default_factory=WordnetText, description="data.text: how a text source's texts are held out and tokenised")
 
     def read_texts(self) -> TextSet:
         pos = self.text.pos
@@ -80,14 +80,14 @@ class WordnetData(TextData):
 
 
 class CsvText(TextSpec):
-    text_column: str = "text"
-    label_column: str | None = "label"  # null for unlabelled text
+    text_column: str = Field("text", description="the texts' column")
+    label_column: str | None = Field("label", description="null for unlabelled text")
 
 
 class CsvData(TextData):
     """``csv``: a CSV file of texts and (optionally) their labels."""
 
-    text: CsvText = Field(default_factory=CsvText)
+    text: CsvText = Field(default_factory=CsvText, description="data.text: how a text source's texts are held out and tokenised")
 
     def read_texts(self) -> TextSet:
         return load_csv(self._file(), self.text.text_column, self.text.label_column, self.classes)

@@ -44,12 +44,12 @@ class Section(Strict):
 class LoaderSpec(Strict):
     """How a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers."""
 
-    workers: int = Field(0, ge=0, le=256)  # worker processes; 0: the main process fetches
-    prefetch: int = Field(2, ge=1, le=64)  # batches each worker keeps ready
-    # how much lower the workers' scheduling priority is than the training process's (Unix nice,
-    # 0: the same): decoding takes the CPU time the training step leaves rather than preempting
-    # its threads (on few cores, where workers and training compete for them)
-    nice: int = Field(10, ge=0, le=19)
+    workers: int = Field(0, ge=0, le=256, description="worker processes; 0: the main process fetches")
+    prefetch: int = Field(2, ge=1, le=64, description="batches each worker keeps ready")
+    nice: int = Field(10, ge=0, le=19, description=(
+        "how much lower the workers' scheduling priority is than the training process's (Unix nice, 0: the "
+        "same): decoding takes the CPU time the training step leaves rather than preempting its threads (on few "
+        "cores, where workers and training compete for them)"))
 
 
 class DataSpec(Strict):
@@ -63,30 +63,34 @@ class DataSpec(Strict):
     sources, or one resolved by an older version, gives them).
     """
 
-    source: str = "fashion_mnist"
-    # IDX folder (MNIST's work the same), WordNet folder, text or CSV file; image_folder: a folder
-    # of class subfolders or a CSV/JSONL list; hf_dataset: a save_to_disk folder or parquet / JSON /
-    # CSV / Arrow files; npy: an (N, ...) .npy array
-    path: str | None = None
-    labelled: Amount = 600
-    val: Amount = 0  # held out of training to judge epochs (keep_best); token blocks: drawn from all
-    transfer: Amount | None = None
-    # auto: the teacher's recorded preprocessing if its weights record one, else statistics of
-    # the training data when this run trains the teacher (or there is none and the source is
-    # built in), else none; teacher: the teacher's recorded one; data: the training data's
-    # per-channel mean and std (true); none: the inputs as they are (false)
-    normalize: Literal["auto", "teacher", "data", "none"] = "auto"
-    split_seed: int | None = None  # default: the recipe's seed
-    # a teacher loaded from weights (weights, or a pretrained args.path) that scores near chance
-    # on the labelled test inputs, or far below the test accuracy its weights record, stops the
-    # run before training (its inputs likely differ from those it was trained on); false: go on
-    check_teacher: bool = True
-    loader: LoaderSpec = Field(default_factory=LoaderSpec)
-    # the class names in the order of the model's outputs: a class folder, a name in a label
-    # column or a ClassLabel name maps to its index here (default: the names sorted); integer
-    # labels are indices into it. A name in the data missing here is refused, and so is a
-    # teacher.weights recording other names (kdistill records them in the weights it writes)
-    classes: list[str] | None = None
+    source: str = Field("fashion_mnist", description="the data source, a name registered in recipe/sources.py")
+    path: str | None = Field(None, description=(
+        "IDX folder (MNIST's work the same), WordNet folder, text or CSV file; image_folder: a folder of class "
+        "subfolders or a CSV/JSONL list; hf_dataset: a save_to_disk folder or parquet / JSON / CSV / Arrow files; "
+        "npy: an (N, ...) .npy array"))
+    labelled: Amount = Field(600, description=(
+        "labelled samples, a count (600) or a fraction (0.01) of the labelled rows, stratified"))
+    val: Amount = Field(0, description=(
+        "held out of training to judge epochs (keep_best); token blocks: drawn from all"))
+    transfer: Amount | None = Field(None, description=(
+        "how many of the remaining samples form the transfer set, a count or a fraction (default: all)"))
+    normalize: Literal["auto", "teacher", "data", "none"] = Field("auto", description=(
+        "auto: the teacher's recorded preprocessing if its weights record one, else statistics of the training "
+        "data when this run trains the teacher (or there is none and the source is built in), else none; "
+        "teacher: the teacher's recorded one; data: the training data's per-channel mean and std (true); none: "
+        "the inputs as they are (false)"))
+    split_seed: int | None = Field(None, description="the splits depend on this seed alone; default: the recipe's seed")
+    check_teacher: bool = Field(True, description=(
+        "a teacher loaded from weights (weights, or a pretrained args.path) that scores near chance on the "
+        "labelled test inputs, or far below the test accuracy its weights record, stops the run before training "
+        "(its inputs likely differ from those it was trained on); false: go on"))
+    loader: LoaderSpec = Field(default_factory=LoaderSpec, description=(
+        "how a stage's batches are fetched: in the main process (0 workers) or by DataLoader workers"))
+    classes: list[str] | None = Field(None, description=(
+        "the class names in the order of the model's outputs: a class folder, a name in a label column or a "
+        "ClassLabel name maps to its index here (default: the names sorted); integer labels are indices into it. "
+        "A name in the data missing here is refused, and so is a teacher.weights recording other names (kdistill "
+        "records them in the weights it writes)"))
 
     def __new__(cls, *args, **fields):
         """``DataSpec(source=...)`` builds the source's own spec (its ``__init__`` validates)."""
@@ -237,13 +241,14 @@ def _refuse(source: Any, section: str, key: str, readers: dict, whole_section: b
 class SubnetSpec(Strict):
     """A student cut from the teacher: chosen blocks, started from the teacher's weights."""
 
-    keep: list[int] | dict[str, list[int]] | None = None  # indices of the teacher's layers, or {stack: indices}
-    layers: int | None = Field(None, ge=1)  # or: how many of a transformer's layers to keep ...
-    # ... and which; block: drop the contiguous block of layers whose removal changes a causal
-    # language model's predictions least on a calibration batch (Minitron's depth pruning)
-    pick: Literal["even", "first_last", "first", "block"] = "even"
-    heads: int | None = Field(None, ge=1)  # attention heads kept in every layer (transformers)
-    ffn: int | None = Field(None, ge=1)  # feed-forward width kept in every layer (transformers)
+    keep: list[int] | dict[str, list[int]] | None = Field(None, description=(
+        "indices of the teacher's layers, or {stack: indices}"))
+    layers: int | None = Field(None, ge=1, description="or: how many of a transformer's layers to keep (pick: which)")
+    pick: Literal["even", "first_last", "first", "block"] = Field("even", description=(
+        "which layers `layers` keeps; block: drop the contiguous block of layers whose removal changes a causal "
+        "language model's predictions least on a calibration batch (Minitron's depth pruning)"))
+    heads: int | None = Field(None, ge=1, description="attention heads kept in every layer (transformers)")
+    ffn: int | None = Field(None, ge=1, description="feed-forward width kept in every layer (transformers)")
 
     @model_validator(mode="after")
     def _one_choice(self) -> "SubnetSpec":
@@ -253,10 +258,12 @@ class SubnetSpec(Strict):
 
 
 class ModelSpec(Strict):
-    model: str | None = None  # a registered name (cnn, resnet, mlp, hf) or 'package.module:callable'
-    args: dict[str, Any] = Field(default_factory=dict)
-    weights: str | None = None  # a .safetensors file
-    from_teacher: SubnetSpec | None = None  # student only: a sub-network of the teacher, in place of model
+    model: str | None = Field(None, description=(
+        "a registered name (cnn, resnet, mlp, hf) or 'package.module:callable'"))
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model's builder")
+    weights: str | None = Field(None, description="a .safetensors file")
+    from_teacher: SubnetSpec | None = Field(None, description=(
+        "student only: a sub-network of the teacher, in place of model"))
 
     @model_validator(mode="after")
     def _model_or_subnet(self) -> "ModelSpec":
@@ -266,83 +273,92 @@ class ModelSpec(Strict):
 
 
 class TermSpec(Strict):
-    loss: str
-    weight: float = 1.0
-    # a module path, 'logits' (the default) or 'weights'; a list feeds the loss several taps
-    student: str | list[str] | None = None
-    teacher: str | list[str] | None = None
-    args: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = None  # logged name, default the loss name
+    loss: str = Field(description="a registered loss name (docs/reference/methods.md)")
+    weight: float = Field(1.0, description="the term's weight in the stage's weighted sum")
+    student: str | list[str] | None = Field(None, description=(
+        "a module path, 'logits' or 'weights'; a list feeds the loss several taps; default: the feature the "
+        "loss's contract reads"))
+    teacher: str | list[str] | None = Field(None, description=(
+        "the teacher feature: a module path, 'logits' or a provider's ('embedding', 'projected'); a list "
+        "feeds the loss several taps; default: the feature the loss's contract reads of the teacher"))
+    args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loss")
+    name: str | None = Field(None, description="logged name, default the loss name")
 
 
 class EmbeddingSpec(Strict):
     """Shallow distillation: the teacher feature 'embedding' is a PCA of a teacher tap."""
 
-    teacher: str  # the teacher tap the space is drawn from
-    student: str  # the student tap whose adapted output is the student's embedding
-    dim: int = Field(32, ge=1)
-    method: Literal["pca"] = "pca"
-    max_samples: int = Field(10000, ge=2)  # training inputs the PCA is fitted on (no labels read)
-    shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 50])  # labels a class in the report
+    teacher: str = Field(description="the teacher tap the space is drawn from")
+    student: str = Field(description="the student tap whose adapted output is the student's embedding")
+    dim: int = Field(32, ge=1, description="the width of the embedding space (PCA components)")
+    method: Literal["pca"] = Field("pca", description="how the space is drawn")
+    max_samples: int = Field(10000, ge=2, description="training inputs the PCA is fitted on (no labels read)")
+    shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 50], description="labels a class in the report")
 
 
 class OptimizerSpec(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    # weight decay on biases and normalisation layers' weights too (false: on every other parameter,
-    # as the Hugging Face Trainer does; train/optim.no_decay_params)
-    decay_bias_and_norm: bool = False
+    name: Literal["sgd", "adam", "adamw"] = Field("sgd", description="the optimizer")
+    lr: float = Field(0.05, gt=0, description="the learning rate (the peak, with a schedule)")
+    momentum: float = Field(0.9, description="sgd: the momentum")
+    nesterov: bool = Field(True, description="sgd: Nesterov momentum")
+    weight_decay: float = Field(5e-4, description="the weight decay")
+    decay_bias_and_norm: bool = Field(False, description=(
+        "weight decay on biases and normalisation layers' weights too (false: on every other parameter, as the "
+        "Hugging Face Trainer does; train/optim.no_decay_params)"))
 
 
 class ScheduleSpec(Strict):
-    name: Literal["cosine", "step", "constant"] = "cosine"
-    warmup_epochs: float = 0.0
-    step_size: int = 10  # epochs, for 'step'
-    gamma: float = 0.1  # for 'step'
+    name: Literal["cosine", "step", "constant"] = Field("cosine", description="the learning-rate schedule")
+    warmup_epochs: float = Field(0.0, description="epochs of linear warmup from 0 to lr")
+    step_size: int = Field(10, description="epochs, for 'step'")
+    gamma: float = Field(0.1, description="for 'step'")
 
 
 class AugmentSpec(Strict):
-    shift: int = 0  # random translation, pixels
-    flip: bool = False  # random horizontal flip
+    shift: int = Field(0, description="random translation, pixels")
+    flip: bool = Field(False, description="random horizontal flip")
 
 
 class CacheSpec(Strict):
     """Teacher outputs on disk, built once (or by ``kdistill cache``) and memory-mapped."""
 
-    dir: str = ".kdistill/cache"  # caches are folders under it, named by teacher, data and augmentation
-    views: int = Field(1, ge=1)  # augmented views of every sample (with augment); training draws among them
-    topk: int | None = Field(None, ge=1)  # keep only the k largest logits (see kdistill/train/cache.py)
-    dtype: Literal["float16", "float32"] = "float16"
+    dir: str = Field(".kdistill/cache", description=(
+        "caches are folders under it, named by teacher, data and augmentation"))
+    views: int = Field(1, ge=1, description=(
+        "augmented views of every sample (with augment); training draws among them"))
+    topk: int | None = Field(None, ge=1, description="keep only the k largest logits (see kdistill/train/cache.py)")
+    dtype: Literal["float16", "float32"] = Field("float16", description="the dtype the teacher's outputs are kept in")
 
 
 class StageSpec(Strict):
-    name: str
-    train: Literal["student", "teacher", "baseline"] = "student"
-    data: Literal["labelled", "transfer", "labelled+transfer", "full"] = "labelled"
-    epochs: int = Field(1, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
-    grad_clip: float | None = 5.0
-    augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    amp: Literal[False, "bf16", "fp16"] = False  # autocast: bf16 on CUDA and the CPU; fp16 on CUDA only (ignored on CPU)
-    # micro-batches each batch is split into, their gradients added up before one update: the
-    # activations of batch_size / accumulate samples at a time (losses comparing the samples of a
-    # batch, and batch norm, see one micro-batch)
-    accumulate: int = Field(1, ge=1)
-    loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1)
-    init_from: str | None = None  # start from the weights another stage ended with
-    cache_teacher: bool = True  # teacher outputs computed once, in memory, when there is no augmentation
-    cache: CacheSpec | None = None  # or on disk, with augmented views
-    channels_last: bool = False  # NHWC layout for image batches (GPU convolutions)
-    compile: bool | str = False  # torch.compile the student: true (inductor) or a backend name
-    eval_every: int = Field(1, ge=1)  # evaluate every N epochs (and always after the last)
-    # end the stage on the weights of its best evaluated epoch, judged on the validation set
-    # (data.val; the family's score: accuracy, cosine to the teacher, perplexity), not the last
-    keep_best: bool = False
+    name: str = Field(description="the stage's name, unique in the recipe")
+    train: Literal["student", "teacher", "baseline"] = Field("student", description="the model the stage trains")
+    data: Literal["labelled", "transfer", "labelled+transfer", "full"] = Field("labelled", description=(
+        "the samples the stage trains on; full (the transfer set with its labels) only for train: teacher"))
+    epochs: int = Field(1, ge=1, description="passes over the stage's data")
+    batch_size: int = Field(128, ge=1, description="samples a batch (an optimisation step)")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="the optimizer")
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="the learning-rate schedule")
+    grad_clip: float | None = Field(5.0, description="the gradients' norm is clipped to it; null: not clipped")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec, description="random shifts and flips of image batches")
+    amp: Literal[False, "bf16", "fp16"] = Field(False, description=(
+        "autocast: bf16 on CUDA and the CPU; fp16 on CUDA only (ignored on CPU)"))
+    accumulate: int = Field(1, ge=1, description=(
+        "micro-batches each batch is split into, their gradients added up before one update: the activations of "
+        "batch_size / accumulate samples at a time (losses comparing the samples of a batch, and batch norm, see "
+        "one micro-batch)"))
+    loss: list[TermSpec] = Field(default_factory=lambda: [TermSpec(loss="ce")], min_length=1, description=(
+        "the loss terms, summed by weight"))
+    init_from: str | None = Field(None, description="start from the weights another stage ended with")
+    cache_teacher: bool = Field(True, description=(
+        "teacher outputs computed once, in memory, when there is no augmentation"))
+    cache: CacheSpec | None = Field(None, description="or on disk, with augmented views")
+    channels_last: bool = Field(False, description="NHWC layout for image batches (GPU convolutions)")
+    compile: bool | str = Field(False, description="torch.compile the student: true (inductor) or a backend name")
+    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and always after the last)")
+    keep_best: bool = Field(False, description=(
+        "end the stage on the weights of its best evaluated epoch, judged on the validation set (data.val; the "
+        "family's score: accuracy, cosine to the teacher, perplexity), not the last"))
 
     @field_validator("loss")
     @classmethod
@@ -367,30 +383,36 @@ class StageSpec(Strict):
 class CheckpointSpec(Strict):
     """Checkpoints in the run directory, to resume a run that stopped (kdistill run --resume)."""
 
-    enabled: bool = True
-    every: int = Field(0, ge=0)  # also every N optimisation steps (0: at the end of every epoch only)
-    keep: int = Field(2, ge=1)  # the newest kept; an unreadable one falls back to the one before
+    enabled: bool = Field(True, description="write checkpoints")
+    every: int = Field(0, ge=0, description=(
+        "also every N optimisation steps (0: at the end of every epoch only)"))
+    keep: int = Field(2, ge=1, description="the newest kept; an unreadable one falls back to the one before")
 
 
 class Recipe(Strict):
-    name: str = "run"
-    seed: int = 0
-    device: str = "auto"  # auto, cpu, cuda, cuda:N
-    threads: int | None = Field(None, ge=1, le=1024)  # CPU threads for torch; default: torch's choice
-    data: SerializeAsAny[DataSpec] = Field(default_factory=DataSpec)  # dumped with its source's own options
-    teacher: ModelSpec | None = None
-    teachers: dict[str, ModelSpec] = Field(default_factory=dict)  # extra frozen teachers, tapped as 'name:path'
-    student: ModelSpec | None = None  # may be left out when the run trains only a teacher
-    stages: list[StageSpec] = Field(min_length=1)
-    embedding: EmbeddingSpec | None = None
-    latency: bool = True  # measure CPU latency in the final evaluation
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
-    tensorboard: bool = False  # also log metrics to runs/<name>/tensorboard (pip install tensorboard)
-    # the model family (kdistill.families): classify: models output class logits; embed:
-    # sentence-embedding models, judged by agreement with the teacher and few-label accuracy;
-    # generate: causal language models, judged by perplexity, agreement with the teacher and
-    # generation speed. Default: the first task data.source serves (recipe/sources.py).
-    task: str | None = None
+    name: str = Field("run", description="the run's name: its folder is runs/<name>")
+    seed: int = Field(0, description="the seed of the run's random draws")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch; default: torch's choice")
+    data: SerializeAsAny[DataSpec] = Field(default_factory=DataSpec, description=(
+        "the data: its source and splits (dumped with its source's own options)"))
+    teacher: ModelSpec | None = Field(None, description="the teacher, frozen while a student learns from it")
+    teachers: dict[str, ModelSpec] = Field(default_factory=dict, description=(
+        "extra frozen teachers, tapped as 'name:path'"))
+    student: ModelSpec | None = Field(None, description="may be left out when the run trains only a teacher")
+    stages: list[StageSpec] = Field(min_length=1, description="the training stages, run in order")
+    embedding: EmbeddingSpec | None = Field(None, description=(
+        "shallow distillation: the teacher feature 'embedding' is a PCA of a teacher tap"))
+    latency: bool = Field(True, description="measure CPU latency in the final evaluation")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description=(
+        "checkpoints in the run directory, to resume a run that stopped (kdistill run --resume)"))
+    tensorboard: bool = Field(False, description=(
+        "also log metrics to runs/<name>/tensorboard (pip install tensorboard)"))
+    task: str | None = Field(None, description=(
+        "the model family (kdistill.families): classify: models output class logits; embed: sentence-embedding "
+        "models, judged by agreement with the teacher and few-label accuracy; generate: causal language models, "
+        "judged by perplexity, agreement with the teacher and generation speed. Default: the first task "
+        "data.source serves (recipe/sources.py)."))
 
     @field_validator("name")
     @classmethod
