@@ -135,6 +135,17 @@ def check_data(recipe: Path = typer.Argument(..., help="a YAML recipe whose data
     check_recipe_data(load_recipe(recipe, overrides or []), typer.echo, workers)
 
 
+@app.command()
+def init(template: str = typer.Argument(..., help="classify | embed | static | lm | lm-pairs"),
+         folder: Path = typer.Argument(Path("."), help="where to write TEMPLATE.yaml (default: here)"),
+         overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing TEMPLATE.yaml")) -> None:
+    """Write a commented starter recipe for a workflow as DIR/TEMPLATE.yaml; edit the lines marked
+    '# change:', then kdistill run it."""
+    from kdistill.init import write_template
+
+    typer.echo(write_template(template, folder, overwrite))
+
+
 @app.callback()
 def options(debug: bool = typer.Option(False, "--debug", help="show the traceback behind an error message "
                                        "(may also follow the subcommand)")) -> None:

@@ -101,7 +101,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("export", ["kdistill.export.*"]),
     ("families", ["kdistill.families"]),
     ("entry", ["kdistill", "kdistill.__main__", "kdistill.recipe", "kdistill.recipe.checks", "kdistill.pipeline",
-               "kdistill.precompute", "kdistill.rebuild", "kdistill.runner", "kdistill.cli"]),
+               "kdistill.precompute", "kdistill.rebuild", "kdistill.runner", "kdistill.cli", "kdistill.init",
+               "kdistill.catalogue"]),
 ]
 
 # Edges against the order, each explained in docs/architecture.md: none.

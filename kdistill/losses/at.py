@@ -1,4 +1,5 @@
-"""Attention Transfer (Zagoruyko and Komodakis, ICLR 2017, arXiv:1612.03928)."""
+"""Attention Transfer: Zagoruyko and Komodakis, "Paying More Attention to Attention: Improving the
+Performance of Convolutional Neural Networks via Attention Transfer", ICLR 2017, arXiv:1612.03928."""
 
 from __future__ import annotations
 

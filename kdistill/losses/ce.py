@@ -28,7 +28,17 @@ def labelled_cross_entropy(
 
 @register("ce", Contract(teacher=False, mean_over="labelled"))
 class CrossEntropy(nn.Module):
-    """Cross-entropy with the labels; unlabelled samples (label -1) are left out."""
+    """Cross-entropy with the labels; unlabelled samples (label -1) are left out.
+
+    ``loss = (1 / N) * sum_{i: y_i != -1} -sum_k q_ik log softmax(z_i)_k``, ``q_i`` the label
+    ``y_i`` as a one-hot vector, smoothed: ``q_i = (1 - eps) * onehot(y_i) + eps / K``; N the
+    labelled samples of the batch (0 when there are none).
+
+    Args:
+        label_smoothing: eps, in [0, 1] (0: the plain cross-entropy).
+    Inputs:
+        student: logits ``z``, ``(B, K)``. target: ``(B,)``, -1 for an unlabelled sample.
+    """
 
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()

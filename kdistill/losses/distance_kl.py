@@ -1,6 +1,7 @@
 """Relational distillation of in-batch neighbourhoods: the teacher's and student's distributions
-over neighbours, in the form of Stochastic Neighbor Embedding (Hinton and Roweis, NeurIPS 2002),
-matched as in Relational Knowledge Distillation (Park et al., CVPR 2019, arXiv:1904.05068)."""
+over neighbours, in the form of Hinton and Roweis, "Stochastic Neighbor Embedding", NeurIPS 2002,
+matched as in Park, Kim, Lu and Cho, "Relational Knowledge Distillation", CVPR 2019,
+arXiv:1904.05068."""
 
 from __future__ import annotations
 

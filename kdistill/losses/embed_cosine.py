@@ -1,5 +1,6 @@
-"""Cosine distance between student and teacher embeddings (the cosine embedding loss of
-DistilBERT, Sanh et al., arXiv:1910.01108)."""
+"""Cosine distance between student and teacher embeddings, the cosine embedding loss of DistilBERT:
+Sanh, Debut, Chaumond and Wolf, "DistilBERT, a distilled version of BERT: smaller, faster, cheaper
+and lighter", 2019, arXiv:1910.01108."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Mean squared error between student and teacher embeddings (as in TinyBERT's hidden-state
-distillation, Jiao et al., Findings of EMNLP 2020, arXiv:1909.10351)."""
+"""Mean squared error between student and teacher embeddings, as in TinyBERT's hidden-state
+distillation: Jiao, Yin, Shang, Jiang, Chen, Li, Wang and Liu, "TinyBERT: Distilling BERT for
+Natural Language Understanding", Findings of EMNLP 2020, arXiv:1909.10351."""
 
 from __future__ import annotations
 

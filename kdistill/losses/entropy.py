@@ -1,5 +1,7 @@
-"""Entropy of the student's predictions (entropy minimisation: Grandvalet and Bengio, NeurIPS 2004;
-maximisation as a confidence penalty: Pereyra et al., ICLR 2017 workshop, arXiv:1701.06548)."""
+"""Entropy of the student's predictions: minimised as in Grandvalet and Bengio, "Semi-supervised
+Learning by Entropy Minimization", NeurIPS 2004; maximised as a confidence penalty as in Pereyra,
+Tucker, Chorowski, Kaiser and Hinton, "Regularizing Neural Networks by Penalizing Confident Output
+Distributions", ICLR 2017 workshop, arXiv:1701.06548."""
 
 from __future__ import annotations
 

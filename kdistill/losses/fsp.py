@@ -1,4 +1,5 @@
-"""Flow of solution procedure (Yim, Joo, Bae and Kim, CVPR 2017, "A Gift from Knowledge Distillation")."""
+"""Flow of solution procedure (FSP) matrices: Yim, Joo, Bae and Kim, "A Gift from Knowledge
+Distillation: Fast Optimization, Network Minimization and Transfer Learning", CVPR 2017."""
 
 from __future__ import annotations
 

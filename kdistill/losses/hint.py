@@ -1,4 +1,5 @@
-"""FitNets hint regression (Romero et al. 2015, arXiv:1412.6550)."""
+"""FitNets hint regression: Romero, Ballas, Kahou, Chassang, Gatta and Bengio, "FitNets: Hints for
+Thin Deep Nets", ICLR 2015, arXiv:1412.6550."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ from kdistill.losses.registry import Contract, register
 @register("hint", Contract(mean_over=("samples", "batch")))
 class HintLoss(nn.Module):
     """Mean squared error between the adapted student feature and the teacher's hint feature.
+
+    ``loss = mean over every element of (s - t)^2``, s the student feature through the adapter
+    (``r(v)`` in the paper), t the teacher's (``u_h``); the paper's sum ``1/2 ||u_h - r(v)||^2`` per
+    sample, as a mean here.
 
     The adapter (the paper's regressor) is built by the objective from the feature shapes;
     this loss sees two tensors of equal shape, e.g. ``(B, C, H, W)``.

@@ -1,4 +1,5 @@
-"""Soft-target knowledge distillation (Hinton, Vinyals and Dean 2015, arXiv:1503.02531)."""
+"""Soft-target knowledge distillation: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+Network", 2015, arXiv:1503.02531."""
 
 from __future__ import annotations
 

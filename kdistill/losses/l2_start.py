@@ -1,5 +1,6 @@
-"""L2 pull of the student's weights to a starting point theta_0 (as in L2-SP, Li, Grandvalet and
-Davis, ICML 2018, arXiv:1802.01483)."""
+"""L2 pull of the student's weights to a starting point theta_0, as in L2-SP: Li, Grandvalet and
+Davis, "Explicit Inductive Bias for Transfer Learning with Convolutional Networks", ICML 2018,
+arXiv:1802.01483."""
 
 from __future__ import annotations
 

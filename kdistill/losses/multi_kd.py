@@ -1,6 +1,7 @@
 """Soft targets from several teachers, combined by fixed weights or by each teacher's confidence
-(as in multi-teacher distillation, e.g. You et al., KDD 2017; confidence weighting as in
-Zhang et al. 2022, "Confidence-Aware Multi-Teacher Knowledge Distillation", arXiv:2201.00007)."""
+(multi-teacher distillation: You, Xu, Xu and Tao, "Learning from Multiple Teacher Networks",
+KDD 2017; confidence weighting as in Zhang, Chen and Wang, "Confidence-Aware Multi-Teacher
+Knowledge Distillation", ICASSP 2022, arXiv:2201.00007)."""
 
 from __future__ import annotations
 

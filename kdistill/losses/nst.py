@@ -1,4 +1,5 @@
-"""Neuron Selectivity Transfer (Huang and Wang, 2017, arXiv:1707.01219)."""
+"""Neuron Selectivity Transfer: Huang and Wang, "Like What You Like: Knowledge Distill via Neuron
+Selectivity Transfer", 2017, arXiv:1707.01219."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Probabilistic Knowledge Transfer (Passalis and Tefas, ECCV 2018, arXiv:1803.10837)."""
+"""Probabilistic Knowledge Transfer: Passalis and Tefas, "Learning Deep Representations with
+Probabilistic Knowledge Transfer", ECCV 2018, arXiv:1803.10837."""
 
 from __future__ import annotations
 

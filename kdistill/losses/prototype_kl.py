@@ -1,6 +1,6 @@
 """Fine-tuning a prototype classifier towards the teacher: ``KL(p || M) + lam * H(p)``, where M is
-the softmax over negative distances to class prototypes (Snell, Swersky and Zemel, Prototypical
-Networks, NeurIPS 2017, arXiv:1703.05175)."""
+the softmax over negative distances to class prototypes (Snell, Swersky and Zemel, "Prototypical
+Networks for Few-shot Learning", NeurIPS 2017, arXiv:1703.05175)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
 """Intra-class scatter of the student's embedding: the within-class term of Fisher's criterion
-(Fisher 1936; as a loss, the "center loss" of Wen et al., ECCV 2016, with in-batch centres)."""
+(Fisher, "The Use of Multiple Measurements in Taxonomic Problems", 1936); as a loss, the "center
+loss" of Wen, Zhang, Li and Qiao, "A Discriminative Feature Learning Approach for Deep Face
+Recognition", ECCV 2016, with in-batch centres."""
 
 from __future__ import annotations
 

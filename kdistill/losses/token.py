@@ -5,14 +5,16 @@ Notation, per token: ``p_T = softmax(z_T / T)`` (teacher) and ``p_S = softmax(z_
 (student) over the vocabulary, ``T`` the temperature.
 
 - ``forward_kl``: ``KL(p_T || p_S) = sum_v p_T (log p_T - log p_S)`` (mode covering; the
-  classic soft-target loss, Hinton et al. 2015, applied per token).
-- ``reverse_kl``: ``KL(p_S || p_T) = sum_v p_S (log p_S - log p_T)`` (mode seeking; MiniLLM,
-  Gu et al. 2024).
-- ``jsd``: the generalized Jensen-Shannon divergence of GKD (Agarwal et al. 2024, arXiv:2306.13649)
+  soft-target loss of Hinton, Vinyals and Dean 2015 (``kd``), applied per token).
+- ``reverse_kl``: ``KL(p_S || p_T) = sum_v p_S (log p_S - log p_T)`` (mode seeking; Gu, Dong, Wei and
+  Huang, "MiniLLM: Knowledge Distillation of Large Language Models", ICLR 2024, arXiv:2306.08543).
+- ``jsd``: the generalized Jensen-Shannon divergence of GKD (Agarwal et al., "On-Policy Distillation of
+  Language Models: Learning from Self-Generated Mistakes", ICLR 2024, arXiv:2306.13649)
   with ``M = beta p_T + (1 - beta) p_S``: ``JSD_beta = beta KL(p_T || M) + (1 - beta) KL(p_S || M)``.
   The formula tends to 0 at both ends, so ``beta = 0`` is taken as its limit direction, the
   forward KL, and ``beta = 1`` as the reverse KL (as TRL's ``generalized_jsd_loss`` does).
-- ``skew_kl``: skew KL of DistiLLM (Ko et al. 2024, arXiv:2402.03898) with ``a = skew``:
+- ``skew_kl``: skew KL of DistiLLM (Ko, Kim, Chen and Yun, "DistiLLM: Towards Streamlined Distillation
+  for Large Language Models", ICML 2024, arXiv:2402.03898) with ``a = skew``:
   direction ``forward``: ``KL(p_T || a p_T + (1 - a) p_S)``; ``reverse``: ``KL(p_S || a p_S + (1 - a) p_T)``.
   ``a = 0`` is the plain forward / reverse KL.
 - ``tv``: total variation ``0.5 sum_v |p_T - p_S|``.

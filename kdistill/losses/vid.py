@@ -1,4 +1,5 @@
-"""Variational Information Distillation (Ahn, Hu, Damianou, Lawrence and Dai, CVPR 2019, arXiv:1904.05835)."""
+"""Variational Information Distillation: Ahn, Hu, Damianou, Lawrence and Dai, "Variational Information
+Distillation for Knowledge Transfer", CVPR 2019, arXiv:1904.05835."""
 
 from __future__ import annotations
 
