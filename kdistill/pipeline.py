@@ -188,8 +188,8 @@ def calibration_batch(splits: Splits, device) -> torch.Tensor:
 
 
 def data_model_args(family: Family, splits: Splits) -> dict:
-    """What the data says of the models that fit it: ``in_channels`` (images), ``in_features``
-    (the flattened input size) and what the family adds (``Family.model_args``: ``num_classes``
+    """What the data says of the models that fit it: ``in_channels`` and ``image_size``
+    (``[height, width]``) of images, ``in_features`` (the flattened input size) and what the family adds (``Family.model_args``: ``num_classes``
     of a classifier); a registered model the recipe builds without weights takes those its
     arguments leave out."""
     test = splits.test_set
@@ -197,8 +197,8 @@ def data_model_args(family: Family, splits: Splits) -> dict:
         return {}
     shape = tuple(test.x.shape[1:])  # one sample, fetched
     known = {"in_features": int(torch.Size(shape).numel())}
-    if len(shape) == 3:
-        known["in_channels"] = shape[0]
+    if len(shape) == 3:  # (C, H, W)
+        known["in_channels"], known["image_size"] = shape[0], [shape[1], shape[2]]
     return {**known, **family.model_args(splits)}
 
 

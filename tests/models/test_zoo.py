@@ -67,3 +67,20 @@ def test_data_defaults_fill_only_what_the_builder_takes_and_the_recipe_leaves_ou
     assert with_data_defaults("cnn", {"num_classes": 5}, **known)["num_classes"] == 5  # the recipe wins
     assert with_data_defaults("mlp", {}, **known) == {"num_classes": 3, "in_features": 12}
     assert with_data_defaults("pkg.mod:make", {"a": 1}, **known) == {"a": 1}  # a user's builder: its own defaults
+
+
+def test_a_cnn_student_takes_a_non_square_input_size_from_the_data(tmp_path):
+    """A zoo CNN whose args give no image_size takes the data's [height, width] (28x52 here)."""
+    import kdistill
+
+    assert build_model("cnn", channels=[4, 8], image_size=[28, 52])(torch.randn(2, 1, 28, 52)).shape == (2, 10)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 52, generator=gen), torch.arange(64) % 4
+    recipe = {"name": "wide", "device": "cpu", "latency": False,
+              "data": {"source": "custom", "labelled": 16},
+              "teacher": {"model": "mlp", "args": {"hidden": [16]}},
+              "student": {"model": "cnn", "args": {"channels": [4, 8]}},
+              "stages": [{"name": "teacher", "train": "teacher", "data": "full", "epochs": 1},
+                         {"name": "distil", "data": "transfer", "epochs": 1, "loss": [{"loss": "kd"}]}]}
+    result = kdistill.run(recipe, data=((x[:48], y[:48]), (x[48:], y[48:])), runs_dir=tmp_path, progress=False)
+    assert result.models["student"].head[-1].in_features == 8 * 14 * 26  # one 2x2 pool: 28x52 -> 14x26
