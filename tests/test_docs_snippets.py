@@ -16,7 +16,7 @@ WORKFLOWS = ["vision", "text-encoder", "static", "causal-lm", "python", "custom-
              "caching", "export"]
 # the pages whose snippets are checked, those of them that exist (README.md joins once its
 # snippets pass; every page of docs/workflows/ must be listed: test_every_workflow_page_is_listed)
-PAGES = ["docs/index.md", "docs/getting-started.md", *(f"docs/workflows/{name}.md" for name in WORKFLOWS)]
+PAGES = ["README.md", "docs/index.md", "docs/getting-started.md", *(f"docs/workflows/{name}.md" for name in WORKFLOWS)]
 FIXTURES = ROOT / "tests" / "docs_fixtures"
 
 
