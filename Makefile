@@ -5,7 +5,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 WORDNET := /usr/share/wordnet/data.noun
 
-.PHONY: install data wordnet chromium demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm gpu-check gpu-wheels docs clean
+.PHONY: install data wordnet chromium demo test teacher text-teacher text bench-labels bench-methods bench-text bench-speed bench-data lm-teacher bench-lm gpu-check gpu-wheels docs bench-pages clean
 
 install: $(VENV)/.installed
 
@@ -101,6 +101,10 @@ gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version $(GPU_PYTHON) --implementation cp \
 		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 		pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0
+
+# docs/benchmarks.md and its plots, written again from bench/results/ (after a bench run)
+bench-pages: install
+	$(VENV)/bin/python docs/bench_pages.py
 
 # the documentation site: built into site/ with every warning an error (a broken link, a page out of the nav), then served at
 # http://127.0.0.1:8000; installs Debian's chromium too, with which tests/test_browser.py opens the site and a report.html
