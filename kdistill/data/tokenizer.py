@@ -77,4 +77,7 @@ def load_tokenizer(name: str):
     except (OSError, ValueError) as err:
         if not Path(where).is_dir():
             raise not_found(name, err, "tokenizer") from None
-        raise KDistillError(f"tokenizer: cannot load {shown(name)}: {first_line(err)}") from None
+        raise KDistillError(f"tokenizer: cannot load {shown(name)} ({first_line(err).rstrip(': ')}); the folder "
+                            "needs the files tokenizer.save_pretrained(folder) writes (tokenizer.json, "
+                            "tokenizer_config.json), or name another tokenizer folder (data.lm.tokenizer, "
+                            "data.text.tokenizer).") from None

@@ -24,3 +24,13 @@ def test_first_line_of_an_error():
 def test_the_tokenizer_of_a_folder_tokenises(tokenizer_dir):
     tok = load_tokenizer(str(tokenizer_dir))
     assert tok("hello world")["input_ids"][0] == tok.cls_token_id
+
+
+def test_a_folder_without_tokenizer_files_names_the_files_and_the_other_way(tmp_path):
+    pytest.importorskip("transformers")
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}', encoding="utf8")  # a model folder, no tokenizer
+    with pytest.raises(KDistillError) as err:
+        load_tokenizer(str(tmp_path))
+    message = str(err.value)
+    assert message.startswith("tokenizer: cannot load") and "\n" not in message
+    assert "tokenizer.json" in message and "data.lm.tokenizer" in message
