@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 
-import torch.distributed as dist
 from tqdm import tqdm
+
+from kdistill import distributed
 
 DELAY = 2.0  # seconds a pass runs before its bar shows: short passes print nothing
 
@@ -33,13 +34,9 @@ def shown(on: bool = True):
         _shown.reset(token)
 
 
-def _main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def enabled() -> bool:
     """Whether this process shows progress now: the job asked for it, and this is the main process."""
-    return _shown.get() and _main_process()
+    return _shown.get() and distributed.is_main()
 
 
 def bar(total: int, desc: str | None, unit: str = " samples") -> tqdm:
